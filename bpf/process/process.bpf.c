@@ -1,0 +1,222 @@
+/* Process sensor: exec, fork (new processes only, not threads) and exit (last thread of a process).
+ *
+ * Kernel struct fields are read at offsets resolved from the running kernel's BTF
+ * (collector/btf.py -> -DOFF_* cflags), never through the installed headers, which do not match.
+ * Ring-buffer wake-ups are batched: every message is submitted with BPF_RB_NO_WAKEUP except every
+ * SH_WAKEUP_EVERY-th per CPU; user space also polls on a short timeout, so latency stays bounded.
+ * Messages that do not fit in the ring buffer are counted per type in `lost`, never silently dropped.
+ */
+#include "siemhub.h"
+
+#ifndef SH_RINGBUF_PAGES
+#define SH_RINGBUF_PAGES 1024
+#endif
+#ifndef SH_WAKEUP_EVERY
+#define SH_WAKEUP_EVERY 64                 /* power of two */
+#endif
+#define SH_DATA_CAP 16384                  /* power of two >= SH_DATA_MAX */
+
+struct exec_buf {
+	struct sh_msg_exec msg;
+	char data[2 * SH_DATA_CAP];        /* masks below keep every write inside this array */
+};
+
+BPF_RINGBUF_OUTPUT(events, SH_RINGBUF_PAGES);
+/* One scratch slot per CPU. A plain array indexed by CPU, because per-CPU map values are capped
+ * at 32 KiB and the exec buffer is larger. */
+#ifndef SH_NR_CPUS
+#define SH_NR_CPUS 64
+#endif
+BPF_ARRAY(exec_scratch, struct exec_buf, SH_NR_CPUS);
+BPF_PERCPU_ARRAY(wakeups, u64, 1);
+BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by enum sh_msg_type */
+
+static __always_inline void *rd_ptr(const void *base, int off)
+{
+	void *v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u32 rd_u32(const void *base, int off)
+{
+	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u64 rd_u64(const void *base, int off)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u64 wake_flag(void)
+{
+	u32 k = 0;
+	u64 *n = wakeups.lookup(&k);
+	if (!n)
+		return 0;
+	*n += 1;
+	return (*n & (SH_WAKEUP_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void count_lost(u32 type)
+{
+	u64 *n = lost.lookup(&type);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void submit(void *msg, u32 size, u32 type)
+{
+	if (events.ringbuf_output(msg, size, wake_flag()) != 0)
+		count_lost(type);
+}
+
+/* Walk task->fs->pwd up to the root of the process' mount tree, crossing mount points.
+ * Components are written leaf first; user space reverses them. The running offset and depth live in
+ * the map value, not in registers: the verifier then sees the same state at every loop head and
+ * prunes, instead of exploring every combination of branches (1M-instruction limit). */
+static __always_inline void read_cwd(struct exec_buf *b, void *task)
+{
+	void *fs = rd_ptr(task, OFF_TASK_FS);
+	void *dentry = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_DENTRY);
+	void *vfsmnt = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_MNT);
+	void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
+
+	b->msg.cwd_len = 0;
+	b->msg.cwd_depth = 0;
+	b->msg.flags |= SH_EXEC_TRUNC_CWD;  /* cleared when the walk reaches the root */
+	for (int i = 0; i < SH_CWD_DEPTH; i++) {
+		void *root = rd_ptr(vfsmnt, OFF_VFSMOUNT_ROOT);
+		void *parent = rd_ptr(dentry, OFF_DENTRY_PARENT);
+		if (dentry == root || dentry == parent) {
+			void *mnt_parent = rd_ptr(mnt, OFF_MOUNT_PARENT);
+			if (mnt_parent == mnt || !mnt_parent) {
+				b->msg.flags &= ~SH_EXEC_TRUNC_CWD;
+				break;
+			}
+			dentry = rd_ptr(mnt, OFF_MOUNT_MOUNTPOINT);
+			mnt = mnt_parent;
+			vfsmnt = (char *)mnt + OFF_MOUNT_MNT;
+			continue;
+		}
+		u32 off = b->msg.filename_len + b->msg.args_len + b->msg.cwd_len;
+		if (off > SH_DATA_CAP - SH_NAME_MAX)
+			break;
+		void *name = rd_ptr(dentry, OFF_DENTRY_NAME + OFF_QSTR_NAME);
+		int n = bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_NAME_MAX, name);
+		if (n <= 0)
+			break;
+		b->msg.cwd_len += n;
+		b->msg.cwd_depth += 1;
+		dentry = parent;
+	}
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	u32 k = bpf_get_smp_processor_id();
+	struct exec_buf *b = exec_scratch.lookup(&k);
+	if (!b)
+		return 0;
+	void *task = (void *)bpf_get_current_task();
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 uid_gid = bpf_get_current_uid_gid();
+	struct sh_msg_exec *m = &b->msg;
+
+	m->hdr.type = SH_MSG_EXEC;
+	m->hdr.ktime = bpf_ktime_get_boot_ns();
+	m->pid = pid_tgid >> 32;
+	m->tid = (u32)pid_tgid;
+	m->old_tid = args->old_pid;
+	m->uid = (u32)uid_gid;
+	m->gid = uid_gid >> 32;
+	m->flags = 0;
+	void *cred = rd_ptr(task, OFF_TASK_CRED);
+	m->euid = rd_u32(cred, OFF_CRED_EUID);
+	m->egid = rd_u32(cred, OFF_CRED_EGID);
+	m->auid = rd_u32(task, OFF_TASK_LOGINUID);
+	void *parent = rd_ptr(task, OFF_TASK_REAL_PARENT);
+	m->ppid = rd_u32(parent, OFF_TASK_TGID);
+	m->start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	m->parent_start_boottime = rd_u64(parent, OFF_TASK_START_BOOTTIME);
+	m->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&m->comm, sizeof(m->comm));
+
+	/* filename, as passed to execve (the binary) */
+	u16 loc = args->data_loc_filename & 0xFFFF;
+	int n = bpf_probe_read_kernel_str(&b->data[0], SH_FILENAME_MAX, (char *)args + loc);
+	if (n < 0)
+		n = 0;
+	if (n >= SH_FILENAME_MAX)
+		m->flags |= SH_EXEC_TRUNC_FILENAME;
+	u32 off = n & (SH_FILENAME_MAX * 2 - 1);
+	m->filename_len = off;
+
+	/* argv, from the new image's stack */
+	void *mm = rd_ptr(task, OFF_TASK_MM);
+	u64 arg_start = rd_u64(mm, OFF_MM_ARG_START);
+	u64 arg_end = rd_u64(mm, OFF_MM_ARG_END);
+	u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (len > SH_ARGS_MAX - 1) {
+		len = SH_ARGS_MAX - 1;
+		m->flags |= SH_EXEC_TRUNC_ARGS;
+	}
+	len &= SH_ARGS_MAX - 1;
+	m->args_len = 0;
+	if (len > 0) {
+		if (bpf_probe_read_user(&b->data[off & (SH_DATA_CAP - 1)], len, (void *)arg_start) == 0) {
+			m->args_len = len;
+			off += len;
+		} else {
+			m->flags |= SH_EXEC_ARGS_FAULT;
+		}
+	}
+
+	read_cwd(b, task);
+	off += m->cwd_len;
+
+	u32 size = sizeof(struct sh_msg_exec) + (off & (2 * SH_DATA_CAP - 1));
+	m->hdr.size = size;
+	submit(b, size, SH_MSG_EXEC);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	void *child = (void *)ctx->args[1];
+	u32 tgid = rd_u32(child, OFF_TASK_TGID);
+	if (rd_u32(child, OFF_TASK_PID) != tgid)
+		return 0;  /* a new thread, not a new process */
+	struct sh_msg_fork m = {};
+	m.hdr.type = SH_MSG_FORK;
+	m.hdr.size = sizeof(m);
+	m.hdr.ktime = bpf_ktime_get_boot_ns();
+	m.pid = tgid;
+	m.ppid = rd_u32(rd_ptr(child, OFF_TASK_REAL_PARENT), OFF_TASK_TGID);
+	m.start_boottime = rd_u64(child, OFF_TASK_START_BOOTTIME);
+	submit(&m, sizeof(m), SH_MSG_FORK);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *sig = rd_ptr(task, OFF_TASK_SIGNAL);
+	if (rd_u32(sig, OFF_SIGNAL_LIVE) != 0)
+		return 0;  /* other threads of this process still run */
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sh_msg_exit m = {};
+	m.hdr.type = SH_MSG_EXIT;
+	m.hdr.size = sizeof(m);
+	m.hdr.ktime = bpf_ktime_get_boot_ns();
+	m.pid = pid_tgid >> 32;
+	m.tid = (u32)pid_tgid;
+	m.exit_code = rd_u32(task, OFF_TASK_EXIT_CODE);
+	m.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	submit(&m, sizeof(m), SH_MSG_EXIT);
+	return 0;
+}

@@ -1,0 +1,166 @@
+"""The agent: sensors -> process cache -> events -> router -> per-exporter delivery.
+
+`Pipeline` is everything after the sensors (exporters, router, metrics); `siemhub replay` uses it alone.
+`Agent` adds the sensors, the signal handling and the periodic agent_status event.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from siemhub.collector.config import LoadedConfig
+from siemhub.collector.delivery import ExporterRunner
+from siemhub.collector.event import AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.metrics import Metrics
+from siemhub.collector.process_cache import ProcessCache
+from siemhub.collector.router import Match, Route, Router
+from siemhub.collector.sensors import Sensor
+
+log = logging.getLogger("siemhub.agent")
+
+
+class Pipeline:
+    def __init__(self, cfg: LoadedConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.runners = {name: ExporterRunner(cls(name, ecfg), self.metrics)
+                        for name, (cls, ecfg) in cfg.exporters.items()}
+        routes = [Route(r.name, Match.build(**r.match.model_dump()), tuple(r.to), r.final) for r in cfg.agent.routes]
+        self.router = Router(routes, self.runners, self.metrics)
+        self._lock = threading.Lock()  # sensors emit from their own threads
+        self._started: list[ExporterRunner] = []
+
+    def start(self) -> None:
+        for runner in self.runners.values():
+            runner.start()  # an exporter that cannot start is a start-up error, never silently disabled
+            self._started.append(runner)
+
+    def emit(self, events: list[Event], wait: bool = False) -> None:
+        with self._lock:
+            self.router.route(events, wait)
+
+    def stop(self, deadline_s: float) -> dict[str, dict]:
+        deadline = time.monotonic() + deadline_s
+        threads = [threading.Thread(target=r.stop, args=(deadline,)) for r in self._started]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return {name: {"sent": r.sent, "dropped": dict(r.dropped)} for name, r in self.runners.items()}
+
+
+class Agent:
+    def __init__(self, cfg: LoadedConfig, metrics: Metrics | None = None) -> None:
+        a = cfg.agent
+        self.cfg = cfg
+        self.pipeline = Pipeline(cfg, metrics)
+        self.metrics = self.pipeline.metrics
+        self.node = Node(name=a.node.name, labels=dict(a.node.labels))
+        self.clock = Clock()
+        self.ids = EventIds()
+        self.sensors: list[Sensor] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.metrics_server = None
+        pcfg = a.sensors.process
+        cache_cfg = pcfg.cache if pcfg else None
+        self.cache = ProcessCache(
+            self.node.name, self.clock, self.metrics,
+            max_entries=cache_cfg.max_entries if cache_cfg else 65536,
+            exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
+        )
+
+    def _build_sensors(self) -> None:
+        from siemhub.collector.sensors.process import ProcessSensor, SensorContext
+
+        ctx = SensorContext(self.node, self.clock, self.ids, self.metrics, self.cache, self.pipeline.emit)
+        if self.cfg.agent.sensors.process is not None:
+            self.sensors.append(ProcessSensor(self.cfg.agent.sensors.process, ctx))
+
+    def start(self) -> None:
+        a = self.cfg.agent
+        if a.metrics.enabled:
+            host, _, port = a.metrics.listen.rpartition(":")
+            self.metrics_server = self.metrics.serve(host.strip("[]"), int(port))
+            log.info("metrics on http://%s/metrics", a.metrics.listen)
+        self.pipeline.start()
+        self._build_sensors()
+        for s in self.sensors:
+            s.load()
+            log.info("sensor %s loaded", s.name)
+        for s in self.sensors:
+            t = threading.Thread(target=self._poll_loop, args=(s,), name=f"sensor-{s.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _poll_loop(self, sensor: Sensor) -> None:
+        interval = self.cfg.agent.sensors.process.poll_interval if self.cfg.agent.sensors.process else 0.1
+        while not self._stop.is_set():
+            try:
+                sensor.poll(interval)
+            except Exception:  # noqa: BLE001 - keep reading; the error is logged and counted
+                log.exception("sensor %s: poll failed", sensor.name)
+                self.metrics.decode_errors.labels(sensor.name, "poll_failed").inc()
+                time.sleep(interval)
+
+    def status_event(self) -> Event:
+        counters: dict[str, int] = {"process_cache_entries": len(self.cache), "process_cache_evicted": self.cache.evicted}
+        for s in self.sensors:
+            for k, v in s.counters().items():
+                counters[f"{s.name}_{k}"] = v
+        for name, r in self.pipeline.runners.items():
+            counters[f"exporter_{name}_sent"] = r.sent
+            for reason, n in r.dropped.items():
+                counters[f"exporter_{name}_dropped_{reason}"] = n
+        lost = sum(v for k, v in counters.items() if "lost" in k or "dropped" in k or "decode_errors" in k)
+        return Event(id=self.ids.new(), time=self.clock.now(), type="agent_status", node=self.node,
+                     severity="medium" if lost else "info", status=AgentStatus(counters=counters))
+
+    def run(self, duration: float | None = None) -> dict:
+        """Run until SIGINT/SIGTERM or `duration` seconds; then drain and return delivery counts."""
+        self._install_signals()
+        self.start()
+        end = time.monotonic() + duration if duration else float("inf")
+        interval = self.cfg.agent.status_interval
+        next_status = time.monotonic() + interval if interval else float("inf")
+        next_housekeeping = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= next_housekeeping:
+                self.cache.evict()
+                next_housekeeping = now + 1.0
+            if now >= next_status:
+                self.pipeline.emit([self.status_event()])
+                next_status = now + interval
+            self._stop.wait(min(0.5, max(0.0, end - now)))
+        return self.shutdown()
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def shutdown(self) -> dict:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        for s in self.sensors:
+            try:
+                s.unload()  # takes what is still in the ring buffer
+            except Exception:  # noqa: BLE001
+                log.exception("sensor %s: unload failed", s.name)
+        if self.cfg.agent.status_interval:
+            self.pipeline.emit([self.status_event()])
+        counts = self.pipeline.stop(self.cfg.agent.shutdown_deadline)
+        if self.metrics_server is not None:
+            server, _thread = self.metrics_server
+            server.shutdown()
+        return counts

@@ -1,0 +1,55 @@
+"""Loading BPF programs with bcc: checks, kernel filesystems, BTF offsets as cflags, one compile.
+
+bcc compiles the C at load time against the installed kernel headers, which do not match the running
+kernel; so every kernel struct field a program reads comes from BTF as an -DOFF_* define (collector/btf.py).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from siemhub.collector import btf
+from siemhub.collector.sensors import BPFUnavailable
+
+_FILESYSTEMS = (("tracefs", "/sys/kernel/tracing", "events"), ("debugfs", "/sys/kernel/debug", "tracing"))
+
+
+def bpf_dir() -> Path:
+    return Path(str(resources.files("siemhub.bpf")))
+
+
+def check_environment() -> None:
+    """Raise BPFUnavailable with the reason when this process cannot load our programs."""
+    if os.geteuid() != 0:
+        raise BPFUnavailable("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON)")
+    if not os.path.exists(btf.DEFAULT_PATH):
+        raise BPFUnavailable(f"the kernel has no BTF ({btf.DEFAULT_PATH} missing)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as exc:
+        raise BPFUnavailable(f"bcc's Python bindings are missing (Debian package python3-bpfcc): {exc}") from None
+    for fstype, where, probe in _FILESYSTEMS:
+        if not os.path.exists(os.path.join(where, probe)):
+            os.makedirs(where, exist_ok=True)
+            if os.system(f"mount -t {fstype} {fstype} {where} 2>/dev/null") != 0:  # noqa: S605 - fixed strings
+                raise BPFUnavailable(f"{fstype} is not mounted on {where} and mounting it failed")
+
+
+def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int]):
+    """Compile bpf/<relpath> with the BTF offsets it needs and the given -D settings; returns bcc.BPF."""
+    check_environment()
+    from bcc import BPF
+
+    try:
+        resolved = btf.resolve_offsets(offsets)
+    except btf.BTFError as exc:
+        raise BPFUnavailable(f"this kernel lacks a field the sensor needs: {exc}") from None
+    root = bpf_dir()
+    cflags = [f"-I{root / 'include'}", *btf.cflags(resolved), *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
+    # bcc prints compiler warnings from the mismatched headers to stderr; they are harmless.
+    try:
+        return BPF(src_file=str(root / relpath).encode(), cflags=cflags)
+    except Exception as exc:  # bcc raises bare Exception for compile and verifier failures
+        raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc

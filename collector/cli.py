@@ -1,0 +1,170 @@
+"""The `siemhub` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+import msgspec
+
+from siemhub.collector import config as config_mod
+from siemhub.collector.event import EVENT_TYPES, decode_json
+from siemhub.collector.sensors import BPFUnavailable
+
+CONFIG_HELP = "config file (YAML); the embedded default when omitted"
+
+
+def _load(path: str | None) -> config_mod.LoadedConfig:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="siemhub")
+def main() -> None:
+    """siemhub: eBPF security events, enriched and delivered to your SIEM."""
+
+
+@main.command()
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def run(path: str | None, duration: float | None, log_level: str) -> None:
+    """Run the agent: sensors, router and exporters."""
+    from siemhub.collector.agent import Agent
+
+    _logging(log_level)
+    cfg = _load(path)
+    a = cfg.agent
+    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    click.echo(f"siemhub: node {a.node.name}; sensors: {', '.join(sensors) or 'none'}; "
+               f"exporters: {', '.join(f'{n} ({c.type}/{c.format})' for n, (_, c) in cfg.exporters.items())}; "
+               f"routes: {len(a.routes)}; config {cfg.source}", err=True)
+    agent = Agent(cfg)
+    try:
+        counts = agent.run(duration)
+    except BPFUnavailable as exc:
+        agent.shutdown()
+        click.echo(f"siemhub: eBPF unavailable: {exc}", err=True)
+        sys.exit(1)
+    for name, c in counts.items():
+        dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
+        click.echo(f"siemhub: exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
+
+
+@main.command()
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False), help="config file to check")
+def validate(path: str) -> None:
+    """Check a config file; print each problem as file:line: field: reason."""
+    cfg = _load(path)
+    a = cfg.agent
+    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    click.echo(f"{path}: OK ({len(cfg.exporters)} exporters, {len(a.routes)} routes, "
+               f"sensors: {', '.join(sensors) or 'none'})")
+
+
+@main.command()
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), help="take the sensor settings from this file")
+@click.option("-o", "--output", type=click.Choice(["compact", "json"]), default="compact")
+@click.option("--type", "types", multiple=True, type=click.Choice(EVENT_TYPES), help="only these event types")
+@click.option("--follow", "follow", type=click.Path(dir_okay=False),
+              help="instead of running sensors, follow a JSON-lines file a running agent writes")
+@click.option("--duration", type=float, help="stop after this many seconds")
+def events(path: str | None, output: str, types: tuple[str, ...], follow: str | None, duration: float | None) -> None:
+    """Live events in the terminal (like `tetra getevents`)."""
+    if follow:
+        _follow(follow, output, set(types), duration)
+        return
+    from siemhub.collector.agent import Agent
+
+    _logging("warning")
+    base = _load(path)
+    match = f"match: {{types: [{', '.join(types)}]}}" if types else ""
+    text = (f"exporters:\n  terminal: {{type: stdout, format: {'native' if output == 'json' else 'compact'},"
+            f" batch: {{max_events: 64, max_wait: 0.2}}}}\n"
+            f"routes:\n  - {{name: terminal, to: [terminal] {', ' + match if match else ''}}}\n"
+            f"metrics: {{enabled: false}}\nstatus_interval: 0\n")
+    cfg = config_mod.parse(text, "<events>")
+    cfg.agent.sensors = base.agent.sensors
+    cfg.agent.node = base.agent.node
+    try:
+        Agent(cfg).run(duration)
+    except BPFUnavailable as exc:
+        click.echo(f"siemhub: eBPF unavailable: {exc}", err=True)
+        sys.exit(1)
+
+
+def _follow(path: str, output: str, types: set[str], duration: float | None) -> None:
+    from siemhub.exporters.stdout import compact_line
+
+    end = time.monotonic() + duration if duration else float("inf")
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        buf = b""
+        while time.monotonic() < end:
+            chunk = f.read()
+            if not chunk:
+                time.sleep(0.2)
+                continue
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                try:
+                    e = decode_json(line)
+                except msgspec.MsgspecError:
+                    continue
+                if types and e.type not in types:
+                    continue
+                click.echo(line.decode() if output == "json" else compact_line(e))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]))
+def replay(file: str, path: str | None, log_level: str) -> None:
+    """Feed a JSON-lines file of native events through the router and exporters."""
+    from siemhub.collector.agent import Pipeline
+
+    _logging(log_level)
+    cfg = _load(path)
+    pipe = Pipeline(cfg)
+    pipe.start()
+    good = bad = 0
+    first_bad: list[str] = []
+    batch = []
+    with open(file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                batch.append(decode_json(line))
+                good += 1
+            except msgspec.MsgspecError as exc:
+                bad += 1
+                if len(first_bad) < 5:
+                    first_bad.append(f"{file}:{lineno}: {exc}")
+            if len(batch) >= 1000:
+                pipe.emit(batch, wait=True)
+                batch = []
+    pipe.emit(batch, wait=True)
+    counts = pipe.stop(cfg.agent.shutdown_deadline)
+    for line in first_bad:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"replayed {good} events, skipped {bad} unreadable lines", err=True)
+    for name, c in counts.items():
+        dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
+        click.echo(f"exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
+    if bad or any(c["dropped"] for c in counts.values()):
+        sys.exit(1)

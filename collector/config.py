@@ -1,0 +1,263 @@
+"""Agent configuration: one YAML file, validated on load.
+
+Errors name the file, the line and the field (`agent.yaml:7: exporters.out.path: Field required`).
+Unknown keys are rejected everywhere. `${NAME}` (or `${NAME:-default}`) in a string is replaced by the
+environment variable NAME, so secrets stay out of the file; their values are never logged or echoed.
+Relative paths are relative to the working directory of the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from siemhub.collector.event import EVENT_TYPES, SEVERITIES
+from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
+
+
+class ConfigError(Exception):
+    """A config problem. Each line of str(error) is `file:line: field: reason`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Strict):
+    name: str = Field(default_factory=socket.gethostname)
+    labels: dict[str, str] = {}
+
+
+def _power_of_two(v: int) -> int:
+    if v & (v - 1):
+        raise ValueError("must be a power of two")
+    return v
+
+
+class ProcessCacheConfig(_Strict):
+    max_entries: int = Field(65_536, ge=1024)
+    exit_delay: float = Field(30.0, ge=0, description="seconds an exited process stays resolvable")
+
+
+class ProcessSensorConfig(_Strict):
+    args_max_bytes: int = Field(8192, ge=256, le=16384, description="argv bytes copied (power of two)")
+    filename_max_bytes: int = Field(1024, ge=256, le=4096, description="binary path bytes (power of two)")
+    cwd_depth: int = Field(24, ge=1, le=48, description="path components walked for cwd")
+    procfs_scan: bool = True
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    cache: ProcessCacheConfig = ProcessCacheConfig()
+
+    _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(
+        classmethod(lambda cls, v: _power_of_two(v)))
+
+
+class SensorsConfig(_Strict):
+    process: ProcessSensorConfig | None = None
+
+
+class MatchConfig(_Strict):
+    types: list[Literal[EVENT_TYPES]] | None = None  # type: ignore[valid-type]
+    min_severity: Literal[SEVERITIES] = "info"  # type: ignore[valid-type]
+    binaries: list[str] | None = Field(None, description="glob patterns on process.binary")
+    namespaces: list[str] | None = Field(None, description="glob patterns on process.pod.namespace")
+    tags: list[str] | None = None
+
+
+class RouteConfig(_Strict):
+    name: str
+    match: MatchConfig = MatchConfig()
+    to: list[str] = Field(min_length=1)
+    final: bool = False
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    listen: str = Field("127.0.0.1:9464", description="host:port of /metrics (127.0.0.1 unless you mean it)")
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected host:port")
+        return v
+
+
+class AgentConfig(_Strict):
+    node: NodeConfig = NodeConfig()
+    sensors: SensorsConfig = SensorsConfig()
+    exporters: dict[str, dict[str, Any]] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    metrics: MetricsConfig = MetricsConfig()
+    status_interval: float = Field(60.0, ge=0, description="seconds between agent_status events (0: off)")
+    shutdown_deadline: float = Field(10.0, ge=0, description="seconds to drain queues on SIGTERM")
+
+
+@dataclass
+class LoadedConfig:
+    agent: AgentConfig
+    exporters: dict[str, tuple[type[Exporter], ExporterConfig]]
+    source: str
+
+
+# --- YAML with positions -------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _compose_positions(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _compose_positions(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _compose_positions(v, path + (i,), out)
+
+
+def _expand_env(value: Any, path: tuple, problems: list[tuple[tuple, str]]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set"))
+            return ""
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, path + (k,), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, path + (i,), problems) for i, v in enumerate(value)]
+    return value
+
+
+def _line_for(loc: tuple, positions: dict[tuple, int]) -> int:
+    loc = tuple(loc)
+    while loc and loc not in positions:
+        loc = loc[:-1]
+    return positions.get(loc, 1)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple, source: str, positions: dict) -> list[tuple[int, str]]:
+    problems = []
+    for e in err.errors():
+        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] in ("literal_error", "enum") and isinstance(e.get("input"), str | int):
+            msg = f"{msg} (got {e['input']!r})"
+        line = _line_for(loc, positions)
+        problems.append((line, f"{source}:{line}: {_dotted(loc)}: {msg}"))
+    return problems
+
+
+def parse(text: str, source: str = "<config>") -> LoadedConfig:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}:{line}: YAML syntax error: {reason}"]) from None
+    if node is None:
+        raise ConfigError([f"{source}:1: (top level): the file is empty"])
+    positions: dict[tuple, int] = {}
+    _compose_positions(node, (), positions)
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}:1: YAML error: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: (top level): expected a mapping of settings"])
+    env_problems: list[tuple[tuple, str]] = []
+    data = _expand_env(data, (), env_problems)
+    if env_problems:
+        raise ConfigError([f"{source}:{_line_for(p, positions)}: {_dotted(p)}: {m}" for p, m in env_problems])
+    problems: list[tuple[int, str]] = []
+
+    def problem(loc: tuple, msg: str) -> None:
+        line = _line_for(loc, positions)
+        problems.append((line, f"{source}:{line}: {_dotted(loc)}: {msg}"))
+
+    agent = None
+    try:
+        agent = AgentConfig.model_validate(data)
+    except ValidationError as err:
+        problems.extend(_pydantic_problems(err, (), source, positions))
+
+    # Exporters and routes are checked even when other sections failed, so one run shows every problem.
+    exporters: dict[str, tuple[type[Exporter], ExporterConfig]] = {}
+    raw_exporters = data.get("exporters")
+    for name, raw in (raw_exporters.items() if isinstance(raw_exporters, dict) else ()):
+        loc = ("exporters", name)
+        if not isinstance(raw, dict) or "type" not in raw:
+            problem(loc, "needs a 'type'")
+            continue
+        try:
+            cls = load_exporter_class(str(raw["type"]))
+        except UnknownExporter as exc:
+            problem(loc + ("type",), str(exc))
+            continue
+        try:
+            cfg = cls.config_model.model_validate(raw)
+        except ValidationError as err:
+            problems.extend(_pydantic_problems(err, loc, source, positions))
+            continue
+        if cfg.format not in cls.formats:
+            problem(loc + ("format",), f"format {cfg.format!r} is not supported by {raw['type']} "
+                                       f"(supported: {', '.join(cls.formats)})")
+            continue
+        exporters[name] = (cls, cfg)
+    routes = data.get("routes")
+    for i, r in enumerate(routes if isinstance(routes, list) else ()):
+        targets = r.get("to") if isinstance(r, dict) else None
+        for j, name in enumerate(targets if isinstance(targets, list) else ()):
+            if isinstance(raw_exporters, dict) and name not in raw_exporters:
+                problem(("routes", i, "to", j), f"unknown exporter {name!r}")
+    if problems or agent is None:
+        raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
+    return LoadedConfig(agent, exporters, source)
+
+
+def load(path: str | None) -> LoadedConfig:
+    """Load a config file, or the embedded default when path is None."""
+    if path is None:
+        text = resources.files("siemhub.collector").joinpath("default.yaml").read_text()
+        return parse(text, "<embedded default.yaml>")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}:0: not UTF-8 text"]) from None
+    return parse(text, path)

@@ -1,0 +1,210 @@
+"""The canonical event: one versioned schema that every sensor produces and every format reads.
+
+Structs are msgspec Structs: cheap to build (no validation on construction) and encoded to JSON by
+msgspec's C encoder. Optional fields default to None / empty and are omitted from the JSON, so an
+event carries only what is known. docs/schema.md documents every field; bump SCHEMA_VERSION on any
+change a consumer could notice (tests/unit/test_schema_golden.py makes such changes deliberate).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import msgspec
+
+SCHEMA_VERSION = "1.0"
+
+EVENT_TYPES = (
+    "process_exec",
+    "process_exit",
+    "file_access",
+    "network_connect",
+    "network_accept",
+    "network_close",
+    "privilege_change",
+    "policy_action",
+    "agent_status",
+)
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+class Container(msgspec.Struct, omit_defaults=True, kw_only=True):
+    id: str
+    runtime: str | None = None
+
+
+class PodContainer(msgspec.Struct, omit_defaults=True, kw_only=True):
+    name: str | None = None
+    image: str | None = None
+
+
+class Pod(msgspec.Struct, omit_defaults=True, kw_only=True):
+    namespace: str
+    name: str
+    labels: dict[str, str] = {}
+    container: PodContainer | None = None
+    workload: str | None = None
+
+
+class Process(msgspec.Struct, omit_defaults=True, kw_only=True):
+    exec_id: str
+    pid: int
+    tid: int | None = None
+    ppid: int | None = None
+    parent_exec_id: str | None = None
+    uid: int | None = None
+    euid: int | None = None
+    gid: int | None = None
+    egid: int | None = None
+    auid: int | None = None
+    binary: str = ""
+    args: list[str] = []
+    cwd: str | None = None
+    comm: str | None = None
+    start_time: str | None = None
+    # procfs, truncated_args, truncated_binary, truncated_cwd, non_utf8_binary, non_utf8_args,
+    # non_utf8_cwd, missing_parent, clone (forked, never exec'd while watched)
+    flags: list[str] = []
+    cgroup_id: int | None = None
+    container: Container | None = None
+    pod: Pod | None = None
+
+
+class Node(msgspec.Struct, omit_defaults=True, kw_only=True):
+    name: str
+    labels: dict[str, str] = {}
+
+
+class Exit(msgspec.Struct, omit_defaults=True, kw_only=True):
+    code: int | None = None  # exit status when the process exited normally
+    signal: str | None = None  # name of the signal that ended it (SIGKILL...), if any
+    core_dumped: bool = False
+    duration_ns: int | None = None  # lifetime of this exec image, when its exec was seen
+
+
+class AgentStatus(msgspec.Struct, omit_defaults=True, kw_only=True):
+    counters: dict[str, int] = {}
+
+
+class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    id: str
+    time: str
+    type: str
+    node: Node
+    process: Process | None = None
+    parent: Process | None = None
+    severity: str = "info"
+    schema_version: str = SCHEMA_VERSION
+    exit: Exit | None = None
+    status: AgentStatus | None = None
+    tags: list[str] = []
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_json(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def encode_json_lines(events: list[Event]) -> bytes:
+    return _encoder.encode_lines(events)
+
+
+def decode_json(data: bytes | str) -> Event:
+    """Parse one native JSON event (raises msgspec.ValidationError / DecodeError on bad input)."""
+    return _decoder.decode(data)
+
+
+# --- identifiers -----------------------------------------------------------------------------
+
+
+class EventIds:
+    """Event ids unique across nodes and restarts, cheap per event: a random 64-bit prefix drawn at
+    start-up plus a counter. Ids are assigned once, when the event is built, so every retry of the
+    same event carries the same id (Elasticsearch uses it as _id to deduplicate)."""
+
+    __slots__ = ("_prefix", "_next")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex() + "-"
+        self._next = 0
+
+    def new(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next:x}"
+
+
+# --- time --------------------------------------------------------------------------------------
+
+
+class Clock:
+    """Converts kernel boot-time nanoseconds (bpf_ktime_get_boot_ns) to RFC 3339 UTC strings with
+    nanoseconds. The date part is formatted once per second, the rest is an integer format."""
+
+    __slots__ = ("_offset", "_sec", "_prefix")
+
+    def __init__(self) -> None:
+        self.resync()
+        self._sec = -1
+        self._prefix = ""
+
+    def resync(self) -> None:
+        self._offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def wall_ns(self, boot_ns: int) -> int:
+        return boot_ns + self._offset
+
+    def rfc3339(self, wall_ns: int) -> str:
+        sec, frac = divmod(wall_ns, 1_000_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+        return f"{self._prefix}{frac:09d}Z"
+
+    def from_boot(self, boot_ns: int) -> str:
+        return self.rfc3339(boot_ns + self._offset)
+
+    def now(self) -> str:
+        return self.rfc3339(time.time_ns())
+
+
+# --- bytes that are not UTF-8 --------------------------------------------------------------------
+
+
+def escape_bytes(raw: bytes) -> tuple[str, bool]:
+    """Decode kernel bytes to text. Valid UTF-8 passes unchanged (second value False). Anything else
+    becomes a reversible escaped form (second value True, the caller flags the field): backslashes
+    are doubled and each undecodable byte becomes \\xHH, so unescape_bytes() restores the exact bytes.
+    """
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return escape_always(raw), True
+
+
+def escape_always(raw: bytes) -> str:
+    """The escaped form, whatever the input (used for every element of a list once one is flagged,
+    so the flag tells a reader to unescape all of them)."""
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+_UNESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def unescape_bytes(text: str) -> bytes:
+    """Inverse of escape_bytes for a field that was flagged non-UTF-8."""
+    out = bytearray()
+    pos = 0
+    for m in _UNESCAPE.finditer(text):
+        out += text[pos : m.start()].encode("utf-8")
+        tok = m.group(1)
+        out += b"\\" if tok == "\\" else bytes((int(tok[1:], 16),))
+        pos = m.end()
+    out += text[pos:].encode("utf-8")
+    return bytes(out)

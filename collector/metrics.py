@@ -1,0 +1,44 @@
+"""Prometheus metrics. One registry per agent (tests build their own), served on 127.0.0.1 by default.
+
+Hot paths count per batch or per poll, not per event: a counter increment takes a lock.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sensor_events = Counter("siemhub_sensor_events", "Events received from the kernel, per sensor",
+                                     ["sensor"], registry=r)
+        self.ringbuf_lost = Counter("siemhub_ringbuf_lost_events", "Messages the kernel could not put in the ring buffer",
+                                    ["sensor", "kind"], registry=r)
+        self.decode_errors = Counter("siemhub_decode_errors", "Kernel messages that could not be decoded",
+                                     ["sensor", "reason"], registry=r)
+        self.events_routed = Counter("siemhub_events_routed", "Events queued for an exporter", ["exporter"], registry=r)
+        self.events_unrouted = Counter("siemhub_events_unrouted", "Events that matched no route", registry=r)
+        self.events_sent = Counter("siemhub_exporter_events_sent", "Events the backend acknowledged", ["exporter"], registry=r)
+        self.events_dropped = Counter("siemhub_exporter_events_dropped", "Events not delivered, by reason",
+                                      ["exporter", "reason"], registry=r)
+        self.send_retries = Counter("siemhub_exporter_retries", "Send attempts that will be retried, by reason",
+                                    ["exporter", "reason"], registry=r)
+        self.queue_depth = Gauge("siemhub_exporter_queue_depth", "Events waiting in the exporter's queue",
+                                 ["exporter"], registry=r)
+        self.batch_seconds = Histogram("siemhub_exporter_batch_seconds", "Time to encode and send one batch",
+                                       ["exporter"], registry=r,
+                                       buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self.cache_size = Gauge("siemhub_process_cache_entries", "Processes in the process cache", registry=r)
+        self.cache_lookups = Counter("siemhub_process_cache_lookups", "Parent lookups in the process cache",
+                                     ["result"], registry=r)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample (tests and the agent_status event read counters through this)."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+    def serve(self, host: str, port: int):
+        """Start the /metrics endpoint; returns (server, thread). Port 0 picks a free port."""
+        return start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,62 @@
+"""The sensor contract and registry.
+
+A sensor owns one BPF program file (bpf/<area>/<name>.bpf.c) and the Python that loads it and decodes
+its messages. It never imports exporters: it hands canonical events to `emit`, a callable that takes
+a list of events (the pipeline routes them). Sensors are found by name through the `siemhub.sensors`
+entry-point group; a name registered twice is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from siemhub.collector.event import Event
+
+Emit = Callable[[list[Event]], None]
+
+
+class BPFUnavailable(RuntimeError):
+    """The kernel or this process cannot load BPF programs (not root, no BTF, no bcc...)."""
+
+
+def bpf_required() -> bool:
+    """CI sets SIEMHUB_REQUIRE_BPF=1: then a missing BPF capability is a failure, never a skip."""
+    return os.environ.get("SIEMHUB_REQUIRE_BPF", "") not in ("", "0")
+
+
+class Sensor:
+    name: ClassVar[str]
+
+    def load(self) -> None:
+        """Compile and attach the BPF programs. Raises BPFUnavailable when the kernel cannot."""
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> int:
+        """Read what the kernel sent, emit events; returns the number of kernel messages handled."""
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, int]:
+        """Loss and error counters for the agent_status event (ringbuf_lost, decode_errors...)."""
+        return {}
+
+    def unload(self) -> None:
+        raise NotImplementedError
+
+
+def sensor_types() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ep in entry_points(group="siemhub.sensors"):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise RuntimeError(f"sensor {ep.name!r} is registered twice: {found[ep.name].value} and {ep.value}")
+        found[ep.name] = ep
+    return found
+
+
+def load_sensor_class(name: str) -> type[Sensor]:
+    eps = sensor_types()
+    if name not in eps:
+        raise LookupError(f"unknown sensor {name!r} (known: {', '.join(sorted(eps)) or 'none'})")
+    return eps[name].load()

@@ -1,0 +1,41 @@
+"""Python mirrors of the C message structs in bpf/include/siemhub.h.
+
+One struct.Struct per C struct, little-endian with explicit padding ('x'), so unpack_from works on the
+raw ring-buffer bytes without a ctypes object per event. tests/unit/test_messages_layout.py compiles
+the header with gcc and checks every size and offset below against it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+MSG_EXEC, MSG_FORK, MSG_EXIT = 1, 2, 3
+
+EXEC_TRUNC_FILENAME = 1 << 0
+EXEC_TRUNC_ARGS = 1 << 1
+EXEC_TRUNC_CWD = 1 << 2
+EXEC_ARGS_FAULT = 1 << 3
+
+# struct sh_msg_hdr { u8 type; u8 pad0; u16 pad1; u32 size; u64 ktime; }
+HDR = struct.Struct("<BxxxIQ")
+HDR_FIELDS = {"type": 0, "size": 4, "ktime": 8}
+
+# struct sh_msg_exec: hdr, 10 x u32, 3 x u64, 4 x u16, char comm[16]
+EXEC = struct.Struct("<BxxxIQ" "10I" "3Q" "4H" "16s")
+EXEC_FIELDS = {
+    "pid": 16, "tid": 20, "ppid": 24, "old_tid": 28, "uid": 32, "gid": 36, "euid": 40, "egid": 44,
+    "auid": 48, "flags": 52, "start_boottime": 56, "parent_start_boottime": 64, "cgroup_id": 72,
+    "filename_len": 80, "args_len": 82, "cwd_len": 84, "cwd_depth": 86, "comm": 88,
+}
+
+# struct sh_msg_fork: hdr, u32 pid, u32 ppid, u64 start_boottime
+FORK = struct.Struct("<BxxxIQ" "2I" "Q")
+FORK_FIELDS = {"pid": 16, "ppid": 20, "start_boottime": 24}
+
+# struct sh_msg_exit: hdr, u32 pid, u32 tid, u32 exit_code, u32 pad, u64 start_boottime
+EXIT = struct.Struct("<BxxxIQ" "3Ix" "xxx" "Q")
+EXIT_FIELDS = {"pid": 16, "tid": 20, "exit_code": 24, "start_boottime": 32}
+
+SIZES = {"sh_msg_hdr": HDR.size, "sh_msg_exec": EXEC.size, "sh_msg_fork": FORK.size, "sh_msg_exit": EXIT.size}
+FIELDS = {"sh_msg_hdr": HDR_FIELDS, "sh_msg_exec": EXEC_FIELDS, "sh_msg_fork": FORK_FIELDS,
+          "sh_msg_exit": EXIT_FIELDS}

@@ -1,0 +1,288 @@
+"""Process sensor: process_exec and process_exit events from bpf/process/process.bpf.c.
+
+Kernel messages are copied out of the ring buffer in bcc's callback (one bytes object each) and decoded
+in a batch after each poll with struct.unpack_from, then joined with the process cache to name the
+parent. Forks are not emitted; they teach the cache about processes that have not exec'd yet.
+
+Caveats: the binary is the path given to execve (made absolute against cwd when relative), not the
+resolved target of symlinks; cwd is walked in the kernel up to `cwd_depth` components (deeper paths
+are flagged `truncated_cwd`); argv beyond `args_max_bytes` is cut and flagged `truncated_args`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from siemhub.collector.bpfload import compile_program
+from siemhub.collector.config import ProcessSensorConfig
+from siemhub.collector.event import Clock, Event, EventIds, Exit, Node, Process, escape_always, escape_bytes
+from siemhub.collector.metrics import Metrics
+from siemhub.collector.process_cache import NO_AUID, ProcessCache
+from siemhub.collector.sensors import Emit, Sensor
+from siemhub.collector.sensors import messages as m
+
+log = logging.getLogger("siemhub.sensors.process")
+
+OFFSETS = {
+    "OFF_TASK_REAL_PARENT": ("task_struct", "real_parent"),
+    "OFF_TASK_TGID": ("task_struct", "tgid"),
+    "OFF_TASK_PID": ("task_struct", "pid"),
+    "OFF_TASK_MM": ("task_struct", "mm"),
+    "OFF_TASK_EXIT_CODE": ("task_struct", "exit_code"),
+    "OFF_TASK_LOGINUID": ("task_struct", "loginuid"),
+    "OFF_TASK_FS": ("task_struct", "fs"),
+    "OFF_TASK_CRED": ("task_struct", "cred"),
+    "OFF_TASK_SIGNAL": ("task_struct", "signal"),
+    "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_MM_ARG_START": ("mm_struct", "arg_start"),
+    "OFF_MM_ARG_END": ("mm_struct", "arg_end"),
+    "OFF_FS_PWD": ("fs_struct", "pwd"),
+    "OFF_PATH_MNT": ("path", "mnt"),
+    "OFF_PATH_DENTRY": ("path", "dentry"),
+    "OFF_DENTRY_PARENT": ("dentry", "d_parent"),
+    "OFF_DENTRY_NAME": ("dentry", "d_name"),
+    "OFF_QSTR_NAME": ("qstr", "name"),
+    "OFF_MOUNT_MNT": ("mount", "mnt"),
+    "OFF_MOUNT_PARENT": ("mount", "mnt_parent"),
+    "OFF_MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"),
+    "OFF_VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+    "OFF_CRED_EUID": ("cred", "euid"),
+    "OFF_CRED_EGID": ("cred", "egid"),
+    "OFF_SIGNAL_LIVE": ("signal_struct", "live"),
+}
+
+_LOST_KINDS = {m.MSG_EXEC: "exec", m.MSG_FORK: "fork", m.MSG_EXIT: "exit"}
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"SIG{num}"
+
+
+@dataclass
+class SensorContext:
+    node: Node
+    clock: Clock
+    ids: EventIds
+    metrics: Metrics
+    cache: ProcessCache
+    emit: Emit
+
+
+class ProcessSensor(Sensor):
+    name = "process"
+
+    def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self._bpf = None
+        self._pending: list[bytes] = []
+        self._cb = None
+        self.decode_errors = 0
+        self._lost_seen: dict[int, int] = {}
+        self._m_events = ctx.metrics.sensor_events.labels(self.name)
+        self._m_decode = ctx.metrics.decode_errors
+        self._m_lost = ctx.metrics.ringbuf_lost
+        self._next_lost_check = 0.0
+
+    # --- lifecycle ---
+
+    def load(self) -> None:
+        c = self.config
+        defines = {
+            "SH_ARGS_MAX": c.args_max_bytes,
+            "SH_FILENAME_MAX": c.filename_max_bytes,
+            "SH_CWD_DEPTH": c.cwd_depth,
+            "SH_RINGBUF_PAGES": c.ringbuf_pages,
+            "SH_WAKEUP_EVERY": c.wakeup_every,
+            "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
+        }
+        self._bpf = compile_program("process/process.bpf.c", OFFSETS, defines)
+        pending = self._pending
+
+        def on_message(_ctx, data, size):
+            pending.append(ctypes.string_at(data, size))
+            return 0
+
+        self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
+        self._bpf["events"].open_ring_buffer(on_message)
+        if c.procfs_scan:
+            started = time.monotonic()
+            n = self.ctx.cache.scan_procfs()
+            log.info("process sensor: %d running processes read from /proc in %.2fs", n, time.monotonic() - started)
+
+    def unload(self) -> None:
+        if self._bpf is not None:
+            self.poll(0)
+            self._check_lost()
+            self._bpf.cleanup()
+            self._bpf = None
+
+    # --- reading ---
+
+    def poll(self, timeout: float) -> int:
+        bpf = self._bpf
+        if bpf is None:
+            return 0
+        if timeout > 0:
+            bpf.ring_buffer_poll(int(timeout * 1000))
+        bpf.ring_buffer_consume()  # wake-ups are batched: take whatever is there
+        if not self._pending:
+            self._maybe_check_lost()
+            return 0
+        raw, self._pending[:] = list(self._pending), []
+        events = self.decode(raw)
+        self._m_events.inc(len(raw))
+        if events:
+            self.ctx.emit(events)
+        self._maybe_check_lost()
+        return len(raw)
+
+    def _maybe_check_lost(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_lost_check:
+            self._next_lost_check = now + 1.0
+            self._check_lost()
+
+    def _check_lost(self) -> None:
+        table = self._bpf["lost"]
+        for kind, name in _LOST_KINDS.items():
+            total = sum(table[ctypes.c_int(kind)])
+            new = total - self._lost_seen.get(kind, 0)
+            if new > 0:
+                self._lost_seen[kind] = total
+                self._m_lost.labels(self.name, name).inc(new)
+                log.warning("process sensor: kernel could not queue %d %s messages (ring buffer full)", new, name)
+
+    def counters(self) -> dict[str, int]:
+        out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self._lost_seen.items()}
+        out["decode_errors"] = self.decode_errors
+        return out
+
+    # --- decoding (pure apart from the cache; tests feed it raw messages) ---
+
+    def decode(self, raw: list[bytes]) -> list[Event]:
+        events: list[Event] = []
+        for msg in raw:
+            try:
+                kind = msg[0]
+                if kind == m.MSG_EXEC:
+                    events.append(self._exec(msg))
+                elif kind == m.MSG_FORK:
+                    self._fork(msg)
+                elif kind == m.MSG_EXIT:
+                    ev = self._exit(msg)
+                    if ev is not None:
+                        events.append(ev)
+                else:
+                    self._decode_error("unknown_type")
+            except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
+                self._decode_error(type(exc).__name__)
+        return events
+
+    def _decode_error(self, reason: str) -> None:
+        self.decode_errors += 1
+        self._m_decode.labels(self.name, reason).inc()
+
+    def _exec(self, msg: bytes) -> Event:
+        (_, size, ktime, pid, tid, ppid, _old_tid, uid, gid, euid, egid, auid, kflags, start_ns, pstart_ns,
+         cgroup_id, fn_len, args_len, cwd_len, _depth, comm) = m.EXEC.unpack_from(msg)
+        if size != len(msg) or m.EXEC.size + fn_len + args_len + cwd_len > len(msg):
+            raise ValueError("length mismatch")
+        ctx = self.ctx
+        flags: list[str] = []
+        pos = m.EXEC.size
+        raw_fn = msg[pos : pos + fn_len].rstrip(b"\0") if fn_len else b""
+        pos += fn_len
+        raw_args = msg[pos : pos + args_len]
+        pos += args_len
+        raw_cwd = msg[pos : pos + cwd_len]
+
+        cwd = None
+        if cwd_len or not kflags & m.EXEC_TRUNC_CWD:
+            parts = raw_cwd.split(b"\0")[:-1]
+            parts.reverse()
+            cwd, bad = escape_bytes(b"/" + b"/".join(parts))
+            if bad:
+                flags.append("non_utf8_cwd")
+        binary, bad = escape_bytes(raw_fn)
+        if bad:
+            flags.append("non_utf8_binary")
+        if binary and not binary.startswith("/") and cwd:
+            binary = os.path.normpath(os.path.join(cwd, binary))
+        args = _split_args(raw_args, flags)
+
+        if kflags & m.EXEC_TRUNC_FILENAME:
+            flags.append("truncated_binary")
+        if kflags & m.EXEC_TRUNC_ARGS:
+            flags.append("truncated_args")
+        if kflags & m.EXEC_TRUNC_CWD:
+            flags.append("truncated_cwd")
+        if kflags & m.EXEC_ARGS_FAULT:
+            flags.append("args_unreadable")
+
+        parent = ctx.cache.resolve(ppid, pstart_ns)
+        if parent is None:
+            flags.append("missing_parent")
+        cache = ctx.cache
+        when = ctx.clock.from_boot(ktime)
+        proc = Process(
+            exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid,
+            parent_exec_id=parent.proc.exec_id if parent else None,
+            uid=uid, euid=euid, gid=gid, egid=egid, auid=None if auid == NO_AUID else auid,
+            binary=binary, args=args, cwd=cwd, comm=comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
+            start_time=when, flags=flags, cgroup_id=cgroup_id,
+        )
+        cache.add_exec(proc, start_ns, ktime)
+        return Event(id=ctx.ids.new(), time=when, type="process_exec", node=ctx.node, process=proc,
+                     parent=parent.proc if parent else None)
+
+    def _fork(self, msg: bytes) -> None:
+        _, _, ktime, pid, ppid, start_ns = m.FORK.unpack_from(msg)
+        self.ctx.cache.add_fork(pid, ppid, start_ns, ktime)
+
+    def _exit(self, msg: bytes) -> Event | None:
+        _, _, ktime, pid, tid, code, start_ns = m.EXIT.unpack_from(msg)
+        ctx = self.ctx
+        cache = ctx.cache
+        entry = cache.get(pid, start_ns)
+        if entry is None:
+            proc = Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid, flags=["missing_process"])
+            parent = None
+        else:
+            proc = entry.proc
+            pe = cache.get(proc.ppid) if proc.ppid else None
+            parent = pe.proc if pe is not None else None
+            cache.mark_exited(pid, entry)
+        sig = code & 0x7F
+        duration = ktime - entry.exec_ktime if entry is not None and entry.exec_ktime else None
+        ex = Exit(code=None if sig else (code >> 8) & 0xFF, signal=signal_name(sig) if sig else None,
+                  core_dumped=bool(code & 0x80), duration_ns=duration)
+        return Event(id=ctx.ids.new(), time=ctx.clock.from_boot(ktime), type="process_exit", node=ctx.node,
+                     process=proc, parent=parent, exit=ex)
+
+
+def _split_args(raw: bytes, flags: list[str]) -> list[str]:
+    if not raw:
+        return []
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        flags.append("non_utf8_args")
+        return [escape_always(a) for a in raw.split(b"\0")]
+
+
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p

@@ -1,0 +1,148 @@
+"""The exporter contract, shared by every destination.
+
+An exporter turns a batch of canonical events into one payload with a pure `encode(batch)`, and does
+all of its I/O in `send(payload)`, which reports an Outcome. Whether a failure is worth retrying is
+decided in one place, `outcome_for_http` / `outcome_for_exception` below, never ad hoc in a plugin.
+Queueing, batching, retries and drop accounting live in collector/delivery.py and are the same for
+every exporter. Exporters are found by name through the `siemhub.exporters` entry-point group.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from siemhub.collector.event import Event
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # the backend has the events
+    RETRY = "retry"  # transient: try the same payload again later
+    GIVE_UP = "give_up"  # permanent: retrying cannot help (bad request, auth, too large)
+
+
+@dataclass(slots=True)
+class SendResult:
+    outcome: Outcome
+    reason: str = ""  # short, metric-safe reason (e.g. "http_503", "ENOSPC"); never a secret
+    # Per-event outcomes for partial failures (bulk APIs): (index in batch, outcome, reason).
+    items: list[tuple[int, Outcome, str]] = field(default_factory=list)
+
+
+DONE = SendResult(Outcome.DONE)
+
+# --- the one place where backend answers become retry decisions ---------------------------------
+
+_RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+
+def outcome_for_http(status: int) -> SendResult:
+    """HTTP status -> outcome. 2xx done; 408/425/429 and 500/502/503/504 retry (the codes that
+    Elasticsearch, Splunk HEC and OTLP/HTTP document as transient); every other code gives up."""
+    if 200 <= status < 300:
+        return DONE
+    if status in _RETRY_HTTP:
+        return SendResult(Outcome.RETRY, f"http_{status}")
+    return SendResult(Outcome.GIVE_UP, f"http_{status}")
+
+
+_RETRY_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOMEM,
+                errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                errno.ENETUNREACH, errno.EPIPE}
+
+
+def outcome_for_exception(exc: BaseException) -> SendResult:
+    """Exception raised by send -> outcome. Timeouts, connection trouble and full disks are transient;
+    permission and path errors, and anything unknown, are permanent (retrying a bug loops forever)."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return SendResult(Outcome.RETRY, type(exc).__name__)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return SendResult(Outcome.RETRY if exc.errno in _RETRY_ERRNO else Outcome.GIVE_UP, name)
+    return SendResult(Outcome.GIVE_UP, type(exc).__name__)
+
+
+# --- configuration shared by every exporter ------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QueueConfig(_Strict):
+    max_events: int = Field(20_000, ge=1, description="bound of the in-memory queue")
+
+
+class BatchConfig(_Strict):
+    max_events: int = Field(512, ge=1, description="flush when this many events are waiting")
+    max_wait: float = Field(1.0, gt=0, description="flush at least this often (seconds)")
+
+
+class RetryConfig(_Strict):
+    # Defaults follow the OpenTelemetry Collector's exporterhelper retry settings.
+    initial_interval: float = Field(5.0, gt=0)
+    max_interval: float = Field(30.0, gt=0)
+    multiplier: float = Field(1.5, ge=1)
+    max_elapsed: float = Field(300.0, ge=0, description="give up after this long (0: never)")
+
+
+class ExporterConfig(_Strict):
+    type: str
+    format: str = "native"
+    queue: QueueConfig = QueueConfig()
+    batch: BatchConfig = BatchConfig()
+    retry: RetryConfig = RetryConfig()
+
+
+class Exporter:
+    """Base class of every exporter. Subclasses set `config_model` and `formats`, and implement
+    `encode` (pure) and `send` (I/O); `start`, `flush` and `close` default to no-ops."""
+
+    config_model: ClassVar[type[ExporterConfig]] = ExporterConfig
+    formats: ClassVar[tuple[str, ...]] = ("native",)
+
+    def __init__(self, name: str, config: ExporterConfig) -> None:
+        self.name = name
+        self.config = config
+
+    def start(self) -> None:
+        """Open files or connections. Raising here is a start-up error, never a silent disable."""
+
+    def encode(self, batch: Sequence[Event]) -> Any:
+        raise NotImplementedError
+
+    def send(self, payload: Any) -> SendResult:
+        raise NotImplementedError
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Push anything the exporter itself buffers (files: to disk)."""
+
+    def close(self) -> None:
+        """Release resources; called once, after the last send."""
+
+
+class UnknownExporter(LookupError):
+    pass
+
+
+def exporter_types() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ep in entry_points(group="siemhub.exporters"):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise RuntimeError(f"exporter type {ep.name!r} is registered twice: {found[ep.name].value} and {ep.value}")
+        found[ep.name] = ep
+    return found
+
+
+def load_exporter_class(type_name: str) -> type[Exporter]:
+    eps = exporter_types()
+    if type_name not in eps:
+        known = ", ".join(sorted(eps)) or "none"
+        raise UnknownExporter(f"unknown exporter type {type_name!r} (known: {known})")
+    return eps[type_name].load()

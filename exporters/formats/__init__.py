@@ -1,0 +1,33 @@
+"""Output formats: pure functions of the canonical event. Each format turns a batch into JSON lines
+(`encode_lines`) and one event into a JSON-ready value (`to_obj`). Exporters pick one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from siemhub.collector.event import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    name: str
+    encode_lines: Callable[[Sequence[Event]], bytes]
+    to_obj: Callable[[Event], Any]
+
+
+def _registry() -> dict[str, Format]:
+    from siemhub.exporters.formats import native
+
+    return {f.name: f for f in (native.FORMAT,)}
+
+
+FORMATS: dict[str, Format] = _registry()
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise KeyError(f"unknown format {name!r} (known: {', '.join(sorted(FORMATS))})") from None
