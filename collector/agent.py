@@ -13,7 +13,7 @@ import time
 
 from siemhub.collector.config import LoadedConfig
 from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.router import Match, Route, Router
@@ -116,8 +116,8 @@ class Agent:
             for reason, n in r.dropped.items():
                 counters[f"exporter_{name}_dropped_{reason}"] = n
         lost = sum(v for k, v in counters.items() if "lost" in k or "dropped" in k or "decode_errors" in k)
-        return Event(id=self.ids.new(), time=self.clock.now(), type="agent_status", node=self.node,
-                     severity="medium" if lost else "info", status=AgentStatus(counters=counters))
+        return Event(id=self.ids.new(), time=self.clock.now(), type="agent_status", schema_version=SCHEMA_VERSION,
+                     severity="medium" if lost else "info", node=self.node, status=AgentStatus(counters=counters))
 
     def run(self, duration: float | None = None) -> dict:
         """Run until SIGINT/SIGTERM or `duration` seconds; then drain and return delivery counts."""

@@ -91,18 +91,22 @@ class AgentStatus(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    # schema_version and severity have no defaults on purpose: omit_defaults would drop them from the
+    # JSON, and every event must carry both. Build events with Event(..., **EVENT_BASE) or set them.
     id: str
     time: str
     type: str
+    schema_version: str
+    severity: str
     node: Node
     process: Process | None = None
     parent: Process | None = None
-    severity: str = "info"
-    schema_version: str = SCHEMA_VERSION
     exit: Exit | None = None
     status: AgentStatus | None = None
     tags: list[str] = []
 
+
+EVENT_BASE = {"schema_version": SCHEMA_VERSION, "severity": "info"}
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.config import ProcessSensorConfig
-from siemhub.collector.event import Clock, Event, EventIds, Exit, Node, Process, escape_always, escape_bytes
+from siemhub.collector.event import SCHEMA_VERSION, Clock, Event, EventIds, Exit, Node, Process, escape_always, escape_bytes
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import NO_AUID, ProcessCache
 from siemhub.collector.sensors import Emit, Sensor
@@ -112,7 +112,7 @@ class ProcessSensor(Sensor):
             return 0
 
         self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
-        self._bpf["events"].open_ring_buffer(on_message)
+        self._bpf[b"events"].open_ring_buffer(on_message)
         if c.procfs_scan:
             started = time.monotonic()
             n = self.ctx.cache.scan_procfs()
@@ -152,7 +152,7 @@ class ProcessSensor(Sensor):
             self._check_lost()
 
     def _check_lost(self) -> None:
-        table = self._bpf["lost"]
+        table = self._bpf[b"lost"]
         for kind, name in _LOST_KINDS.items():
             total = sum(table[ctypes.c_int(kind)])
             new = total - self._lost_seen.get(kind, 0)
@@ -241,8 +241,8 @@ class ProcessSensor(Sensor):
             start_time=when, flags=flags, cgroup_id=cgroup_id,
         )
         cache.add_exec(proc, start_ns, ktime)
-        return Event(id=ctx.ids.new(), time=when, type="process_exec", node=ctx.node, process=proc,
-                     parent=parent.proc if parent else None)
+        return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
+                     severity="info", node=ctx.node, process=proc, parent=parent.proc if parent else None)
 
     def _fork(self, msg: bytes) -> None:
         _, _, ktime, pid, ppid, start_ns = m.FORK.unpack_from(msg)
@@ -265,8 +265,9 @@ class ProcessSensor(Sensor):
         duration = ktime - entry.exec_ktime if entry is not None and entry.exec_ktime else None
         ex = Exit(code=None if sig else (code >> 8) & 0xFF, signal=signal_name(sig) if sig else None,
                   core_dumped=bool(code & 0x80), duration_ns=duration)
-        return Event(id=ctx.ids.new(), time=ctx.clock.from_boot(ktime), type="process_exit", node=ctx.node,
-                     process=proc, parent=parent, exit=ex)
+        return Event(id=ctx.ids.new(), time=ctx.clock.from_boot(ktime), type="process_exit",
+                     schema_version=SCHEMA_VERSION, severity="info", node=ctx.node, process=proc, parent=parent,
+                     exit=ex)
 
 
 def _split_args(raw: bytes, flags: list[str]) -> list[str]:

@@ -1,0 +1,98 @@
+"""Shared fixtures. eBPF tests use `bpf_agent`, a real agent (process sensor -> router -> file
+exporter) started once per session: compiling the BPF program takes seconds. Where eBPF cannot run,
+those tests skip -- unless SIEMHUB_REQUIRE_BPF=1 (CI), where that is a failure."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from siemhub.collector.sensors import BPFUnavailable, bpf_required
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bpf_unavailable(reason: str):
+    if bpf_required():
+        pytest.fail(f"eBPF required (SIEMHUB_REQUIRE_BPF=1) but unavailable: {reason}")
+    pytest.skip(f"eBPF unavailable: {reason}")
+
+
+class RunningAgent:
+    """An agent running in a background thread, writing native JSON lines to `path`."""
+
+    def __init__(self, path: Path, agent) -> None:
+        self.path = path
+        self.agent = agent
+        self._offset = 0
+        self._seen: list[dict] = []
+
+    def events(self) -> list[dict]:
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        self._seen.extend(msgspec.json.decode(line) for line in data[:end].splitlines() if line)
+        return self._seen
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "events") -> list[dict]:
+        """Events matching predicate, waiting until at least one shows up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if predicate(e)]
+            if found or time.monotonic() > deadline:
+                if not found:
+                    raise AssertionError(f"no {what} within {timeout}s")
+                return found
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def bpf_agent(tmp_path_factory):
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    from siemhub.collector import config
+    from siemhub.collector.agent import Agent
+
+    out = tmp_path_factory.mktemp("agent") / "events.jsonl"
+    # A process that exists before the agent starts: tests check it is known (flag procfs).
+    pre = __import__("subprocess").Popen(["/bin/sh", "-c", "read line; exec /bin/true pre-existing-child"],
+                                         stdin=__import__("subprocess").PIPE)
+    text = f"""
+sensors:
+  process: {{poll_interval: 0.05}}
+exporters:
+  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
+routes:
+  - {{name: all, to: [out]}}
+metrics: {{enabled: false}}
+status_interval: 0
+"""
+    cfg = config.parse(text, "<bpf_agent>")
+    agent = Agent(cfg)
+    try:
+        agent.start()
+    except BPFUnavailable as exc:
+        agent.shutdown()
+        pre.kill()
+        bpf_unavailable(str(exc))
+    stop = threading.Event()
+
+    def housekeeping():
+        while not stop.wait(0.5):
+            agent.cache.evict()
+
+    t = threading.Thread(target=housekeeping, daemon=True)
+    t.start()
+    running = RunningAgent(out, agent)
+    running.pre_existing = pre
+    yield running
+    stop.set()
+    pre.kill()
+    agent.shutdown()

@@ -1,0 +1,172 @@
+"""End-to-end: real programs under a real agent (eBPF on the running kernel -> file exporter)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+pytestmark = pytest.mark.bpf
+
+
+def _execs(agent, pid=None, binary=None, arg=None):
+    def pred(e):
+        if e["type"] != "process_exec":
+            return False
+        p = e["process"]
+        return ((pid is None or p["pid"] == pid) and (binary is None or p["binary"] == binary)
+                and (arg is None or arg in p["args"]))
+    return pred
+
+
+def _exit_of(exec_id):
+    return lambda e: e["type"] == "process_exit" and e["process"]["exec_id"] == exec_id
+
+
+def test_shell_runs_echo(bpf_agent):
+    marker = f"hello-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.run(["/bin/sh", "-c", f"/bin/echo {marker} world; true"], capture_output=True, check=True)
+    assert proc.stdout.decode().strip() == f"{marker} world"
+
+    sh = bpf_agent.wait_for(_execs(bpf_agent, pid=proc.args and None, arg=f"/bin/echo {marker} world; true"),
+                            what="sh exec")[0]
+    echo = bpf_agent.wait_for(_execs(bpf_agent, binary="/bin/echo", arg=marker), what="echo exec")[0]
+
+    assert sh["process"]["binary"] == "/bin/sh"
+    assert sh["process"]["args"] == ["/bin/sh", "-c", f"/bin/echo {marker} world; true"]
+    assert sh["process"]["ppid"] == os.getpid()
+    assert sh["parent"]["pid"] == os.getpid()
+    assert sh["parent"]["binary"] == os.path.realpath(sys.executable) or sh["parent"]["binary"] == sys.executable
+
+    p = echo["process"]
+    assert p["args"] == ["/bin/echo", marker, "world"]
+    assert p["uid"] == os.getuid() and p["euid"] == os.geteuid() and p["gid"] == os.getgid()
+    assert p["cwd"] == os.getcwd()
+    assert p["ppid"] == sh["process"]["pid"]
+    assert p["parent_exec_id"] == sh["process"]["exec_id"]
+    assert echo["parent"]["exec_id"] == sh["process"]["exec_id"]
+    assert echo["parent"]["binary"] == "/bin/sh"
+    assert p["exec_id"] != sh["process"]["exec_id"]
+    for e in (sh, echo):
+        assert e["schema_version"] and e["id"] and e["time"].endswith("Z")
+        assert e["process"]["start_time"] == e["time"]
+
+    echo_exit = bpf_agent.wait_for(_exit_of(p["exec_id"]), what="echo exit")[0]
+    sh_exit = bpf_agent.wait_for(_exit_of(sh["process"]["exec_id"]), what="sh exit")[0]
+    assert echo_exit["exit"]["code"] == 0 and "signal" not in echo_exit["exit"]
+    assert echo_exit["process"]["pid"] == p["pid"]
+    assert echo_exit["parent"]["exec_id"] == sh["process"]["exec_id"]
+    assert sh_exit["exit"]["code"] == 0
+    assert echo_exit["exit"]["duration_ns"] > 0
+    assert echo_exit["time"] >= echo["time"]
+
+
+def test_uid_of_unprivileged_exec(bpf_agent):
+    marker = f"uid-{time.monotonic_ns()}"
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/true", marker], check=True)
+    e = bpf_agent.wait_for(_execs(bpf_agent, binary="/bin/true", arg=marker))[0]
+    assert e["process"]["uid"] == 65534 and e["process"]["euid"] == 65534
+    assert e["process"]["gid"] == 65534 and e["process"]["egid"] == 65534
+    # setpriv execs /bin/true without forking: same pid, a new image with its own exec_id, and the
+    # parent is still this test process.
+    assert e["parent"]["pid"] == os.getpid()
+    setpriv = bpf_agent.wait_for(_execs(bpf_agent, pid=e["process"]["pid"], arg=marker))
+    images = {x["process"]["binary"]: x["process"]["exec_id"] for x in setpriv}
+    assert len(images) == 2 and "/bin/true" in images and any(b.endswith("/setpriv") for b in images), images
+    assert len(set(images.values())) == len(images)
+
+
+def test_exit_code_and_signal(bpf_agent):
+    marker = f"exit-{time.monotonic_ns()}"
+    subprocess.run(["/bin/sh", "-c", f"exit 3 # {marker}"])
+    e = bpf_agent.wait_for(_execs(bpf_agent, arg=f"exit 3 # {marker}"))[0]
+    x = bpf_agent.wait_for(_exit_of(e["process"]["exec_id"]))[0]
+    assert x["exit"]["code"] == 3
+
+    victim = subprocess.Popen(["/bin/sleep", "30.5"])
+    e = bpf_agent.wait_for(_execs(bpf_agent, pid=victim.pid, binary="/bin/sleep"))[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    x = bpf_agent.wait_for(_exit_of(e["process"]["exec_id"]))[0]
+    assert x["exit"]["signal"] == "SIGKILL" and "code" not in x["exit"]
+
+
+def test_process_started_before_agent(bpf_agent):
+    pre = bpf_agent.pre_existing
+    pre.stdin.write(b"go\n")
+    pre.stdin.flush()
+    pre.wait(10)
+    # `exec /bin/true` replaces the pre-existing shell: same pid, new image, parent is this test.
+    e = bpf_agent.wait_for(_execs(bpf_agent, pid=pre.pid, binary="/bin/true"))[0]
+    assert e["process"]["args"] == ["/bin/true", "pre-existing-child"]
+    assert e["parent"]["pid"] == os.getpid()
+    assert "procfs" in e["parent"]["flags"]  # this test process was found in /proc, not seen exec'ing
+
+
+def test_cwd_crosses_mount_points(bpf_agent, tmp_path):
+    # /dev/shm is a separate tmpfs: the kernel-side walk must cross into its parent mount.
+    shm = Path("/dev/shm")
+    target = shm / f"siemhub-cwd-{os.getpid()}" / "deeper"
+    target.mkdir(parents=True, exist_ok=True)
+    marker = f"cwd-{time.monotonic_ns()}"
+    try:
+        subprocess.run(["/bin/true", marker], cwd=target, check=True)
+        e = bpf_agent.wait_for(_execs(bpf_agent, arg=marker))[0]
+        assert e["process"]["cwd"] == str(target)
+    finally:
+        target.rmdir()
+        target.parent.rmdir()
+
+
+def test_relative_binary_made_absolute(bpf_agent, tmp_path):
+    exe = tmp_path / "tool"
+    exe.write_bytes(Path("/bin/true").read_bytes())
+    exe.chmod(0o755)
+    marker = f"rel-{time.monotonic_ns()}"
+    subprocess.run(["./tool", marker], cwd=tmp_path, check=True)
+    e = bpf_agent.wait_for(_execs(bpf_agent, arg=marker))[0]
+    assert e["process"]["binary"] == str(exe)
+
+
+def test_issue_config_runs_as_written(tmp_path):
+    """`siemhub run -c that.yaml --duration 8` with the foundation issue's config, as a real process."""
+    if os.geteuid() != 0:
+        from tests.conftest import bpf_unavailable
+        bpf_unavailable("not root")
+    out = tmp_path / "events.jsonl"
+    cfg = tmp_path / "that.yaml"
+    cfg.write_text(
+        "sensors:\n  process: {}\n"
+        f"exporters:\n  out: {{type: file, path: {out}, format: native}}\n"
+        "routes:\n  - {name: everything, to: [out]}\n"
+    )
+    siemhub = Path(sys.executable).with_name("siemhub")
+    agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--duration", "8"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker = f"asis-{time.monotonic_ns()}"
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # wait until the sensor is attached (the agent logs it)
+        if out.exists():
+            break
+        time.sleep(0.1)
+    time.sleep(2.5)  # BPF compile + attach take a few seconds after the file opens
+    for i in range(3):
+        subprocess.run(["/bin/echo", marker, str(i)], capture_output=True, check=True)
+    _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err.decode()
+    lines = [msgspec.json.decode(line) for line in out.read_bytes().splitlines()]
+    assert lines, err.decode()
+    for e in lines:
+        assert {"id", "time", "type", "schema_version"} <= e.keys()
+    mine = [e for e in lines if e["type"] == "process_exec" and marker in e["process"].get("args", [])]
+    assert len(mine) == 3, err.decode()
+    for e in mine:
+        assert {"pid", "binary", "args", "exec_id", "uid", "cwd"} <= e["process"].keys()
+        assert {"pid", "binary", "exec_id"} <= e["parent"].keys()
+        assert e["process"]["binary"] == "/bin/echo"
