@@ -127,15 +127,21 @@ def _compose_positions(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> N
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
             _compose_positions(v, path + (key,), out)
+            out[path + (key,)] = k.start_mark.line + 1  # the key's line, not the first line of its value
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
             _compose_positions(v, path + (i,), out)
 
 
-def _expand_env(value: Any, path: tuple, problems: list[tuple[tuple, str]]) -> Any:
+def _expand_env(value: Any, path: tuple, problems: list[tuple[tuple, str]],
+                expanded: dict[tuple, str]) -> Any:
+    """Replace ${NAME} references; `expanded` maps each changed location to its text as written, which
+    error messages show instead of the value (the value may be a secret)."""
     if isinstance(value, str):
+        if _ENV.search(value):
+            expanded[path] = value
+
         def sub(m: re.Match) -> str:
             name, default = m.group(1), m.group(2)
             if name in os.environ:
@@ -146,9 +152,9 @@ def _expand_env(value: Any, path: tuple, problems: list[tuple[tuple, str]]) -> A
             return ""
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, path + (k,), problems) for k, v in value.items()}
+        return {k: _expand_env(v, path + (k,), problems, expanded) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, path + (i,), problems) for i, v in enumerate(value)]
+        return [_expand_env(v, path + (i,), problems, expanded) for i, v in enumerate(value)]
     return value
 
 
@@ -166,7 +172,8 @@ def _dotted(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _pydantic_problems(err: ValidationError, prefix: tuple, source: str, positions: dict) -> list[tuple[int, str]]:
+def _pydantic_problems(err: ValidationError, prefix: tuple, source: str, positions: dict,
+                       expanded: dict[tuple, str]) -> list[tuple[int, str]]:
     problems = []
     for e in err.errors():
         loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -174,7 +181,7 @@ def _pydantic_problems(err: ValidationError, prefix: tuple, source: str, positio
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] in ("literal_error", "enum") and isinstance(e.get("input"), str | int):
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"{msg} (got {expanded.get(loc, e['input'])!r})"
         line = _line_for(loc, positions)
         problems.append((line, f"{source}:{line}: {_dotted(loc)}: {msg}"))
     return problems
@@ -199,7 +206,8 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: (top level): expected a mapping of settings"])
     env_problems: list[tuple[tuple, str]] = []
-    data = _expand_env(data, (), env_problems)
+    expanded: dict[tuple, str] = {}
+    data = _expand_env(data, (), env_problems, expanded)
     if env_problems:
         raise ConfigError([f"{source}:{_line_for(p, positions)}: {_dotted(p)}: {m}" for p, m in env_problems])
     problems: list[tuple[int, str]] = []
@@ -212,7 +220,7 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
     try:
         agent = AgentConfig.model_validate(data)
     except ValidationError as err:
-        problems.extend(_pydantic_problems(err, (), source, positions))
+        problems.extend(_pydantic_problems(err, (), source, positions, expanded))
 
     # Exporters and routes are checked even when other sections failed, so one run shows every problem.
     exporters: dict[str, tuple[type[Exporter], ExporterConfig]] = {}
@@ -225,15 +233,19 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
         try:
             cls = load_exporter_class(str(raw["type"]))
         except UnknownExporter as exc:
-            problem(loc + ("type",), str(exc))
+            msg = str(exc)
+            if loc + ("type",) in expanded:
+                msg = msg.replace(repr(str(raw["type"])), repr(expanded[loc + ("type",)]), 1)
+            problem(loc + ("type",), msg)
             continue
         try:
             cfg = cls.config_model.model_validate(raw)
         except ValidationError as err:
-            problems.extend(_pydantic_problems(err, loc, source, positions))
+            problems.extend(_pydantic_problems(err, loc, source, positions, expanded))
             continue
         if cfg.format not in cls.formats:
-            problem(loc + ("format",), f"format {cfg.format!r} is not supported by {raw['type']} "
+            shown = expanded.get(loc + ("format",), cfg.format)
+            problem(loc + ("format",), f"format {shown!r} is not supported by {raw['type']} "
                                        f"(supported: {', '.join(cls.formats)})")
             continue
         exporters[name] = (cls, cfg)
@@ -241,8 +253,8 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
     for i, r in enumerate(routes if isinstance(routes, list) else ()):
         targets = r.get("to") if isinstance(r, dict) else None
         for j, name in enumerate(targets if isinstance(targets, list) else ()):
-            if isinstance(raw_exporters, dict) and name not in raw_exporters:
-                problem(("routes", i, "to", j), f"unknown exporter {name!r}")
+            if isinstance(raw_exporters, dict) and isinstance(name, str) and name not in raw_exporters:
+                problem(("routes", i, "to", j), f"unknown exporter {expanded.get(('routes', i, 'to', j), name)!r}")
     if problems or agent is None:
         raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
     return LoadedConfig(agent, exporters, source)

@@ -151,12 +151,13 @@ class Clock:
     """Converts kernel boot-time nanoseconds (bpf_ktime_get_boot_ns) to RFC 3339 UTC strings with
     nanoseconds. The date part is formatted once per second, the rest is an integer format."""
 
-    __slots__ = ("_offset", "_sec", "_prefix")
+    __slots__ = ("_offset", "_cached")
 
     def __init__(self) -> None:
         self.resync()
-        self._sec = -1
-        self._prefix = ""
+        # (second, "YYYY-MM-DDTHH:MM:SS.") in one tuple: sensor threads and the agent's status loop share
+        # one Clock, and two separate attributes could be read half-updated (a time one second off).
+        self._cached: tuple[int, str] = (-1, "")
 
     def resync(self) -> None:
         self._offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -166,10 +167,11 @@ class Clock:
 
     def rfc3339(self, wall_ns: int) -> str:
         sec, frac = divmod(wall_ns, 1_000_000_000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
-        return f"{self._prefix}{frac:09d}Z"
+        cached = self._cached
+        if cached[0] != sec:
+            cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+            self._cached = cached
+        return f"{cached[1]}{frac:09d}Z"
 
     def from_boot(self, boot_ns: int) -> str:
         return self.rfc3339(boot_ns + self._offset)

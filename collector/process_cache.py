@@ -126,7 +126,9 @@ class ProcessCache:
         if parent is None:
             return  # resolved from /proc when something asks for it
         pp = parent.proc
-        flags = pp.flags if "clone" in pp.flags else [*[f for f in pp.flags if f != "procfs"], "clone"]
+        # The image flags carry over; procfs / missing_parent described the parent's record, not this child
+        # (whose parent is known: it is pp).
+        flags = [*[f for f in pp.flags if f not in ("procfs", "missing_parent", "clone")], "clone"]
         proc = msgspec.structs.replace(
             pp, exec_id=self.exec_id(pid, ktime), pid=pid, tid=pid, ppid=ppid, parent_exec_id=pp.exec_id,
             start_time=self.clock.from_boot(start_ns), flags=flags,
@@ -138,8 +140,8 @@ class ProcessCache:
         self._exited.append((time.monotonic() + self.exit_delay, pid, entry))
 
     def _insert(self, pid: int, e: Entry) -> None:
-        old = self._by_pid.get(pid)
-        self._by_pid[pid] = e
+        old = self._by_pid.pop(pid, None)
+        self._by_pid[pid] = e  # (re)inserted last: dict order is age order for the size bound
         if old is None and len(self._by_pid) > self.max_entries:
             self.evict(force=True)
 
@@ -152,6 +154,12 @@ class ProcessCache:
             _, pid, entry = q.popleft()
             if self._by_pid.get(pid) is entry:
                 del self._by_pid[pid]
+                n += 1
+        if force:
+            # Exits can be lost (ring buffer full): when no exited entry is left to drop, drop the oldest
+            # live ones (resolve() reads them again from /proc) rather than grow without bound.
+            while len(self._by_pid) > self.max_entries:
+                del self._by_pid[next(iter(self._by_pid))]
                 n += 1
         self.evicted += n
         self._size.set(len(self._by_pid))

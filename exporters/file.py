@@ -46,7 +46,8 @@ class FileExporter(Exporter):
         self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1  # if a rename below fails, the next send reopens instead of
+        os.close(fd)                 # writing to a closed (or reused) descriptor number
         path, n = self.config.path, self.config.backups
         if n == 0:
             os.unlink(path)
@@ -93,6 +94,9 @@ class FileExporter(Exporter):
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
+            fd = self._fd
+            try:
+                self.flush()
+            finally:  # a failed fsync must not leak the descriptor (nor fail again on a second close)
+                self._fd = -1
+                os.close(fd)

@@ -33,7 +33,8 @@ def compact_line(e: Event) -> str:
     return line.translate(_CONTROL)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x7F: "\\x7f"}
+# C0, DEL and C1: terminals act on U+0080..U+009F too (U+009B is CSI, the same as ESC [).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0))}
 
 
 class StdoutExporter(Exporter):

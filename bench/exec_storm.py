@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Exec storm benchmark: agent CPU per event and in-kernel cost per BPF program run, in one run.
+
+Starts `siemhub run` (process sensor -> file exporter, the default delivery path) as a separate process,
+then runs N fork+exec of /bin/true from a workload process and measures:
+  - agent user+system CPU (from /proc/<pid>/stat) per exec event and per event (exec + exit),
+  - in-kernel run time per program run (kernel.bpf_stats_enabled, bpftool prog show),
+  - the workload's own CPU time (parent + children), and the agent's overhead as a share of it,
+  - events lost: every exec must arrive in the output file (counted by a marker argument).
+Run as root: `make bench` or `.venv/bin/python bench/exec_storm.py [--execs 20000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) per tracepoint the agent attached (bpftool perf show maps them to ids)."""
+    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
+                                         check=True).stdout)
+    ids = {a["prog_id"]: a["tracepoint"] for a in attached if a.get("pid") == agent_pid and "tracepoint" in a}
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                                      check=True).stdout)
+    return {ids[p["id"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in progs if p["id"] in ids}
+
+
+def workload(n: int, marker: str) -> float:
+    """fork+exec /bin/true n times; returns the CPU seconds of this loop and its children."""
+    before_self = resource.getrusage(resource.RUSAGE_SELF)
+    before_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(n):
+        pid = os.posix_spawn("/bin/true", ["/bin/true", marker], {})
+        os.waitpid(pid, 0)
+    after_self = resource.getrusage(resource.RUSAGE_SELF)
+    after_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return sum(getattr(a, f) - getattr(b, f) for a, b in ((after_self, before_self), (after_kids, before_kids))
+               for f in ("ru_utime", "ru_stime"))
+
+
+def count_marker(path: Path, marker: str) -> tuple[int, int]:
+    execs = exits = 0
+    needle = f'"{marker}"'.encode()
+    with open(path, "rb") as f:
+        for line in f:
+            if needle in line:
+                if b'"type":"process_exec"' in line:
+                    execs += 1
+                elif b'"type":"process_exit"' in line:
+                    exits += 1
+    return execs, exits
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--execs", type=int, default=20000)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (eBPF)")
+
+    siemhub = Path(sys.executable).with_name("siemhub")
+    tmp = Path(tempfile.mkdtemp(prefix="siemhub-bench-"))
+    out = tmp / "events.jsonl"
+    cfg = tmp / "bench.yaml"
+    cfg.write_text(
+        "sensors:\n  process: {}\n"
+        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never}}\n"
+        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
+    )
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # Ready when a probe exec shows up in the output.
+        probe = f"probe-{os.getpid()}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            subprocess.run(["/bin/true", probe])
+            if out.exists() and count_marker(out, probe)[0]:
+                break
+            time.sleep(0.3)
+        else:
+            raise SystemExit("agent did not start")
+        time.sleep(1.0)
+
+        marker = f"storm-{os.getpid()}"
+        cpu0, k0, t0 = proc_cpu(agent.pid), bpf_stats(agent.pid), time.monotonic()
+        work_cpu = workload(args.execs, marker)
+        wall = time.monotonic() - t0
+        # Wait until every exec and exit has been written (or a timeout: then they count as lost).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            execs, exits = count_marker(out, marker)
+            if execs >= args.execs and exits >= args.execs:
+                break
+            time.sleep(0.5)
+        cpu1, k1 = proc_cpu(agent.pid), bpf_stats(agent.pid)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+
+    agent_cpu = cpu1 - cpu0
+    kernel = {p: ((k1.get(p, (0, 0))[0] - k0.get(p, (0, 0))[0]), (k1.get(p, (0, 0))[1] - k0.get(p, (0, 0))[1]))
+              for p in PROGRAMS}
+    kernel_ns = sum(rt for rt, _ in kernel.values())
+    events = execs + exits
+    print(f"exec storm: {args.execs} fork+exec of /bin/true in {wall:.1f}s ({args.execs / wall:.0f} execs/s)")
+    print(f"events written: {execs} exec + {exits} exit; lost: {args.execs - execs} exec, {args.execs - exits} exit")
+    print(f"workload CPU: {work_cpu:.2f}s")
+    print(f"agent user-space CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event, "
+          f"{agent_cpu / max(events, 1) * 1e6:.1f} us per event (exec+exit)")
+    for p, (rt, rc) in kernel.items():
+        print(f"kernel {p}: {rc} runs, {rt / max(rc, 1) / 1000:.2f} us per run")
+    print(f"kernel total per exec (exec+fork+exit programs): {kernel_ns / max(args.execs, 1) / 1000:.2f} us")
+    total = agent_cpu + kernel_ns / 1e9
+    print(f"overhead: agent+BPF CPU {total:.2f}s = {100 * total / work_cpu:.1f}% of the workload's CPU")
+    err = agent.stderr.read() if agent.stderr else ""
+    if err.strip():
+        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()
