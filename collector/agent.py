@@ -22,6 +22,10 @@ from siemhub.collector.sensors import Sensor
 log = logging.getLogger("siemhub.agent")
 
 
+class StartupError(RuntimeError):
+    """The agent cannot start as configured (a port in use, an exporter that cannot open...)."""
+
+
 class Pipeline:
     def __init__(self, cfg: LoadedConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
@@ -35,7 +39,11 @@ class Pipeline:
 
     def start(self) -> None:
         for runner in self.runners.values():
-            runner.start()  # an exporter that cannot start is a start-up error, never silently disabled
+            # An exporter that cannot start is a start-up error, never silently disabled.
+            try:
+                runner.start()
+            except Exception as exc:  # noqa: BLE001 - reported with the exporter's name, then fatal
+                raise StartupError(f"exporter {runner.name!r} cannot start: {exc}") from exc
             self._started.append(runner)
 
     def emit(self, events: list[Event], wait: bool = False) -> None:
@@ -84,7 +92,11 @@ class Agent:
         a = self.cfg.agent
         if a.metrics.enabled:
             host, _, port = a.metrics.listen.rpartition(":")
-            self.metrics_server = self.metrics.serve(host.strip("[]"), int(port))
+            try:
+                self.metrics_server = self.metrics.serve(host.strip("[]"), int(port))
+            except OSError as exc:
+                raise StartupError(f"cannot serve /metrics on {a.metrics.listen}: {exc.strerror} "
+                                   "(change metrics.listen or set metrics.enabled: false)") from None
             log.info("metrics on http://%s/metrics", a.metrics.listen)
         self.pipeline.start()
         self._build_sensors()

@@ -42,7 +42,7 @@ def main() -> None:
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(path: str | None, duration: float | None, log_level: str) -> None:
     """Run the agent: sensors, router and exporters."""
-    from siemhub.collector.agent import Agent
+    from siemhub.collector.agent import Agent, StartupError
 
     _logging(log_level)
     cfg = _load(path)
@@ -54,9 +54,10 @@ def run(path: str | None, duration: float | None, log_level: str) -> None:
     agent = Agent(cfg)
     try:
         counts = agent.run(duration)
-    except BPFUnavailable as exc:
+    except (BPFUnavailable, StartupError) as exc:
         agent.shutdown()
-        click.echo(f"siemhub: eBPF unavailable: {exc}", err=True)
+        what = "eBPF unavailable" if isinstance(exc, BPFUnavailable) else "cannot start"
+        click.echo(f"siemhub: {what}: {exc}", err=True)
         sys.exit(1)
     for name, c in counts.items():
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"

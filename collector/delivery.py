@@ -15,7 +15,7 @@ from collections import deque
 
 from siemhub.collector.event import Event
 from siemhub.collector.metrics import Metrics
-from siemhub.exporters.base import Exporter, Outcome, SendResult
+from siemhub.exporters.base import Exporter, Outcome, outcome_for_exception
 
 log = logging.getLogger("siemhub.delivery")
 
@@ -27,7 +27,7 @@ class Backoff:
         self.initial, self.maximum, self.multiplier, self.max_elapsed = initial, maximum, multiplier, max_elapsed
 
     def delays(self):
-        interval = self.initial
+        interval = min(self.initial, self.maximum)
         while True:
             yield random.uniform(interval / 2, interval)
             interval = min(interval * self.multiplier, self.maximum)
@@ -47,6 +47,7 @@ class ExporterRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deadline = float("inf")  # monotonic time after which shutdown stops retrying
+        self._drop_lock = threading.Lock()  # producers, the worker and stop() all count drops
         self._thread = threading.Thread(target=self._run, name=f"exporter-{self.name}", daemon=True)
         m = metrics
         self._m_routed = m.events_routed.labels(self.name)
@@ -90,10 +91,18 @@ class ExporterRunner:
         self._stopping.set()
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        left = len(self._queue)
-        if left:
-            self._queue.clear()
-            self._drop("shutdown_deadline", left)
+        left = 0
+        while True:  # one popleft at a time: a producer may still be adding
+            try:
+                self._queue.popleft()
+            except IndexError:
+                break
+            left += 1
+        self._drop("shutdown_deadline", left)
+        if self._thread.is_alive():
+            # Still inside send(): closing now would pull the file or socket from under it.
+            log.warning("exporter %s: a send is still running after the deadline; not closing", self.name)
+            return
         try:
             self.exporter.close()
         except Exception:  # noqa: BLE001 - close trouble must not hide the drop counts
@@ -104,6 +113,8 @@ class ExporterRunner:
     def _run(self) -> None:
         q = self._queue
         while True:
+            if self._stopping.is_set() and time.monotonic() >= self._deadline:
+                break  # past the shutdown deadline: stop() counts what is left
             if len(q) < self.batch_size and not self._stopping.is_set():
                 self._wake.wait(self.max_wait)
                 self._wake.clear()
@@ -140,7 +151,7 @@ class ExporterRunner:
                 result = self.exporter.send(payload)
             except Exception as exc:  # noqa: BLE001 - send must never kill the worker
                 log.warning("exporter %s: send raised %s", self.name, type(exc).__name__)
-                result = SendResult(Outcome.GIVE_UP, type(exc).__name__)
+                result = outcome_for_exception(exc)  # the one place that decides retry vs give up
             if result.outcome is Outcome.DONE:
                 failed = sum(1 for _, o, _ in result.items if o is not Outcome.DONE)
                 for _, outcome, reason in result.items:
@@ -156,7 +167,7 @@ class ExporterRunner:
             delay = next(delays)
             now = time.monotonic()
             if (budget and now + delay - started > budget) or now + delay > self._deadline:
-                self._drop(f"retries_exhausted_{result.reason}", len(batch))
+                self._drop(f"retries_exhausted_{result.reason or 'retry'}", len(batch))
                 break
             self._metrics.send_retries.labels(self.name, result.reason or "retry").inc()
             log.info("exporter %s: %s, retrying in %.1fs", self.name, result.reason, delay)
@@ -172,5 +183,6 @@ class ExporterRunner:
     def _drop(self, reason: str, n: int) -> None:
         if n <= 0:
             return
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        with self._drop_lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
         self._metrics.events_dropped.labels(self.name, reason).inc(n)
