@@ -46,9 +46,15 @@ class Pipeline:
                 raise StartupError(f"exporter {runner.name!r} cannot start: {exc}") from exc
             self._started.append(runner)
 
-    def emit(self, events: list[Event], wait: bool = False) -> None:
+    def emit(self, events: list[Event], wait: bool = False) -> dict[str, int]:
+        """Route events to their exporters; returns acknowledgement marks (see `delivered`)."""
         with self._lock:
-            self.router.route(events, wait)
+            return self.router.route(events, wait)
+
+    def delivered(self, marks: dict[str, int]) -> bool:
+        """True once every exporter named in `marks` has finished the events up to its mark: sent,
+        or accounted for with a counted reason. Sources that commit offsets use this."""
+        return all(self.runners[name].finished >= seq for name, seq in marks.items())
 
     def stop(self, deadline_s: float) -> dict[str, dict]:
         deadline = time.monotonic() + deadline_s

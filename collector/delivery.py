@@ -57,12 +57,19 @@ class ExporterRunner:
         self._metrics = m
         self.sent = 0
         self.dropped: dict[str, int] = {}
+        # Acknowledgement watermarks for sources that commit only what was delivered (the Kafka
+        # aggregator): every accepted event gets the next sequence number; the queue is FIFO and
+        # batches finish in order, so `finished >= seq` means that event was sent or accounted for
+        # (dropped with a counted reason, or dead-lettered).
+        self.accepted = 0
+        self.finished = 0
 
     # --- producer side (sensor threads) ---
 
-    def put_many(self, events: list[Event], wait: bool = False) -> None:
+    def put_many(self, events: list[Event], wait: bool = False) -> int:
         """Queue events; when the queue is full, drop and count (wait=False, sensors: never stall the
-        kernel reader) or wait for room (wait=True, replay: the source can slow down)."""
+        kernel reader) or wait for room (wait=True, replay and Kafka: the source can slow down).
+        Returns the sequence number of the last accepted event (see `finished`)."""
         while wait and self.max_queue - len(self._queue) < len(events) and self._thread.is_alive():
             if len(events) > self.max_queue:
                 self.put_many(events[: self.max_queue], wait=True)
@@ -75,9 +82,11 @@ class ExporterRunner:
             self._drop("queue_full", len(events) - max(room, 0))
             events = events[: max(room, 0)]
         self._queue.extend(events)
+        self.accepted += len(events)
         self._m_routed.inc(len(events))
         if len(self._queue) >= self.batch_size:
             self._wake.set()
+        return self.accepted
 
     # --- lifecycle ---
 
@@ -99,6 +108,7 @@ class ExporterRunner:
                 break
             left += 1
         self._drop("shutdown_deadline", left)
+        self.finished += left
         if self._thread.is_alive():
             # Still inside send(): closing now would pull the file or socket from under it.
             log.warning("exporter %s: a send is still running after the deadline; not closing", self.name)
@@ -127,6 +137,7 @@ class ExporterRunner:
             n = min(len(q), self.batch_size)
             batch = [q.popleft() for _ in range(n)]
             self._deliver(batch)
+            self.finished += n
         self._flush()
         self._m_depth.set(len(q))
 

@@ -84,16 +84,19 @@ class Router:
                     break
         return seen
 
-    def route(self, events: Sequence[Event], wait: bool = False) -> None:
+    def route(self, events: Sequence[Event], wait: bool = False) -> dict[str, int]:
+        """Queue each event for its exporters. Returns, per exporter that got events, the sequence
+        number of the last one (compare with ExporterRunner.finished to know they were delivered)."""
+        marks: dict[str, int] = {}
         if not events:
-            return
+            return marks
         if self._match_all:
             names = self.targets(events[0])
             for name in names:
-                self.outputs[name].put_many(list(events), wait)
+                marks[name] = self.outputs[name].put_many(list(events), wait)
             if not names:
                 self._unrouted.inc(len(events))
-            return
+            return marks
         per: dict[str, list[Event]] = {}
         unrouted = 0
         for e in events:
@@ -103,6 +106,7 @@ class Router:
             for name in names:
                 per.setdefault(name, []).append(e)
         for name, batch in per.items():
-            self.outputs[name].put_many(batch, wait)
+            marks[name] = self.outputs[name].put_many(batch, wait)
         if unrouted:
             self._unrouted.inc(unrouted)
+        return marks

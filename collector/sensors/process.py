@@ -1,8 +1,8 @@
 """Process sensor: process_exec and process_exit events from bpf/process/process.bpf.c.
 
-Kernel messages are copied out of the ring buffer in bcc's callback (one bytes object each) and decoded
-in a batch after each poll with struct.unpack_from, then joined with the process cache to name the
-parent. Forks are not emitted; they teach the cache about processes that have not exec'd yet.
+Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py; bcc's per-record
+callback where that reader is unavailable) and decoded in a batch after each poll with
+struct.unpack_from, then joined with the process cache to name the parent. Forks are not emitted; they teach the cache about processes that have not exec'd yet.
 
 Caveats: the binary is the path given to execve (made absolute against cwd when relative), not the
 resolved target of symlinks; cwd is walked in the kernel up to `cwd_depth` components (deeper paths
@@ -18,6 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from siemhub.collector import ringbuf
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Clock, Event, EventIds, Exit, Node, Process, escape_always, escape_bytes
@@ -56,6 +57,11 @@ OFFSETS = {
     "OFF_SIGNAL_LIVE": ("signal_struct", "live"),
 }
 
+_EXEC_UNPACK = m.EXEC.unpack_from
+_EXEC_SIZE = m.EXEC.size
+_KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
+           (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
+
 _LOST_KINDS = {m.MSG_EXEC: "exec", m.MSG_FORK: "fork", m.MSG_EXIT: "exit"}
 
 
@@ -83,6 +89,7 @@ class ProcessSensor(Sensor):
         self.config = config
         self.ctx = ctx
         self._bpf = None
+        self._rb: ringbuf.RingBuffer | None = None
         self._pending: list[bytes] = []
         self._cb = None
         self.decode_errors = 0
@@ -105,14 +112,18 @@ class ProcessSensor(Sensor):
             "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
         }
         self._bpf = compile_program("process/process.bpf.c", OFFSETS, defines)
-        pending = self._pending
+        table = self._bpf[b"events"]
+        if ringbuf.available():
+            self._rb = ringbuf.RingBuffer(table.map_fd, c.ringbuf_pages * 4096)
+        else:
+            pending = self._pending
 
-        def on_message(_ctx, data, size):
-            pending.append(ctypes.string_at(data, size))
-            return 0
+            def on_message(_ctx, data, size):
+                pending.append(ctypes.string_at(data, size))
+                return 0
 
-        self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
-        self._bpf[b"events"].open_ring_buffer(on_message)
+            self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
+            table.open_ring_buffer(on_message)
         if c.procfs_scan:
             started = time.monotonic()
             n = self.ctx.cache.scan_procfs()
@@ -122,22 +133,33 @@ class ProcessSensor(Sensor):
         if self._bpf is not None:
             self.poll(0)
             self._check_lost()
+            if self._rb is not None:
+                self._rb.close()
+                self._rb = None
             self._bpf.cleanup()
             self._bpf = None
 
     # --- reading ---
 
-    def poll(self, timeout: float) -> int:
+    def _read(self, timeout: float) -> list[bytes]:
+        if self._rb is not None:
+            if timeout > 0:
+                self._rb.wait(timeout)
+            return self._rb.drain()
         bpf = self._bpf
-        if bpf is None:
-            return 0
         if timeout > 0:
             bpf.ring_buffer_poll(int(timeout * 1000))
         bpf.ring_buffer_consume()  # wake-ups are batched: take whatever is there
-        if not self._pending:
+        raw, self._pending[:] = list(self._pending), []
+        return raw
+
+    def poll(self, timeout: float) -> int:
+        if self._bpf is None:
+            return 0
+        raw = self._read(timeout)
+        if not raw:
             self._maybe_check_lost()
             return 0
-        raw, self._pending[:] = list(self._pending), []
         events = self.decode(raw)
         self._m_events.inc(len(raw))
         if events:
@@ -192,57 +214,60 @@ class ProcessSensor(Sensor):
         self._m_decode.labels(self.name, reason).inc()
 
     def _exec(self, msg: bytes) -> Event:
+        # The hot path: one unpack, slices, and str.decode fast paths; the rare cases (non-UTF-8,
+        # truncation, relative paths) take the slow branches.
         (_, size, ktime, pid, tid, ppid, _old_tid, uid, gid, euid, egid, auid, kflags, start_ns, pstart_ns,
-         cgroup_id, fn_len, args_len, cwd_len, _depth, comm) = m.EXEC.unpack_from(msg)
-        if size != len(msg) or m.EXEC.size + fn_len + args_len + cwd_len > len(msg):
+         cgroup_id, fn_len, args_len, cwd_len, _depth, comm) = _EXEC_UNPACK(msg)
+        if size != len(msg) or _EXEC_SIZE + fn_len + args_len + cwd_len > size:
             raise ValueError("length mismatch")
-        ctx = self.ctx
         flags: list[str] = []
-        pos = m.EXEC.size
-        raw_fn = msg[pos : pos + fn_len].rstrip(b"\0") if fn_len else b""
-        pos += fn_len
-        raw_args = msg[pos : pos + args_len]
-        pos += args_len
-        raw_cwd = msg[pos : pos + cwd_len]
-
-        cwd = None
-        if cwd_len or not kflags & m.EXEC_TRUNC_CWD:
-            parts = raw_cwd.split(b"\0")[:-1]
+        a = _EXEC_SIZE + fn_len
+        b = a + args_len
+        raw_fn = msg[_EXEC_SIZE : a - 1] if fn_len else b""  # fn_len counts the NUL
+        if cwd_len:
+            parts = msg[b : b + cwd_len - 1].split(b"\0")  # leaf first, each NUL-terminated
             parts.reverse()
-            cwd, bad = escape_bytes(b"/" + b"/".join(parts))
-            if bad:
+            raw_cwd = b"/" + b"/".join(parts)
+        else:
+            raw_cwd = None if kflags & m.EXEC_TRUNC_CWD else b"/"
+        cwd = None
+        if raw_cwd is not None:
+            try:
+                cwd = raw_cwd.decode()
+            except UnicodeDecodeError:
+                cwd = escape_always(raw_cwd)
                 flags.append("non_utf8_cwd")
-        binary, bad = escape_bytes(raw_fn)
-        if bad:
+        try:
+            binary = raw_fn.decode()
+        except UnicodeDecodeError:
+            binary = escape_always(raw_fn)
             flags.append("non_utf8_binary")
-        if binary and not binary.startswith("/") and cwd:
+        if binary[:1] != "/" and binary and cwd:
             binary = os.path.normpath(os.path.join(cwd, binary))
-        args = _split_args(raw_args, flags)
+        args = _split_args(msg[a:b], flags) if args_len else []
+        if kflags:
+            flags.extend(name for bit, name in _KFLAGS if kflags & bit)
 
-        if kflags & m.EXEC_TRUNC_FILENAME:
-            flags.append("truncated_binary")
-        if kflags & m.EXEC_TRUNC_ARGS:
-            flags.append("truncated_args")
-        if kflags & m.EXEC_TRUNC_CWD:
-            flags.append("truncated_cwd")
-        if kflags & m.EXEC_ARGS_FAULT:
-            flags.append("args_unreadable")
-
-        parent = ctx.cache.resolve(ppid, pstart_ns)
+        ctx = self.ctx
+        cache = ctx.cache
+        parent = cache.resolve(ppid, pstart_ns)
         if parent is None:
             flags.append("missing_parent")
-        cache = ctx.cache
+            pproc = None
+            parent_exec_id = None
+        else:
+            pproc = parent.proc
+            parent_exec_id = pproc.exec_id
         when = ctx.clock.from_boot(ktime)
         proc = Process(
-            exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid,
-            parent_exec_id=parent.proc.exec_id if parent else None,
+            exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid, parent_exec_id=parent_exec_id,
             uid=uid, euid=euid, gid=gid, egid=egid, auid=None if auid == NO_AUID else auid,
             binary=binary, args=args, cwd=cwd, comm=comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
             start_time=when, flags=flags, cgroup_id=cgroup_id,
         )
         cache.add_exec(proc, start_ns, ktime)
         return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
-                     severity="info", node=ctx.node, process=proc, parent=parent.proc if parent else None)
+                     severity="info", node=ctx.node, process=proc, parent=pproc)
 
     def _fork(self, msg: bytes) -> None:
         _, _, ktime, pid, ppid, start_ns = m.FORK.unpack_from(msg)
