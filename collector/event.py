@@ -8,6 +8,7 @@ change a consumer could notice (tests/unit/test_schema_golden.py makes such chan
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -137,11 +138,12 @@ class EventIds:
 
     def __init__(self) -> None:
         self._prefix = os.urandom(8).hex() + "-"
-        self._next = 0
+        # itertools.count: one atomic step, so the sensor threads and the status loop, which share one
+        # EventIds, can never draw the same number (`+= 1` then a re-read could)
+        self._next = itertools.count(1)
 
     def new(self) -> str:
-        self._next += 1
-        return f"{self._prefix}{self._next:x}"
+        return f"{self._prefix}{next(self._next):x}"
 
 
 # --- time --------------------------------------------------------------------------------------

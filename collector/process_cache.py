@@ -88,6 +88,9 @@ class ProcessCache:
         info = procfs.read_process(pid, self.proc_root)
         if info is None:
             return None
+        old = self._by_pid.get(pid)
+        if old is not None and old.start_tick == info.start_ticks:
+            return old  # /proc shows the process we already know: keep our entry (its exec_id, exec time)
         parent = self._by_pid.get(info.ppid)
         start_ns = info.start_ticks * procfs.NS_PER_TICK
         proc = Process(

@@ -214,6 +214,27 @@ def test_event_ids_unique_within_and_across_instances():
     assert all(isinstance(i, str) and i for i in a[:10])
 
 
+def test_event_ids_unique_across_threads():
+    # the agent's sensor threads and its status loop draw from one EventIds
+    import sys
+    import threading
+
+    ids = EventIds()
+    out: list[list[str]] = [[] for _ in range(4)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda o=o: o.extend(ids.new() for _ in range(25_000))) for o in out]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    every = [i for o in out for i in o]
+    assert len(set(every)) == len(every) == 100_000
+
+
 # --- full round trip -------------------------------------------------------------------------------
 
 
