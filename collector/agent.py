@@ -151,6 +151,7 @@ class Agent:
                 break
             if now >= next_housekeeping:
                 self.cache.evict()
+                self.cache.sync_metrics()
                 next_housekeeping = now + 1.0
             if now >= next_status:
                 self.pipeline.emit([self.status_event()])

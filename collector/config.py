@@ -58,6 +58,7 @@ class ProcessSensorConfig(_Strict):
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
     cache: ProcessCacheConfig = ProcessCacheConfig()
 
     _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(

@@ -1,11 +1,20 @@
 """The process cache: what every event needs to say which process caused it, and its parent.
 
-Keyed by pid (tgid). An entry is one exec image of one process; a fork without exec gets an entry that
-copies the parent's image (flag `clone`). Each entry remembers when its process started (boot-time
-ticks), so a recycled pid is never mistaken for the process that held it before. Exited processes stay
-resolvable for `exit_delay` seconds (late events still find them), then are evicted; the cache size
-is bounded. Processes the kernel stream never showed us (started before the agent, or missed) are
-read from /proc on demand and flagged `procfs`.
+Keyed by pid (tgid). An entry is one exec image of one process. Each entry remembers when its process
+started (boot-time clock ticks, as /proc/<pid>/stat) and when its parent started, so a recycled pid
+is never mistaken for the process that held it before. Exited processes stay resolvable for
+`exit_delay` seconds (late events still find them), then are evicted; the size is bounded. Processes
+the kernel stream never showed us (older than the agent, or missed) are read from /proc on demand
+and flagged `procfs`.
+
+Forks are recorded cheaply (a tuple) and become full entries only when something asks for the child
+before it execs (a fork that execs right away, the common case, never costs a Process object). A
+forked child that never execs runs its parent's image: its entry copies the parent's fields with its
+own pid and exec_id and the flag `clone`.
+
+The cache also remembers which process first used each namespace, so an exec that joins namespaces
+another process created (nsenter, `kubectl exec`, `docker exec`) can be told apart from a process
+that created its own (a container starting).
 """
 
 from __future__ import annotations
@@ -16,19 +25,24 @@ from collections import deque
 
 import msgspec
 
-from siemhub.collector import procfs
-from siemhub.collector.event import Clock, Process
+from siemhub.collector import caps as capnames
+from siemhub.collector import container, procfs
+from siemhub.collector.event import BinaryProperties, Caps, Clock, Container, Namespaces, Process
 from siemhub.collector.metrics import Metrics
 
 NO_AUID = 0xFFFFFFFF
+S_ISUID, S_ISGID = 0o4000, 0o2000
+NS_KINDS = procfs.NS_KINDS
+_NS_OWNERS_MAX = 1 << 16
 
 
 class Entry:
-    __slots__ = ("proc", "start_tick", "exec_ktime", "exited")
+    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited")
 
-    def __init__(self, proc: Process, start_tick: int, exec_ktime: int | None) -> None:
+    def __init__(self, proc: Process, start_tick: int, exec_ktime: int | None, parent_tick: int | None = None) -> None:
         self.proc = proc
         self.start_tick = start_tick  # process start, in clock ticks since boot (as /proc/<pid>/stat)
+        self.parent_tick = parent_tick  # the parent's start, when known: guards against a recycled ppid
         self.exec_ktime = exec_ktime  # boot-time ns of the exec that made this image, if seen
         self.exited = False
 
@@ -42,15 +56,17 @@ class ProcessCache:
         self.exit_delay = exit_delay
         self.proc_root = proc_root
         self._by_pid: dict[int, Entry] = {}
+        self._forks: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, start_ns, ktime), not yet exec'd
         self._exited: deque[tuple[float, int, Entry]] = deque()
-        self._hits = metrics.cache_lookups.labels("hit")
-        self._misses = metrics.cache_lookups.labels("procfs")
-        self._absent = metrics.cache_lookups.labels("missing")
-        self._size = metrics.cache_size
-        self.evicted = 0
+        self._ns_owner: dict[tuple[str, int], int] = {}  # (kind, inode) -> pid that first used it
+        self._metrics = metrics
+        self._m_size = metrics.cache_size
+        # Plain integers on the hot path; sync_metrics() moves them to Prometheus once a second.
+        self.hits = self.from_procfs = self.missing = self.evicted = 0
+        self._synced = {"hit": 0, "procfs": 0, "missing": 0}
 
     def __len__(self) -> int:
-        return len(self._by_pid)
+        return len(self._by_pid) + len(self._forks)
 
     def exec_id(self, pid: int, ktime: int) -> str:
         """Unique per node and process image: base64 of node:ktime:pid, the form Tetragon uses."""
@@ -60,28 +76,59 @@ class ProcessCache:
     def tick(boot_ns: int) -> int:
         return boot_ns // procfs.NS_PER_TICK
 
+    def sync_metrics(self) -> None:
+        for label, value in (("hit", self.hits), ("procfs", self.from_procfs), ("missing", self.missing)):
+            delta = value - self._synced[label]
+            if delta:
+                self._metrics.cache_lookups.labels(label).inc(delta)
+                self._synced[label] = value
+        self._m_size.set(len(self))
+
     # --- lookups ---
 
     def get(self, pid: int, start_ns: int | None = None) -> Entry | None:
         """The entry for pid; with start_ns, only if it is the same process (not a recycled pid)."""
+        if self._forks and pid in self._forks:
+            self._materialize(pid)
         e = self._by_pid.get(pid)
         if e is not None and start_ns is not None and e.start_tick != start_ns // procfs.NS_PER_TICK:
             return None
         return e
 
+    def parent_of(self, entry: Entry) -> Entry | None:
+        """The parent of an entry, if it is still the same process that started this one."""
+        ppid = entry.proc.ppid
+        if not ppid:
+            return None
+        pe = self.get(ppid)
+        if pe is None or (entry.parent_tick is not None and pe.start_tick != entry.parent_tick):
+            return None
+        return pe
+
+    def ancestors(self, entry: Entry, depth: int) -> list[Process]:
+        """Up to `depth` ancestors above the parent (grandparent first)."""
+        out: list[Process] = []
+        e = self.parent_of(entry)
+        while e is not None and len(out) < depth:
+            e = self.parent_of(e)
+            if e is None or e is entry:
+                break
+            out.append(e.proc)
+        return out
+
     def resolve(self, pid: int, start_ns: int | None = None) -> Entry | None:
         """get(), falling back to /proc for processes the kernel stream has not shown us."""
         e = self.get(pid, start_ns)
         if e is not None:
-            self._hits.inc()
+            self.hits += 1
             return e
         if pid <= 0:
             return None
         e = self._from_procfs(pid)
         if e is None or (start_ns is not None and e.start_tick != start_ns // procfs.NS_PER_TICK):
-            self._absent.inc()
+            self.missing += 1
             return None
-        self._misses.inc()
+        self.from_procfs += 1
         return e
 
     def _from_procfs(self, pid: int) -> Entry | None:
@@ -93,14 +140,25 @@ class ProcessCache:
             return old  # /proc shows the process we already know: keep our entry (its exec_id, exec time)
         parent = self._by_pid.get(info.ppid)
         start_ns = info.start_ticks * procfs.NS_PER_TICK
+        ns = Namespaces(**info.ns) if info.ns else None
+        cont = None
+        if info.cgroup_path:
+            found = container.parse_path(info.cgroup_path)
+            if found:
+                cont = Container(id=found[0], runtime=found[1])
         proc = Process(
             exec_id=self.exec_id(pid, start_ns), pid=pid, tid=pid, ppid=info.ppid,
             parent_exec_id=parent.proc.exec_id if parent else None,
             uid=info.uid, euid=info.euid, gid=info.gid, egid=info.egid, auid=info.auid,
             binary=info.binary, args=info.args, cwd=info.cwd, comm=info.comm,
             start_time=self.clock.from_boot(start_ns), flags=info.flags,
+            caps=self.caps(info.cap_effective, info.cap_permitted) if info.cap_effective is not None else None,
+            ns=ns, binary_properties=binary_properties(info.exe_mode, info.exe_uid, info.exe_gid),
+            container=cont,
         )
-        e = Entry(proc, info.start_ticks, None)
+        if ns is not None:
+            self.note_namespaces(pid, ns)
+        e = Entry(proc, info.start_ticks, None, parent.start_tick if parent else None)
         self._insert(pid, e)
         return e
 
@@ -116,27 +174,76 @@ class ProcessCache:
                 parent = self._by_pid.get(p.ppid)
                 if parent is not None:
                     e.proc = msgspec.structs.replace(p, parent_exec_id=parent.proc.exec_id)
+                    e.parent_tick = parent.start_tick
         return n
+
+    # --- shared pieces of a Process ---
+
+    _caps_cache: dict[tuple[int, int], Caps] = {}
+
+    def caps(self, effective: int, permitted: int) -> Caps:
+        key = (effective, permitted)
+        c = self._caps_cache.get(key)
+        if c is None:
+            if len(self._caps_cache) > 4096:
+                self._caps_cache.clear()
+            c = self._caps_cache[key] = Caps(effective=list(capnames.names(effective)),
+                                             permitted=list(capnames.names(permitted)))
+        return c
+
+    def note_namespaces(self, pid: int, ns: Namespaces) -> None:
+        owners = self._ns_owner
+        for kind in NS_KINDS:
+            inum = getattr(ns, kind)
+            if inum and (kind, inum) not in owners:
+                if len(owners) >= _NS_OWNERS_MAX:
+                    del owners[next(iter(owners))]
+                owners[(kind, inum)] = pid
+
+    def entered_namespaces(self, pid: int, ns: Namespaces, parent_ns: Namespaces | None) -> list[str]:
+        """Namespaces of this exec that differ from its parent's and that another process used first."""
+        if parent_ns is None or ns == parent_ns:
+            return []
+        owners = self._ns_owner
+        out = []
+        for kind in NS_KINDS:
+            inum = getattr(ns, kind)
+            if inum and inum != getattr(parent_ns, kind):
+                owner = owners.get((kind, inum))
+                if owner is not None and owner != pid:
+                    out.append(kind)
+        return out
 
     # --- kernel events ---
 
-    def add_exec(self, proc: Process, start_ns: int, ktime: int) -> None:
-        self._insert(proc.pid, Entry(proc, start_ns // procfs.NS_PER_TICK, ktime))
+    def add_exec(self, proc: Process, start_ns: int, ktime: int, parent_start_ns: int | None = None) -> Entry:
+        self._forks.pop(proc.pid, None)
+        e = Entry(proc, start_ns // procfs.NS_PER_TICK, ktime,
+                  parent_start_ns // procfs.NS_PER_TICK if parent_start_ns is not None else None)
+        self._insert(proc.pid, e)
+        return e
 
     def add_fork(self, pid: int, ppid: int, start_ns: int, ktime: int) -> None:
-        """A new process that runs its parent's image until it execs."""
+        """A new process that runs its parent's image until it execs (materialized on demand)."""
+        forks = self._forks
+        forks[pid] = (ppid, start_ns, ktime)
+        if len(forks) > self.max_entries // 4:
+            del forks[next(iter(forks))]  # children whose exec and exit we never saw
+            self.evicted += 1
+
+    def _materialize(self, pid: int) -> None:
+        ppid, start_ns, ktime = self._forks.pop(pid)
         parent = self.get(ppid)
         if parent is None:
             return  # resolved from /proc when something asks for it
         pp = parent.proc
-        # The image flags carry over; procfs / missing_parent described the parent's record, not this child
-        # (whose parent is known: it is pp).
-        flags = [*[f for f in pp.flags if f not in ("procfs", "missing_parent", "clone")], "clone"]
+        # The image flags carry over; procfs / missing_parent described the parent's record, not this child.
+        flags = [*[f for f in pp.flags if f not in ("procfs", "missing_parent", "clone", "namespace_entry")], "clone"]
         proc = msgspec.structs.replace(
             pp, exec_id=self.exec_id(pid, ktime), pid=pid, tid=pid, ppid=ppid, parent_exec_id=pp.exec_id,
-            start_time=self.clock.from_boot(start_ns), flags=flags,
+            start_time=self.clock.from_boot(start_ns), flags=flags, entered_namespaces=[],
         )
-        self._insert(pid, Entry(proc, start_ns // procfs.NS_PER_TICK, ktime))
+        self._insert(pid, Entry(proc, start_ns // procfs.NS_PER_TICK, ktime, parent.start_tick))
 
     def mark_exited(self, pid: int, entry: Entry) -> None:
         entry.exited = True
@@ -165,5 +272,12 @@ class ProcessCache:
                 del self._by_pid[next(iter(self._by_pid))]
                 n += 1
         self.evicted += n
-        self._size.set(len(self._by_pid))
+        self._m_size.set(len(self))
         return n
+
+
+def binary_properties(mode: int | None, uid: int | None, gid: int | None) -> BinaryProperties | None:
+    if not mode or not mode & (S_ISUID | S_ISGID):
+        return None
+    return BinaryProperties(setuid=uid if mode & S_ISUID else None,
+                            setgid=gid if mode & S_ISGID and mode & 0o010 else None)

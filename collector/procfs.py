@@ -27,6 +27,16 @@ class ProcInfo:
     egid: int | None
     auid: int | None
     flags: list[str]
+    cap_effective: int | None = None
+    cap_permitted: int | None = None
+    ns: dict[str, int] | None = None
+    cgroup_path: str | None = None
+    exe_mode: int | None = None
+    exe_uid: int | None = None
+    exe_gid: int | None = None
+
+
+NS_KINDS = ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup")
 
 
 def _read(path: str) -> bytes | None:
@@ -80,7 +90,7 @@ def read_process(pid: int, root: str = "/proc") -> ProcInfo | None:
         cwd, bad = escape_bytes(cwd_raw)
         if bad:
             flags.append("non_utf8_cwd")
-    uid = euid = gid = egid = None
+    uid = euid = gid = egid = cap_eff = cap_prm = None
     status = _read(f"{base}/status") or b""
     for line in status.split(b"\n"):
         if line.startswith(b"Uid:"):
@@ -89,7 +99,27 @@ def read_process(pid: int, root: str = "/proc") -> ProcInfo | None:
         elif line.startswith(b"Gid:"):
             ids = line.split()[1:]
             gid, egid = int(ids[0]), int(ids[1])
+        elif line.startswith(b"CapPrm:"):
+            cap_prm = int(line.split()[1], 16)
+        elif line.startswith(b"CapEff:"):
+            cap_eff = int(line.split()[1], 16)
             break
+    ns: dict[str, int] = {}
+    for kind in NS_KINDS:
+        link = _link(f"{base}/ns/{kind}")  # b"mnt:[4026531841]"
+        if link and link.endswith(b"]"):
+            ns[kind] = int(link[link.index(b"[") + 1 : -1])
+    cgroup_path = None
+    for line in (_read(f"{base}/cgroup") or b"").split(b"\n"):
+        if line.startswith(b"0::"):
+            cgroup_path = line[3:].decode("utf-8", "backslashreplace")
+    exe_mode = exe_uid = exe_gid = None
+    if exe is not None:
+        try:
+            st = os.stat(f"{base}/exe")
+            exe_mode, exe_uid, exe_gid = st.st_mode, st.st_uid, st.st_gid
+        except OSError:
+            pass
     auid = None
     raw = _read(f"{base}/loginuid")
     if raw and raw.strip().isdigit():
@@ -98,7 +128,8 @@ def read_process(pid: int, root: str = "/proc") -> ProcInfo | None:
             auid = None
     if not binary:
         binary = args[0] if args else f"[{comm}]"  # kernel threads have no exe
-    return ProcInfo(pid, ppid, start_ticks, comm, binary, args, cwd, uid, euid, gid, egid, auid, flags)
+    return ProcInfo(pid, ppid, start_ticks, comm, binary, args, cwd, uid, euid, gid, egid, auid, flags,
+                    cap_eff, cap_prm, ns or None, cgroup_path, exe_mode, exe_uid, exe_gid)
 
 
 def list_pids(root: str = "/proc") -> list[int]:

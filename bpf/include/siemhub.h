@@ -34,7 +34,8 @@ enum sh_msg_type {
 #define SH_CWD_DEPTH 24                    /* path components walked for cwd */
 #endif
 #define SH_NAME_MAX 256                    /* one path component, with its NUL */
-#define SH_DATA_MAX (SH_FILENAME_MAX + SH_ARGS_MAX + SH_CWD_DEPTH * SH_NAME_MAX)
+#define SH_CGROUP_NAME_MAX 128             /* one cgroup directory name, with its NUL */
+#define SH_DATA_MAX (SH_FILENAME_MAX + SH_ARGS_MAX + SH_CWD_DEPTH * SH_NAME_MAX + 2 * SH_CGROUP_NAME_MAX)
 
 struct sh_msg_hdr {
 	__u8 type;
@@ -45,7 +46,9 @@ struct sh_msg_hdr {
 };
 
 /* Exec: fixed part, then data[] = filename (NUL-terminated) | argv bytes (NUL-separated) |
- * cwd components from the leaf up to the root, each NUL-terminated. */
+ * cwd components from the leaf up to the root, each NUL-terminated | cgroup leaf name, NUL |
+ * cgroup parent name, NUL (container runtimes name the leaf after the container, the parent after
+ * the pod). */
 struct sh_msg_exec {
 	struct sh_msg_hdr hdr;
 	__u32 pid;           /* tgid */
@@ -58,13 +61,29 @@ struct sh_msg_exec {
 	__u32 egid;
 	__u32 auid;          /* loginuid, (u32)-1 when unset */
 	__u32 flags;         /* SH_EXEC_* */
+	__u32 exe_uid;       /* owner of the executable's inode */
+	__u32 exe_gid;
 	__u64 start_boottime;  /* task->start_boottime: when the process (not this image) began */
 	__u64 parent_start_boottime;
 	__u64 cgroup_id;
+	__u64 cap_effective;
+	__u64 cap_permitted;
+	__u64 exe_ino;       /* inode number of the executable (with exe_dev: identity for filters) */
+	__u32 exe_dev;
+	__u32 ns_mnt;        /* namespace inode numbers, as in /proc/<pid>/ns/<name> */
+	__u32 ns_pid;        /* pid namespace for children (the process' own, unless it unshared) */
+	__u32 ns_net;
+	__u32 ns_user;
+	__u32 ns_uts;
+	__u32 ns_ipc;
+	__u32 ns_cgroup;
+	__u16 exe_mode;      /* i_mode of the executable: setuid/setgid bits */
 	__u16 filename_len;  /* bytes of data[] used by the filename, NUL included */
 	__u16 args_len;      /* bytes of argv copied */
 	__u16 cwd_len;       /* bytes of cwd components */
 	__u16 cwd_depth;     /* components walked */
+	__u16 cgroup_len;    /* bytes of the two cgroup names */
+	__u16 pad2[2];
 	char comm[16];
 };
 

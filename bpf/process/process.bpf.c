@@ -14,7 +14,7 @@
 #ifndef SH_WAKEUP_EVERY
 #define SH_WAKEUP_EVERY 64                 /* power of two */
 #endif
-#define SH_DATA_CAP 16384                  /* power of two >= SH_DATA_MAX */
+#define SH_DATA_CAP 32768                  /* power of two >= SH_DATA_MAX */
 
 struct exec_buf {
 	struct sh_msg_exec msg;
@@ -50,6 +50,12 @@ static __always_inline u64 rd_u64(const void *base, int off)
 	u64 v = 0;
 	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
 	return v;
+}
+
+static __always_inline u32 ns_inum(const void *nsproxy, int ptr_off, int ns_off)
+{
+	void *ns = rd_ptr(nsproxy, ptr_off);
+	return ns ? rd_u32(ns, ns_off + OFF_NSCOMMON_INUM) : 0;
 }
 
 static __always_inline u64 wake_flag(void)
@@ -178,6 +184,55 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 
 	read_cwd(b, task);
 	off += m->cwd_len;
+
+	/* credentials beyond the ids: capabilities */
+	m->cap_effective = rd_u64(cred, OFF_CRED_CAP_EFFECTIVE);
+	m->cap_permitted = rd_u64(cred, OFF_CRED_CAP_PERMITTED);
+
+	/* namespaces */
+	void *nsp = rd_ptr(task, OFF_TASK_NSPROXY);
+	m->ns_mnt = ns_inum(nsp, OFF_NSPROXY_MNT, OFF_MNTNS_NS);
+	m->ns_pid = ns_inum(nsp, OFF_NSPROXY_PID, OFF_PIDNS_NS);
+	m->ns_net = ns_inum(nsp, OFF_NSPROXY_NET, OFF_NETNS_NS);
+	m->ns_uts = ns_inum(nsp, OFF_NSPROXY_UTS, OFF_UTSNS_NS);
+	m->ns_ipc = ns_inum(nsp, OFF_NSPROXY_IPC, OFF_IPCNS_NS);
+	m->ns_cgroup = ns_inum(nsp, OFF_NSPROXY_CGROUP, OFF_CGROUPNS_NS);
+	void *userns = rd_ptr(cred, OFF_CRED_USER_NS);
+	m->ns_user = userns ? rd_u32(userns, OFF_USERNS_NS + OFF_NSCOMMON_INUM) : 0;
+
+	/* the executable's inode: setuid/setgid bits, owner, identity */
+	void *exe = rd_ptr(mm, OFF_MM_EXE_FILE);
+	void *inode = exe ? rd_ptr(exe, OFF_FILE_F_INODE) : 0;
+	m->exe_mode = 0;
+	m->exe_uid = m->exe_gid = m->exe_dev = 0;
+	m->exe_ino = 0;
+	if (inode) {
+		u16 mode = 0;
+		bpf_probe_read_kernel(&mode, sizeof(mode), (char *)inode + OFF_INODE_I_MODE);
+		m->exe_mode = mode;
+		m->exe_uid = rd_u32(inode, OFF_INODE_I_UID);
+		m->exe_gid = rd_u32(inode, OFF_INODE_I_GID);
+		m->exe_ino = rd_u64(inode, OFF_INODE_I_INO);
+		m->exe_dev = rd_u32(rd_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+	}
+
+	/* cgroup v2 leaf and parent directory names: container and pod ids live there */
+	m->cgroup_len = 0;
+	void *cgrp = rd_ptr(rd_ptr(task, OFF_TASK_CGROUPS), OFF_CSS_SET_DFL_CGRP);
+	void *kn = cgrp ? rd_ptr(cgrp, OFF_CGROUP_KN) : 0;
+	if (kn) {
+		int n1 = bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_CGROUP_NAME_MAX,
+						   rd_ptr(kn, OFF_KERNFS_NODE_NAME));
+		if (n1 > 0) {
+			off += n1;
+			void *pkn = rd_ptr(kn, OFF_KERNFS_NODE_PARENT);
+			int n2 = pkn ? bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_CGROUP_NAME_MAX,
+								 rd_ptr(pkn, OFF_KERNFS_NODE_NAME)) : 0;
+			if (n2 > 0)
+				off += n2;
+			m->cgroup_len = n1 + (n2 > 0 ? n2 : 0);
+		}
+	}
 
 	u32 size = sizeof(struct sh_msg_exec) + (off & (2 * SH_DATA_CAP - 1));
 	m->hdr.size = size;

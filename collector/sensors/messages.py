@@ -20,12 +20,15 @@ EXEC_ARGS_FAULT = 1 << 3
 HDR = struct.Struct("<BxxxIQ")
 HDR_FIELDS = {"type": 0, "size": 4, "ktime": 8}
 
-# struct sh_msg_exec: hdr, 10 x u32, 3 x u64, 4 x u16, char comm[16]
-EXEC = struct.Struct("<BxxxIQ" "10I" "3Q" "4H" "16s")
+# struct sh_msg_exec: hdr, 12 x u32, 6 x u64, 8 x u32, 8 x u16, char comm[16]
+EXEC = struct.Struct("<BxxxIQ" "12I" "6Q" "8I" "6H4x" "16s")
 EXEC_FIELDS = {
     "pid": 16, "tid": 20, "ppid": 24, "old_tid": 28, "uid": 32, "gid": 36, "euid": 40, "egid": 44,
-    "auid": 48, "flags": 52, "start_boottime": 56, "parent_start_boottime": 64, "cgroup_id": 72,
-    "filename_len": 80, "args_len": 82, "cwd_len": 84, "cwd_depth": 86, "comm": 88,
+    "auid": 48, "flags": 52, "exe_uid": 56, "exe_gid": 60, "start_boottime": 64,
+    "parent_start_boottime": 72, "cgroup_id": 80, "cap_effective": 88, "cap_permitted": 96,
+    "exe_ino": 104, "exe_dev": 112, "ns_mnt": 116, "ns_pid": 120, "ns_net": 124, "ns_user": 128,
+    "ns_uts": 132, "ns_ipc": 136, "ns_cgroup": 140, "exe_mode": 144, "filename_len": 146,
+    "args_len": 148, "cwd_len": 150, "cwd_depth": 152, "cgroup_len": 154, "comm": 160,
 }
 
 # struct sh_msg_fork: hdr, u32 pid, u32 ppid, u64 start_boottime

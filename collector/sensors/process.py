@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from siemhub.collector import ringbuf
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.config import ProcessSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Clock, Event, EventIds, Exit, Node, Process, escape_always, escape_bytes
+from siemhub.collector import container
+from siemhub.collector.event import (
+    SCHEMA_VERSION, Clock, Container, Event, EventIds, Exit, Namespaces, Node, Process, escape_always,
+)
 from siemhub.collector.metrics import Metrics
-from siemhub.collector.process_cache import NO_AUID, ProcessCache
+from siemhub.collector.process_cache import NO_AUID, NS_KINDS, ProcessCache, binary_properties
 from siemhub.collector.sensors import Emit, Sensor
 from siemhub.collector.sensors import messages as m
 
@@ -55,9 +58,51 @@ OFFSETS = {
     "OFF_CRED_EUID": ("cred", "euid"),
     "OFF_CRED_EGID": ("cred", "egid"),
     "OFF_SIGNAL_LIVE": ("signal_struct", "live"),
+    "OFF_CRED_CAP_EFFECTIVE": ("cred", "cap_effective"),
+    "OFF_CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
+    "OFF_CRED_USER_NS": ("cred", "user_ns"),
+    "OFF_TASK_NSPROXY": ("task_struct", "nsproxy"),
+    "OFF_NSPROXY_MNT": ("nsproxy", "mnt_ns"),
+    "OFF_NSPROXY_PID": ("nsproxy", "pid_ns_for_children"),
+    "OFF_NSPROXY_NET": ("nsproxy", "net_ns"),
+    "OFF_NSPROXY_UTS": ("nsproxy", "uts_ns"),
+    "OFF_NSPROXY_IPC": ("nsproxy", "ipc_ns"),
+    "OFF_NSPROXY_CGROUP": ("nsproxy", "cgroup_ns"),
+    "OFF_MNTNS_NS": ("mnt_namespace", "ns"),
+    "OFF_PIDNS_NS": ("pid_namespace", "ns"),
+    "OFF_NETNS_NS": ("net", "ns"),
+    "OFF_UTSNS_NS": ("uts_namespace", "ns"),
+    "OFF_IPCNS_NS": ("ipc_namespace", "ns"),
+    "OFF_CGROUPNS_NS": ("cgroup_namespace", "ns"),
+    "OFF_USERNS_NS": ("user_namespace", "ns"),
+    "OFF_NSCOMMON_INUM": ("ns_common", "inum"),
+    "OFF_MM_EXE_FILE": ("mm_struct", "exe_file"),
+    "OFF_FILE_F_INODE": ("file", "f_inode"),
+    "OFF_INODE_I_MODE": ("inode", "i_mode"),
+    "OFF_INODE_I_UID": ("inode", "i_uid"),
+    "OFF_INODE_I_GID": ("inode", "i_gid"),
+    "OFF_INODE_I_INO": ("inode", "i_ino"),
+    "OFF_INODE_I_SB": ("inode", "i_sb"),
+    "OFF_SB_S_DEV": ("super_block", "s_dev"),
+    "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
+    "OFF_CSS_SET_DFL_CGRP": ("css_set", "dfl_cgrp"),
+    "OFF_CGROUP_KN": ("cgroup", "kn"),
+    "OFF_KERNFS_NODE_NAME": ("kernfs_node", "name"),
 }
 
+
+def _offsets() -> dict[str, tuple[str, str]]:
+    """OFFSETS plus fields whose name changed across kernels."""
+    from siemhub.collector.btf import BTF
+
+    wanted = dict(OFFSETS)
+    parent = "__parent" if BTF.load().has_field("kernfs_node", "__parent") else "parent"  # renamed in 6.15
+    wanted["OFF_KERNFS_NODE_PARENT"] = ("kernfs_node", parent)
+    return wanted
+
 _EXEC_UNPACK = m.EXEC.unpack_from
+_FORK_UNPACK = m.FORK.unpack_from
+_EXIT_UNPACK = m.EXIT.unpack_from
 _EXEC_SIZE = m.EXEC.size
 _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
@@ -98,6 +143,8 @@ class ProcessSensor(Sensor):
         self._m_decode = ctx.metrics.decode_errors
         self._m_lost = ctx.metrics.ringbuf_lost
         self._next_lost_check = 0.0
+        self._ns_cache: dict[tuple[int, ...], Namespaces] = {}
+        self._containers: dict[str, Container] = {}
 
     # --- lifecycle ---
 
@@ -111,7 +158,7 @@ class ProcessSensor(Sensor):
             "SH_WAKEUP_EVERY": c.wakeup_every,
             "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
         }
-        self._bpf = compile_program("process/process.bpf.c", OFFSETS, defines)
+        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines)
         table = self._bpf[b"events"]
         if ringbuf.available():
             self._rb = ringbuf.RingBuffer(table.map_fd, c.ringbuf_pages * 4096)
@@ -215,21 +262,29 @@ class ProcessSensor(Sensor):
 
     def _exec(self, msg: bytes) -> Event:
         # The hot path: one unpack, slices, and str.decode fast paths; the rare cases (non-UTF-8,
-        # truncation, relative paths) take the slow branches.
-        (_, size, ktime, pid, tid, ppid, _old_tid, uid, gid, euid, egid, auid, kflags, start_ns, pstart_ns,
-         cgroup_id, fn_len, args_len, cwd_len, _depth, comm) = _EXEC_UNPACK(msg)
-        if size != len(msg) or _EXEC_SIZE + fn_len + args_len + cwd_len > size:
+        # truncation, relative paths, containers, namespace entry) take the slow branches.
+        (_, size, ktime, pid, tid, ppid, _old_tid, uid, gid, euid, egid, auid, kflags, exe_uid, exe_gid,
+         start_ns, pstart_ns, cgroup_id, cap_eff, cap_prm, _exe_ino, _exe_dev, ns_mnt, ns_pid, ns_net,
+         ns_user, ns_uts, ns_ipc, ns_cgroup, exe_mode, fn_len, args_len, cwd_len, _depth, cg_len,
+         comm) = _EXEC_UNPACK(msg)
+        if size != len(msg) or _EXEC_SIZE + fn_len + args_len + cwd_len + cg_len > size:
             raise ValueError("length mismatch")
         flags: list[str] = []
         a = _EXEC_SIZE + fn_len
         b = a + args_len
-        raw_fn = msg[_EXEC_SIZE : a - 1] if fn_len else b""  # fn_len counts the NUL
+        c = b + cwd_len
+        raw_fn = msg[_EXEC_SIZE:a].split(b"\0", 1)[0] if fn_len else b""
         if cwd_len:
-            parts = msg[b : b + cwd_len - 1].split(b"\0")  # leaf first, each NUL-terminated
+            parts = msg[b : c - 1].split(b"\0")  # leaf first, each NUL-terminated
             parts.reverse()
             raw_cwd = b"/" + b"/".join(parts)
         else:
             raw_cwd = None if kflags & m.EXEC_TRUNC_CWD else b"/"
+        if raw_fn[:1] != b"/" and raw_fn and raw_cwd is not None:
+            # Relative path: join the raw bytes, so escaping (if needed) happens once, on the result.
+            raw_fn = os.path.normpath(os.path.join(raw_cwd, raw_fn))
+            if kflags & m.EXEC_TRUNC_CWD:
+                flags.append("truncated_binary")
         cwd = None
         if raw_cwd is not None:
             try:
@@ -242,39 +297,84 @@ class ProcessSensor(Sensor):
         except UnicodeDecodeError:
             binary = escape_always(raw_fn)
             flags.append("non_utf8_binary")
-        if binary[:1] != "/" and binary and cwd:
-            binary = os.path.normpath(os.path.join(cwd, binary))
         args = _split_args(msg[a:b], flags) if args_len else []
         if kflags:
-            flags.extend(name for bit, name in _KFLAGS if kflags & bit)
+            flags.extend(name for bit, name in _KFLAGS if kflags & bit and name not in flags)
+        comm_raw = comm.split(b"\0", 1)[0]
+        try:
+            comm_s = comm_raw.decode()
+        except UnicodeDecodeError:
+            comm_s = escape_always(comm_raw)
+            flags.append("non_utf8_comm")
 
         ctx = self.ctx
         cache = ctx.cache
         parent = cache.resolve(ppid, pstart_ns)
         if parent is None:
-            flags.append("missing_parent")
+            if ppid:  # pid 1 and kernel threads have no parent to find
+                flags.append("missing_parent")
             pproc = None
             parent_exec_id = None
         else:
             pproc = parent.proc
             parent_exec_id = pproc.exec_id
+        ns = self._ns(ns_mnt, ns_pid, ns_net, ns_user, ns_uts, ns_ipc, ns_cgroup)
+        entered: list[str] = []
+        if ns is not None:
+            entered = cache.entered_namespaces(pid, ns, pproc.ns if pproc is not None else None)
+            if entered:
+                flags.append("namespace_entry")
+            cache.note_namespaces(pid, ns)
+        cont = None
+        if cg_len:
+            names = msg[c : c + cg_len].split(b"\0")
+            found = container.parse(names[0].decode("utf-8", "replace"),
+                                    names[1].decode("utf-8", "replace") if len(names) > 1 else "")
+            if found:
+                cont = self._container(found[0], found[1])
         when = ctx.clock.from_boot(ktime)
         proc = Process(
             exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid, parent_exec_id=parent_exec_id,
             uid=uid, euid=euid, gid=gid, egid=egid, auid=None if auid == NO_AUID else auid,
-            binary=binary, args=args, cwd=cwd, comm=comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
-            start_time=when, flags=flags, cgroup_id=cgroup_id,
+            binary=binary, args=args, cwd=cwd, comm=comm_s, start_time=when, flags=flags,
+            caps=cache.caps(cap_eff, cap_prm), ns=ns, entered_namespaces=entered,
+            binary_properties=binary_properties(exe_mode, exe_uid, exe_gid) if exe_mode & 0o6000 else None,
+            cgroup_id=cgroup_id, container=cont,
         )
-        cache.add_exec(proc, start_ns, ktime)
+        entry = cache.add_exec(proc, start_ns, ktime, pstart_ns if parent is not None else None)
         return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
-                     severity="info", node=ctx.node, process=proc, parent=pproc)
+                     severity="info", node=ctx.node, process=proc, parent=pproc,
+                     ancestors=cache.ancestors(entry, self.config.ancestors) if self.config.ancestors else [])
+
+    def _ns(self, *inums: int) -> Namespaces | None:
+        # Few distinct namespace sets exist on a host: share one object per set.
+        if not any(inums):
+            return None
+        ns = self._ns_cache.get(inums)
+        if ns is None:
+            if len(self._ns_cache) > 4096:
+                self._ns_cache.clear()
+            ns = self._ns_cache[inums] = Namespaces(**{k: v or None for k, v in zip(NS_KINDS, inums)})
+        return ns
+
+    def _container(self, cid: str, runtime: str) -> Container:
+        c = self._containers.get(cid)
+        if c is None:
+            if len(self._containers) > 4096:
+                self._containers.clear()
+            c = self._containers[cid] = Container(id=cid, runtime=runtime)
+        return c
 
     def _fork(self, msg: bytes) -> None:
-        _, _, ktime, pid, ppid, start_ns = m.FORK.unpack_from(msg)
+        _, size, ktime, pid, ppid, start_ns = _FORK_UNPACK(msg)
+        if size != len(msg):
+            raise ValueError("length mismatch")
         self.ctx.cache.add_fork(pid, ppid, start_ns, ktime)
 
     def _exit(self, msg: bytes) -> Event | None:
-        _, _, ktime, pid, tid, code, start_ns = m.EXIT.unpack_from(msg)
+        _, size, ktime, pid, tid, code, start_ns = _EXIT_UNPACK(msg)
+        if size != len(msg):
+            raise ValueError("length mismatch")
         ctx = self.ctx
         cache = ctx.cache
         entry = cache.get(pid, start_ns)
@@ -283,7 +383,7 @@ class ProcessSensor(Sensor):
             parent = None
         else:
             proc = entry.proc
-            pe = cache.get(proc.ppid) if proc.ppid else None
+            pe = cache.parent_of(entry)
             parent = pe.proc if pe is not None else None
             cache.mark_exited(pid, entry)
         sig = code & 0x7F

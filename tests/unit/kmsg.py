@@ -24,21 +24,25 @@ def exec_msg(pid: int, *, ppid: int = 1, ktime: int = 5 * 10**9, start: int | No
              cwd: list[bytes] | None = None, cwd_raw: bytes | None = None, tid: int | None = None,
              uid: int = 1000, gid: int = 1000, euid: int | None = None, egid: int | None = None,
              auid: int = NO_AUID, flags: int = 0, cgroup_id: int = 0, comm: bytes = b"",
-             size: int | None = None, fn_len: int | None = None) -> bytes:
+             size: int | None = None, fn_len: int | None = None, cap_eff: int = 0, cap_prm: int = 0,
+             ns: tuple[int, ...] = (0,) * 7, exe_mode: int = 0o100755, exe_uid: int = 0, exe_gid: int = 0,
+             exe_ino: int = 0, exe_dev: int = 0, cgroup: tuple[bytes, bytes] | None = None) -> bytes:
     """cwd: components from the root down (["home", "u"]); sent leaf-first and NUL-terminated, as the
     kernel walks them. cwd_raw overrides with exact bytes."""
     fn = filename + b"\0" if filename else b""
     argv = b"".join(a + b"\0" for a in (args if args is not None else [filename]))
     if cwd_raw is None:
         cwd_raw = b"".join(c + b"\0" for c in reversed(cwd or []))
-    data = fn + argv + cwd_raw
+    cg = b"".join(c + b"\0" for c in cgroup) if cgroup else b""
+    data = fn + argv + cwd_raw + cg
     total = m.EXEC.size + len(data)
     fixed = m.EXEC.pack(
         m.MSG_EXEC, total if size is None else size, ktime,
         pid, pid if tid is None else tid, ppid, pid, uid, gid, uid if euid is None else euid,
-        gid if egid is None else egid, auid, flags,
-        ktime if start is None else start, pstart, cgroup_id,
-        len(fn) if fn_len is None else fn_len, len(argv), len(cwd_raw), len(cwd or []), comm,
+        gid if egid is None else egid, auid, flags, exe_uid, exe_gid,
+        ktime if start is None else start, pstart, cgroup_id, cap_eff, cap_prm, exe_ino,
+        exe_dev, *ns, exe_mode,
+        len(fn) if fn_len is None else fn_len, len(argv), len(cwd_raw), len(cwd or []), len(cg), comm,
     )
     return fixed + data
 

@@ -15,6 +15,9 @@ from siemhub.collector import event as ev
 from siemhub.collector.event import (
     SCHEMA_VERSION,
     AgentStatus,
+    BinaryProperties,
+    Caps,
+    Namespaces,
     Clock,
     Container,
     Event,
@@ -243,7 +246,10 @@ def _full_process(pid: int) -> Process:
         exec_id=f"e{pid}", pid=pid, tid=pid + 1, ppid=pid - 1, parent_exec_id=f"e{pid - 1}",
         uid=1000, euid=0, gid=1000, egid=0, auid=1000, binary="/usr/bin/sudo", args=["sudo", "-i", "\xe9"],
         cwd="/home/u", comm="sudo", start_time="2024-01-02T03:04:05.000000001Z",
-        flags=["truncated_args", "non_utf8_args"], cgroup_id=12345,
+        flags=["truncated_args", "non_utf8_args", "namespace_entry"], cgroup_id=12345,
+        caps=Caps(effective=["CAP_SYS_ADMIN"], permitted=["CAP_SYS_ADMIN", "CAP_BPF"]),
+        ns=Namespaces(mnt=1, pid=2, net=3, user=4, uts=5, ipc=6, cgroup=7), entered_namespaces=["mnt", "pid"],
+        binary_properties=BinaryProperties(setuid=0, setgid=0),
         container=Container(id="c0ffee", runtime="containerd"),
         pod=Pod(namespace="prod", name="web-1", labels={"app": "web"},
                 container=PodContainer(name="nginx", image="nginx:1.25"), workload="Deployment/web"),
@@ -254,12 +260,13 @@ def test_encode_decode_round_trip_with_every_optional_body():
     e = Event(
         id="p-1", time="2024-01-02T03:04:05.123456789Z", type="process_exit", schema_version=SCHEMA_VERSION,
         severity="high", node=Node(name="n1", labels={"zone": "a"}),
-        process=_full_process(10), parent=_full_process(9),
+        process=_full_process(10), parent=_full_process(9), ancestors=[_full_process(8), _full_process(7)],
         exit=Exit(code=None, signal="SIGKILL", core_dumped=True, duration_ns=42),
         status=AgentStatus(counters={"decode_errors": 3}), tags=["t1", "t2"],
     )
     # every field of every struct is set to a non-default value: nothing may be omitted or lost
-    for s in (e, e.process, e.process.container, e.process.pod, e.process.pod.container, e.node, e.status):
+    for s in (e, e.process, e.process.container, e.process.pod, e.process.pod.container, e.node, e.status,
+              e.process.caps, e.process.ns, e.process.binary_properties):
         for f in msgspec.structs.fields(s):
             assert getattr(s, f.name) not in (None, [], {}, ""), f"{type(s).__name__}.{f.name} not set"
     data = encode_json(e)

@@ -298,11 +298,12 @@ def test_truncated_args_keep_the_partial_last_argument(h):
     msg = exec_msg(10, args=[b"a", b"bcdef"], flags=m.EXEC_TRUNC_ARGS)
     # cut the argv area after "bc" as the kernel does when it runs out of room (no final NUL)
     fixed, data = msg[: m.EXEC.size], msg[m.EXEC.size :]
-    fn_len, args_len = struct.unpack_from("<HH", fixed, 80)
+    fn_off = m.EXEC_FIELDS["filename_len"]
+    fn_len, args_len = struct.unpack_from("<HH", fixed, fn_off)
     argv = data[fn_len : fn_len + args_len][:4]  # b"a\0bc"
     fixed = bytearray(fixed)
     struct.pack_into("<I", fixed, 4, m.EXEC.size + fn_len + len(argv))
-    struct.pack_into("<HHH", fixed, 80, fn_len, len(argv), 0)
+    struct.pack_into("<HHH", fixed, fn_off, fn_len, len(argv), 0)
     e = h.one(bytes(fixed) + data[:fn_len] + argv)
     assert e.process.args == ["a", "bc"] and "truncated_args" in e.process.flags
 
@@ -437,8 +438,6 @@ def test_bad_messages_do_not_stop_the_batch(h):
     assert h.errors() == 3
 
 
-@pytest.mark.xfail(strict=True, reason="process.py bug: _fork/_exit never check the header size field "
-                                       "against len(msg), unlike _exec")
 @pytest.mark.parametrize("msg", [fork_msg(300, 1, ktime=S, size=999), exit_msg(1, ktime=S, start=S, size=7),
                                  exit_msg(1, ktime=S, start=S) + b"trailing"],
                          ids=["fork-size-999", "exit-size-7", "exit-trailing-bytes"])
@@ -485,20 +484,16 @@ def test_random_length_fields_never_raise(fuzz_harness, fn_len, args_len, cwd_le
 
 
 # =================================================================================================
-# process.py bugs, documented by tests that fail today (strict xfail: they flip when fixed)
+# process.py bugs found by these tests (fixed; the tests keep them fixed)
 # =================================================================================================
 
 
-@pytest.mark.xfail(strict=True, reason="process.py bug: a relative binary is joined to the already-escaped "
-                                       "cwd, so escape sequences end up in an unflagged binary")
 def test_relative_binary_under_non_utf8_cwd_is_restorable(h):
     p = h.one(exec_msg(10, filename=b"./run", cwd=[b"d\xe9"])).process
     raw = unescape_bytes(p.binary) if "non_utf8_binary" in p.flags else p.binary.encode()
     assert raw == b"/d\xe9/run"
 
 
-@pytest.mark.xfail(strict=True, reason="process.py bug: _exit looks the parent up by pid only, so a recycled "
-                                       "parent pid names an unrelated process as parent")
 def test_exit_parent_is_not_a_recycled_pid(h):
     h.one(exec_msg(300, ktime=1 * S, start=1 * S, filename=b"/bin/parent"))
     child = h.one(exec_msg(400, ppid=300, pstart=1 * S, ktime=2 * S, start=2 * S))

@@ -45,7 +45,11 @@ def _process_events(tmp_path: Path) -> dict[str, Event]:
     exe = h.one(exec_msg(4242, ppid=1000, pstart=100 * TICK, ktime=7 * 10**9 + 123, start=start,
                          filename=b"/usr/bin/curl", args=[b"curl", b"-s", b"https://example.com/"],
                          cwd=[b"home", b"alice"], uid=1000, gid=1000, euid=0, egid=0, auid=1000,
-                         cgroup_id=4096, comm=b"curl", flags=0))
+                         cgroup_id=4096, comm=b"curl", flags=0, cap_eff=(1 << 21) | (1 << 12),
+                         cap_prm=(1 << 21) | (1 << 12) | (1 << 7),
+                         ns=(4026532301, 4026532302, 4026532303, 4026531837, 4026532304, 4026532305, 4026531835),
+                         cgroup=(b"cri-containerd-" + b"ab" * 32 + b".scope",
+                                 b"kubepods-besteffort-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice")))
     ext = h.one(exit_msg(4242, ktime=9 * 10**9 + 456, code=2 << 8, start=start))
     return {"process_exec": exe, "process_exit": ext}
 
