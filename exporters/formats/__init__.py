@@ -18,9 +18,9 @@ class Format:
 
 
 def _registry() -> dict[str, Format]:
-    from siemhub.exporters.formats import native
+    from siemhub.exporters.formats import native, ocsf
 
-    return {f.name: f for f in (native.FORMAT,)}
+    return {f.name: f for f in (native.FORMAT, ocsf.FORMAT)}
 
 
 FORMATS: dict[str, Format] = _registry()

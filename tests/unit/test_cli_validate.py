@@ -25,8 +25,8 @@ BROKEN = {
     "yaml_syntax": (GOOD.replace("format: native}", "format: native"), 5, "YAML syntax error: "),
     "unknown_key": (GOOD + "colour: red\n", 7, "colour: unknown field"),
     "missing_path": (GOOD.replace(" path: events.jsonl,", ""), 4, "exporters.out.path: Field required"),
-    "unknown_type": (GOOD.replace("type: file", "type: kafka"), 4,
-                     "exporters.out.type: unknown exporter type 'kafka'"),
+    "unknown_type": (GOOD.replace("type: file", "type: pigeon"), 4,
+                     "exporters.out.type: unknown exporter type 'pigeon'"),
     "route_to_missing_exporter": (GOOD.replace("to: [out]", "to: [archive]"), 6,
                                   "routes[0].to[0]: unknown exporter 'archive'"),
 }

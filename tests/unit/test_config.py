@@ -112,7 +112,7 @@ BROKEN = {
         6, "exporters.out.batch.max_events: Input should be a valid integer",
     ),
     "unknown_exporter_type": (
-        BASE.replace("type: file", "type: kafka"), 3, "exporters.out.type: unknown exporter type 'kafka'",
+        BASE.replace("type: file", "type: pigeon"), 3, "exporters.out.type: unknown exporter type 'pigeon'",
     ),
     "exporter_without_type": (
         BASE.replace("    type: file\n", ""), 2, "exporters.out: needs a 'type'",
@@ -128,7 +128,7 @@ BROKEN = {
     ),
     "format_not_supported": (
         BASE.replace("    path: events.jsonl\n", "    path: events.jsonl\n    format: compact\n"),
-        5, "exporters.out.format: format 'compact' is not supported by file (supported: native)",
+        5, "exporters.out.format: format 'compact' is not supported by file (supported: native,",
     ),
     "bad_severity": (
         BASE.replace("    to: [out]\n", "    to: [out]\n    match: {min_severity: urgent}\n"),
@@ -184,7 +184,7 @@ def test_every_problem_is_reported_sorted_by_line(tmp_path):
         "  out:\n"  # 7
         "    type: file\n"  # 8
         "  other:\n"  # 9
-        "    type: kafka\n"  # 10
+        "    type: pigeon\n"  # 10
     )
     path = write(tmp_path, text)
     problems = problems_of(path)
@@ -193,7 +193,7 @@ def test_every_problem_is_reported_sorted_by_line(tmp_path):
         (4, "routes[0].to[1]: unknown exporter 'missing'"),
         (5, "colour: unknown field"),
         (7, "exporters.out.path: Field required"),
-        (10, "exporters.other.type: unknown exporter type 'kafka'"),
+        (10, "exporters.other.type: unknown exporter type 'pigeon'"),
     ]
     assert len(problems) == len(expected), problems
     for got, (line, prefix) in zip(problems, expected):

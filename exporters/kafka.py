@@ -1,0 +1,437 @@
+"""Kafka exporter on confluent-kafka (librdkafka): one message per event.
+
+- Idempotent producer (enable.idempotence, acks=all) by default: librdkafka's own retries never
+  duplicate or reorder messages within a partition.
+- Topic from a template (`siemhub.{type}`), key from a template (default `{node}/{exec_id}`, so every
+  event of one process lands in one partition, in order), headers with the schema version, event type,
+  format and content type.
+- `encode(batch)` is pure: a list of (topic, key, value, headers). `send` produces them and serves
+  delivery reports until every message has one. The batch is DONE only when all were delivered;
+  a retry re-sends only the messages that have not been delivered yet (the payload remembers them).
+- Whether a Kafka error is retryable is decided in one place, `outcome_for_kafka_error`.
+
+`KafkaConnection` (brokers, security, properties) and `client_config` are shared with the aggregator's
+Kafka source (collector/sources/kafka.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from siemhub.collector.event import SCHEMA_VERSION, Event
+from siemhub.exporters.base import DONE, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult
+from siemhub.exporters.formats import FORMATS, get_format
+
+log = logging.getLogger("siemhub.exporters.kafka")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- connection settings shared by the exporter and the aggregator source ------------------------
+
+
+class SaslConfig(_Strict):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str
+    password: SecretStr  # use ${ENV}; SecretStr keeps it out of reprs and logs
+
+
+class TlsConfig(_Strict):
+    ca_file: str | None = Field(None, description="CA bundle (PEM) to verify the brokers")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: str | None = Field(None, description="client private key (PEM)")
+    key_password: SecretStr | None = None
+    verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class SecurityConfig(_Strict):
+    protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = "plaintext"
+    sasl: SaslConfig | None = None
+    tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecurityConfig:
+        if self.protocol.startswith("sasl") and self.sasl is None:
+            raise ValueError(f"protocol {self.protocol} needs a 'sasl' section")
+        if not self.protocol.startswith("sasl") and self.sasl is not None:
+            raise ValueError("'sasl' needs protocol sasl_plaintext or sasl_ssl")
+        if self.tls is not None and not self.protocol.endswith("ssl"):
+            raise ValueError("'tls' needs protocol ssl or sasl_ssl")
+        return self
+
+
+PropertyValue = str | int | float | bool
+
+
+class KafkaConnection(_Strict):
+    brokers: list[str] = Field(min_length=1, description="bootstrap servers, host:port")
+    security: SecurityConfig = SecurityConfig()
+    # Any librdkafka property siemhub does not name; applied last, so it wins. Values may come from
+    # ${ENV}; they are never logged.
+    properties: dict[str, PropertyValue] = {}
+
+
+def client_config(conn: KafkaConnection) -> dict[str, PropertyValue]:
+    """librdkafka settings for the brokers and security of `conn` (secrets included: never log it)."""
+    sec = conn.security
+    conf: dict[str, PropertyValue] = {
+        "bootstrap.servers": ",".join(conn.brokers),
+        "security.protocol": sec.protocol.upper(),
+    }
+    if sec.sasl is not None:
+        conf["sasl.mechanism"] = sec.sasl.mechanism
+        conf["sasl.username"] = sec.sasl.username
+        conf["sasl.password"] = sec.sasl.password.get_secret_value()
+    if sec.tls is not None:
+        t = sec.tls
+        if t.ca_file:
+            conf["ssl.ca.location"] = t.ca_file
+        if t.cert_file:
+            conf["ssl.certificate.location"] = t.cert_file
+            conf["ssl.key.location"] = t.key_file or ""
+        if t.key_password is not None:
+            conf["ssl.key.password"] = t.key_password.get_secret_value()
+        conf["ssl.endpoint.identification.algorithm"] = "https" if t.verify_hostname else "none"
+    conf.update(conn.properties)
+    return conf
+
+
+# --- templates: topic and key ----------------------------------------------------------------------
+
+TEMPLATE_FIELDS = ("type", "node", "severity", "exec_id", "pid", "namespace")
+_TOPIC_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class Template:
+    """`{name}` placeholders from TEMPLATE_FIELDS and literal text; nothing else (no attribute or
+    index access, no format specs), so a config file cannot reach into Python objects."""
+
+    __slots__ = ("text", "parts", "fields")
+
+    def __init__(self, text: str) -> None:
+        parts: list[tuple[str, str | None]] = []
+        for literal, name, spec, conv in string.Formatter().parse(text):
+            if name is not None:
+                if name not in TEMPLATE_FIELDS:
+                    raise ValueError(f"unknown placeholder {{{name}}} (known: {', '.join(TEMPLATE_FIELDS)})")
+                if spec or conv:
+                    raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
+            parts.append((literal, name))
+        self.text = text
+        self.parts = parts
+        self.fields = {n for _, n in parts if n}
+
+    def render(self, e: Event) -> str:
+        out = []
+        for literal, name in self.parts:
+            out.append(literal)
+            if name is not None:
+                out.append(_field(e, name))
+        return "".join(out)
+
+
+def _field(e: Event, name: str) -> str:
+    p = e.process
+    if name == "type":
+        return e.type
+    if name == "node":
+        return e.node.name
+    if name == "severity":
+        return e.severity
+    if name == "exec_id":
+        return p.exec_id if p is not None else ""
+    if name == "pid":
+        return str(p.pid) if p is not None else ""
+    if name == "namespace":
+        return p.pod.namespace if p is not None and p.pod is not None else ""
+    raise KeyError(name)
+
+
+def safe_topic(name: str) -> str:
+    """Kafka topic names allow [a-zA-Z0-9._-], at most 249 characters; anything else becomes '_'."""
+    if all(c in _TOPIC_OK for c in name) and 0 < len(name) <= 249:
+        return name
+    return ("".join(c if c in _TOPIC_OK else "_" for c in name) or "_")[:249]
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+class KafkaConfig(ExporterConfig, KafkaConnection):
+    topic: str = Field("siemhub.events", description="topic template; placeholders: " + ", ".join(TEMPLATE_FIELDS))
+    key: str = Field("{node}/{exec_id}", description="message key template; empty: no key (round-robin)")
+    compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = "lz4"
+    idempotence: bool = True
+    acks: Literal["all", "1", "0"] = "all"
+    linger_ms: float = Field(20.0, ge=0, description="librdkafka linger.ms: wait this long to fill batches")
+    batch_bytes: int = Field(1_000_000, ge=1, description="librdkafka batch.size: bytes per partition batch")
+    message_max_bytes: int = Field(1_000_000, ge=1000, description="larger messages are given up (dead letter)")
+    delivery_timeout_ms: int = Field(30_000, ge=1000, description="librdkafka message.timeout.ms: a message not "
+                                     "delivered by then comes back as a retryable failure")
+    # Exporter batches: one send waits for every delivery report, so bigger batches keep the pipe full.
+    batch: BatchConfig = BatchConfig(max_events=4096, max_wait=0.5)
+
+    @field_validator("topic", "key")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        Template(v)
+        return v
+
+    @model_validator(mode="after")
+    def _acks(self) -> KafkaConfig:
+        if self.idempotence and self.acks != "all":
+            raise ValueError("idempotence needs acks: all (set idempotence: false to use acks 1 or 0)")
+        return self
+
+
+def producer_config(cfg: KafkaConfig) -> dict[str, PropertyValue]:
+    conf = client_config(KafkaConnection(brokers=cfg.brokers, security=cfg.security))
+    conf.update({
+        "enable.idempotence": cfg.idempotence,
+        "acks": cfg.acks,
+        "compression.type": cfg.compression,
+        "linger.ms": cfg.linger_ms,
+        "batch.size": cfg.batch_bytes,
+        "message.max.bytes": cfg.message_max_bytes,
+        "message.timeout.ms": cfg.delivery_timeout_ms,
+        # Outstanding messages are bounded by our own batches; let librdkafka hold plenty.
+        "queue.buffering.max.messages": 1_000_000,
+    })
+    conf.update(cfg.properties)
+    return conf
+
+
+# --- the one place where Kafka errors become retry decisions ------------------------------------------
+
+_GIVE_UP = {
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION,
+    KafkaError.TOPIC_EXCEPTION, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION, KafkaError.INVALID_REQUIRED_ACKS, KafkaError._INVALID_ARG,
+    KafkaError.POLICY_VIOLATION,
+}
+_RETRY = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION, KafkaError._PURGE_QUEUE,
+    KafkaError._PURGE_INFLIGHT, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError._FATAL, KafkaError.KAFKA_STORAGE_ERROR, KafkaError.BROKER_NOT_AVAILABLE,
+}
+
+
+def outcome_for_kafka_error(err: KafkaError) -> tuple[Outcome, str]:
+    """Delivery-report or produce() error -> (outcome, metric-safe reason). Oversized messages, missing
+    topics (auto-create off), authorization and invalid records give up (retrying cannot help; they
+    go to the dead-letter destination); timeouts, broker trouble and leadership changes retry. An
+    idempotent producer's fatal error retries on a new producer (the exporter rebuilds it)."""
+    code = err.code()
+    reason = f"kafka_{err.name().lstrip('_').lower()}"
+    if code in _GIVE_UP:
+        return Outcome.GIVE_UP, reason
+    if code in _RETRY or err.retriable() or err.fatal():
+        return Outcome.RETRY, reason
+    return Outcome.GIVE_UP, reason
+
+
+# --- payload --------------------------------------------------------------------------------------------
+
+PENDING, DELIVERED, FAILED = 0, 1, 2
+
+
+class KafkaBatch(list):
+    """The encoded batch: a list of (topic, key, value, headers). It also remembers, across retries of
+    the same payload, which messages were already delivered or given up, so a retry re-sends only the
+    rest (no duplicates of what Kafka already has)."""
+
+    __slots__ = ("state", "reasons")
+
+    def __init__(self, messages) -> None:
+        super().__init__(messages)
+        self.state = bytearray(len(self))  # PENDING / DELIVERED / FAILED per message
+        self.reasons: dict[int, str] = {}
+
+
+class _Round:
+    """Delivery reports of one send attempt."""
+
+    __slots__ = ("produced", "reports", "errors")
+
+    def __init__(self) -> None:
+        self.produced: list[int] = []
+        self.reports = 0
+        self.errors: list[tuple[KafkaError, bytes | None]] = []
+
+    def on_delivery(self, err: KafkaError | None, msg) -> None:
+        self.reports += 1
+        if err is not None:
+            self.errors.append((err, msg.value()))
+
+
+class KafkaExporter(Exporter):
+    config_model = KafkaConfig
+    formats = tuple(f for f in ("native", "ocsf", "ecs") if f in FORMATS)
+
+    def __init__(self, name: str, config: KafkaConfig) -> None:
+        super().__init__(name, config)
+        self._format = get_format(config.format)
+        self._topic = Template(config.topic)
+        self._key = Template(config.key)
+        content_type = b"application/json"
+        self._base_headers = [("siemhub.format", config.format.encode()), ("content-type", content_type)]
+        self._headers: dict[tuple[str, str], list] = {}
+        self._producer: Producer | None = None
+        self.send_timeout = config.delivery_timeout_ms / 1000 + 5
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        return Producer(producer_config(self.config), logger=log, error_cb=self._on_error)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors (brokers down, auth). Messages keep their own delivery reports; this is
+        # only for the operator. A fatal error (idempotence state lost) is handled in send().
+        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.code() == KafkaError._TRANSPORT:
+            log.info("exporter %s: %s", self.name, err.str())
+        else:
+            log.warning("exporter %s: %s", self.name, err.str())
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge()  # whatever it still holds is re-sent by the next attempt
+            producer.flush(0)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        if self._producer is not None:
+            self._producer.poll(0)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            left = self._producer.flush(10)
+            if left:
+                log.warning("exporter %s: %d messages had no delivery report at close", self.name, left)
+            self._producer = None
+
+    # --- encode (pure) ---
+
+    def _headers_for(self, e: Event) -> list:
+        key = (e.type, e.schema_version)
+        h = self._headers.get(key)
+        if h is None:
+            h = [("siemhub.schema_version", e.schema_version.encode()), ("siemhub.type", e.type.encode()),
+                 *self._base_headers]
+            self._headers[key] = h
+        return h
+
+    def encode(self, batch: Sequence[Event]) -> KafkaBatch:
+        # One C call encodes the whole batch; JSON lines never contain a raw newline inside a value.
+        values = self._format.encode_lines(batch).split(b"\n")
+        topic_t, key_t = self._topic, self._key
+        static_topic = safe_topic(topic_t.text) if not topic_t.fields else None
+        default_key = key_t.text == "{node}/{exec_id}"
+        out = []
+        for i, e in enumerate(batch):
+            topic = static_topic or safe_topic(topic_t.render(e))
+            if default_key:
+                p = e.process
+                key = f"{e.node.name}/{p.exec_id if p is not None else ''}".encode()
+            else:
+                key = key_t.render(e).encode() or None
+            out.append((topic, key, values[i], self._headers_for(e)))
+        return KafkaBatch(out)
+
+    # --- send (I/O) ---
+
+    def send(self, payload: KafkaBatch) -> SendResult:
+        if not isinstance(payload, KafkaBatch):
+            payload = KafkaBatch(payload)
+        producer = self._producer
+        if producer is None:
+            producer = self._producer = self._new_producer()
+        state = payload.state
+        rnd = _Round()  # reports of this attempt only: a late report of an earlier one cannot count here
+        produced = rnd.produced
+        on_delivery = rnd.on_delivery
+        produce = producer.produce
+        for i, (topic, key, value, headers) in enumerate(payload):
+            if state[i] != PENDING:
+                continue
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                    produced.append(i)
+                    break
+                except BufferError:  # librdkafka's queue is full: serve reports, then try again
+                    producer.poll(0.05)
+                except KafkaException as exc:  # refused before sending (too large, unknown topic...)
+                    outcome, reason = outcome_for_kafka_error(exc.args[0])
+                    if outcome is Outcome.GIVE_UP:
+                        state[i] = FAILED
+                        payload.reasons[i] = reason
+                    break  # RETRY: stays pending, the next send tries it again
+        # Serve delivery reports until every produced message has one. message.timeout.ms bounds how
+        # long librdkafka keeps a message, so this ends; send_timeout is a safety net.
+        deadline = time.monotonic() + self.send_timeout
+        while rnd.reports < len(produced) and time.monotonic() < deadline:
+            producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        return self._settle(payload, rnd)
+
+    def _settle(self, payload: KafkaBatch, rnd: _Round) -> SendResult:
+        state = payload.state
+        produced = rnd.produced
+        failed: dict[int, tuple[Outcome, str]] = {}
+        fatal = False
+        if rnd.errors:
+            # Only failures carry their value back; values are unique (each holds its event id).
+            by_value = {payload[i][2]: i for i in produced}
+            for err, value in rnd.errors:
+                i = by_value.get(value)
+                if i is None:
+                    continue
+                failed[i] = outcome_for_kafka_error(err)
+                fatal = fatal or err.fatal()
+        missing = rnd.reports < len(produced)
+        retry_reason = ""
+        for i in produced:
+            if i in failed:
+                outcome, reason = failed[i]
+                if outcome is Outcome.GIVE_UP:
+                    state[i] = FAILED
+                    payload.reasons[i] = reason
+                else:
+                    retry_reason = retry_reason or reason
+            elif not missing:
+                state[i] = DELIVERED
+        if fatal:
+            # The idempotent producer lost its state (e.g. the broker lost its log): a fresh producer
+            # gets a new id; the messages not yet delivered are re-sent on the next attempt.
+            log.warning("exporter %s: producer fatal error, recreating the producer", self.name)
+            self._drop_producer()
+        if missing:
+            return SendResult(Outcome.RETRY, "kafka_no_delivery_report")
+        if PENDING in state:
+            return SendResult(Outcome.RETRY, retry_reason or "kafka_not_produced")
+        if payload.reasons:
+            return SendResult(Outcome.DONE, items=[(i, Outcome.GIVE_UP, r) for i, r in sorted(payload.reasons.items())])
+        return DONE

@@ -1,0 +1,186 @@
+"""Kafka exporter without a broker: config checks, templates, encode() (pure), the error table, and
+send() bookkeeping against a stand-in producer that reports deliveries the way librdkafka does."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from siemhub.collector import config
+from siemhub.collector.event import EVENT_BASE, Event, Node, Process
+from siemhub.exporters.base import Outcome
+from siemhub.exporters.kafka import (
+    DELIVERED,
+    FAILED,
+    KafkaExporter,
+    Template,
+    outcome_for_kafka_error,
+    producer_config,
+    safe_topic,
+)
+
+
+def _cfg(extra: str = "", env: dict | None = None, monkeypatch=None):
+    text = f"""
+exporters:
+  k:
+    type: kafka
+    brokers: ["127.0.0.1:9092"]
+{extra}
+routes: [{{name: all, to: [k]}}]
+"""
+    return config.parse(text, "k.yaml").exporters["k"]
+
+
+def _event(i: int, etype: str = "process_exec", exec_id: str = "ex1") -> Event:
+    return Event(id=f"id-{i}", time="2026-01-01T00:00:00.000000001Z", type=etype, node=Node(name="n1"),
+                 process=Process(exec_id=exec_id, pid=10 + i, binary="/bin/true", args=["/bin/true"]), **EVENT_BASE)
+
+
+def test_defaults_are_idempotent_and_compressed():
+    cls, cfg = _cfg()
+    conf = producer_config(cfg)
+    assert conf["enable.idempotence"] is True and conf["acks"] == "all"
+    assert conf["compression.type"] == "lz4" and conf["linger.ms"] == 20.0
+    assert conf["bootstrap.servers"] == "127.0.0.1:9092" and conf["security.protocol"] == "PLAINTEXT"
+    assert cls is KafkaExporter
+
+
+def test_security_sasl_tls_and_properties(monkeypatch):
+    monkeypatch.setenv("KAFKA_PW", "s3cret")
+    _, cfg = _cfg("""    compression: zstd
+    security:
+      protocol: sasl_ssl
+      sasl: {mechanism: SCRAM-SHA-256, username: agent, password: "${KAFKA_PW}"}
+      tls: {ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/k.pem}
+    properties: {"client.id": siemhub-a, "socket.keepalive.enable": true}""")
+    conf = producer_config(cfg)
+    assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanism"] == "SCRAM-SHA-256"
+    assert conf["sasl.password"] == "s3cret" and conf["ssl.ca.location"] == "/etc/ca.pem"
+    assert conf["ssl.certificate.location"] == "/etc/c.pem" and conf["ssl.key.location"] == "/etc/k.pem"
+    assert conf["client.id"] == "siemhub-a" and conf["compression.type"] == "zstd"
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg)  # never in logs or errors
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("    topic: 'siemhub.{type.__class__}'", "unknown placeholder"),
+    ("    topic: 'siemhub.{type!r}'", "format spec"),
+    ("    key: '{secret}'", "unknown placeholder"),
+    ("    acks: '1'", "idempotence needs acks: all"),
+    ("    compression: brotli", "compression"),
+    ("    security: {protocol: sasl_plaintext}", "needs a 'sasl' section"),
+    ("    security: {protocol: plaintext, tls: {ca_file: /x}}", "'tls' needs protocol ssl"),
+    ("    security: {protocol: ssl, tls: {cert_file: /x}}", "cert_file and key_file go together"),
+    ("    format: tetragon", "not supported by kafka"),
+])
+def test_config_errors(extra, problem):
+    with pytest.raises(config.ConfigError) as err:
+        _cfg(extra)
+    assert problem in str(err.value) and "k.yaml:" in str(err.value)
+
+
+def test_template_and_topic_names():
+    t = Template("siemhub.{type}.{node}")
+    assert t.render(_event(1)) == "siemhub.process_exec.n1"
+    assert safe_topic("siemhub.a b/c") == "siemhub.a_b_c"
+    assert safe_topic("x" * 300) == "x" * 249
+
+
+def test_encode_topic_key_headers():
+    cls, cfg = _cfg("    topic: 'siemhub.{type}'")
+    ex = cls("k", cfg)
+    batch = ex.encode([_event(1), _event(2, "process_exit", "ex2")])
+    assert [m[0] for m in batch] == ["siemhub.process_exec", "siemhub.process_exit"]
+    assert [m[1] for m in batch] == [b"n1/ex1", b"n1/ex2"]
+    assert b'"id":"id-1"' in batch[0][2] and b"\n" not in batch[0][2]
+    headers = dict(batch[1][3])
+    assert headers["siemhub.type"] == b"process_exit" and headers["content-type"] == b"application/json"
+    assert headers["siemhub.schema_version"] == EVENT_BASE["schema_version"].encode()
+    assert headers["siemhub.format"] == b"native"
+    # an empty key template means no key (librdkafka spreads the messages over partitions)
+    cls, cfg = _cfg("    key: ''\n    format: ocsf")
+    batch = cls("k", cfg).encode([_event(1)])
+    assert batch[0][1] is None and b'"class_uid":1007' in batch[0][2]
+
+
+@pytest.mark.parametrize("code, outcome", [
+    (KafkaError.MSG_SIZE_TOO_LARGE, Outcome.GIVE_UP),
+    (KafkaError.UNKNOWN_TOPIC_OR_PART, Outcome.GIVE_UP),
+    (KafkaError._UNKNOWN_TOPIC, Outcome.GIVE_UP),
+    (KafkaError.TOPIC_AUTHORIZATION_FAILED, Outcome.GIVE_UP),
+    (KafkaError.SASL_AUTHENTICATION_FAILED, Outcome.GIVE_UP),
+    (KafkaError.INVALID_RECORD, Outcome.GIVE_UP),
+    (KafkaError._MSG_TIMED_OUT, Outcome.RETRY),
+    (KafkaError._TRANSPORT, Outcome.RETRY),
+    (KafkaError._ALL_BROKERS_DOWN, Outcome.RETRY),
+    (KafkaError.NOT_LEADER_FOR_PARTITION, Outcome.RETRY),
+    (KafkaError.NOT_ENOUGH_REPLICAS, Outcome.RETRY),
+    (KafkaError.REQUEST_TIMED_OUT, Outcome.RETRY),
+    (KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, Outcome.RETRY),
+])
+def test_error_table(code, outcome):
+    got, reason = outcome_for_kafka_error(KafkaError(code))
+    assert got is outcome and reason.startswith("kafka_") and " " not in reason
+
+
+class _Msg:
+    def __init__(self, value):
+        self._value = value
+
+    def value(self):
+        return self._value
+
+
+class FakeProducer:
+    """Accepts produce() and answers each message at flush() with the error `fate(value)` returns."""
+
+    def __init__(self, fate, refuse=None):
+        self.fate, self.refuse = fate, refuse or (lambda v: None)
+        self.pending, self.produced = [], []
+
+    def produce(self, topic, value, key, headers=None, on_delivery=None):
+        err = self.refuse(value)
+        if err is not None:
+            raise KafkaException(KafkaError(err))
+        self.produced.append(value)
+        self.pending.append((value, on_delivery))
+
+    def flush(self, timeout=None):
+        pending, self.pending = self.pending, []
+        for value, cb in pending:
+            code = self.fate(value)
+            cb(KafkaError(code) if code is not None else None, _Msg(value))
+        return 0
+
+    def poll(self, timeout=None):
+        return 0
+
+
+def test_send_retries_only_undelivered_messages():
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(i) for i in range(4)])
+    first = {b'"id":"id-1"': KafkaError._MSG_TIMED_OUT, b'"id":"id-2"': KafkaError.MSG_SIZE_TOO_LARGE}
+
+    def fate(value):
+        return next((code for needle, code in first.items() if needle in value), None)
+
+    ex._producer = FakeProducer(fate)
+    r = ex.send(payload)
+    assert r.outcome is Outcome.RETRY and r.reason == "kafka_msg_timed_out"
+    assert list(payload.state) == [DELIVERED, 0, FAILED, DELIVERED]
+    first.clear()  # the broker is back
+    ex._producer = again = FakeProducer(fate)
+    r = ex.send(payload)
+    assert len(again.produced) == 1 and b'"id":"id-1"' in again.produced[0]  # no duplicates
+    assert r.outcome is Outcome.DONE and r.items == [(2, Outcome.GIVE_UP, "kafka_msg_size_too_large")]
+
+
+def test_send_refused_at_produce_is_given_up():
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(0), _event(1)])
+    ex._producer = FakeProducer(lambda v: None,
+                                refuse=lambda v: KafkaError.MSG_SIZE_TOO_LARGE if b"id-0" in v else None)
+    r = ex.send(payload)
+    assert r.outcome is Outcome.DONE and r.items == [(0, Outcome.GIVE_UP, "kafka_msg_size_too_large")]
