@@ -18,9 +18,9 @@ class Format:
 
 
 def _registry() -> dict[str, Format]:
-    from siemhub.exporters.formats import native, ocsf
+    from siemhub.exporters.formats import ecs, native, ocsf
 
-    return {f.name: f for f in (native.FORMAT, ocsf.FORMAT)}
+    return {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT)}
 
 
 FORMATS: dict[str, Format] = _registry()

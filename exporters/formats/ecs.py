@@ -1,0 +1,325 @@
+"""ECS format: the canonical event as an Elastic Common Schema document (docs/ecs-mapping.md).
+
+`to_ecs(event)` is a pure function. Every field it can emit is listed once in FIELDS with its
+Elasticsearch mapping: the index template is generated from that table, and
+tests/unit/test_ecs_format.py checks every emitted field against the table and against ECS's own
+definitions (ecs_flat.yml: existence, type, allowed values of event.kind/category/type). Canonical
+fields that ECS has no place for live under `siemhub.*`.
+
+Event types whose sensors have not landed yet (file, network, privilege, policy) already have their
+`event.*` classification in EVENT_CLASS, so their ECS bodies (`file.*`, `source.*`, `destination.*`,
+`network.*`) can be added beside `_process_fields` without touching the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from siemhub.collector.event import SEVERITY_RANK, Event, Process
+
+# The ECS release whose field definitions tests/unit/test_ecs_format.py checks this format against
+# (shared/reference/ecs/ecs_flat.yml). Every field used here also exists in ECS 8.x.
+ECS_VERSION = "9.5.0-dev"
+
+# event type -> (event.kind, event.category, event.type, event.action, data stream dataset suffix)
+# Only ECS-allowed values for kind/category/type; the dataset groups types the way Elastic Defend
+# does (logs-endpoint.events.process / .file / .network).
+EVENT_CLASS: dict[str, tuple[str, list[str] | None, list[str] | None, str, str]] = {
+    "process_exec": ("event", ["process"], ["start"], "exec", "process"),
+    "process_exit": ("event", ["process"], ["end"], "end", "process"),
+    "agent_status": ("metric", None, None, "agent_status", "agent"),
+    # reserved for the sensors to come
+    "file_access": ("event", ["file"], ["access"], "file_access", "file"),
+    "network_connect": ("event", ["network"], ["start", "connection"], "connect", "network"),
+    "network_accept": ("event", ["network"], ["start", "connection"], "accept", "network"),
+    "network_close": ("event", ["network"], ["end", "connection"], "close", "network"),
+    "privilege_change": ("event", ["process"], ["change"], "privilege_change", "process"),
+    "policy_action": ("alert", ["intrusion_detection"], ["denied"], "policy_action", "policy"),
+}
+
+
+def dataset(event_type: str) -> str:
+    """`siemhub.process` for process_exec: the data stream is logs-<dataset>-<namespace>."""
+    cls = EVENT_CLASS.get(event_type)
+    return f"siemhub.{cls[4] if cls else 'other'}"
+
+
+# --- the field table: every field this format emits, with its Elasticsearch mapping --------------
+
+_KW = {"type": "keyword", "ignore_above": 1024}
+_KW_TEXT = {"type": "keyword", "ignore_above": 1024, "fields": {"text": {"type": "match_only_text"}}}
+_WILDCARD_TEXT = {"type": "wildcard", "fields": {"text": {"type": "match_only_text"}}}
+_LONG = {"type": "long"}
+_DATE = {"type": "date_nanos"}  # the kernel's nanoseconds keep exec/exit order within a millisecond
+_BOOL = {"type": "boolean"}
+_FLAT = {"type": "flattened"}  # maps with arbitrary keys (labels, counters): one mapped field
+
+
+def _process_table(prefix: str) -> dict[str, dict]:
+    return {
+        f"{prefix}.entity_id": _KW,
+        f"{prefix}.pid": _LONG,
+        f"{prefix}.thread.id": _LONG,
+        f"{prefix}.executable": _KW_TEXT,
+        f"{prefix}.name": _KW_TEXT,
+        f"{prefix}.args": _KW,
+        f"{prefix}.args_count": _LONG,
+        f"{prefix}.command_line": _WILDCARD_TEXT,
+        f"{prefix}.working_directory": _KW_TEXT,
+        f"{prefix}.start": _DATE,
+        f"{prefix}.user.id": _KW,
+        f"{prefix}.group.id": _KW,
+        f"{prefix}.real_user.id": _KW,
+        f"{prefix}.real_group.id": _KW,
+    }
+
+
+def _siemhub_process_table(prefix: str) -> dict[str, dict]:
+    return {
+        f"{prefix}.flags": _KW,
+        f"{prefix}.comm": _KW,
+        f"{prefix}.auid": _LONG,
+        f"{prefix}.cgroup_id": _LONG,
+        f"{prefix}.pod.workload": _KW,
+    }
+
+
+FIELDS: dict[str, dict] = {
+    "@timestamp": _DATE,
+    "ecs.version": _KW,
+    "agent.type": _KW,
+    "data_stream.type": {"type": "constant_keyword"},
+    "data_stream.dataset": {"type": "constant_keyword"},
+    "data_stream.namespace": {"type": "constant_keyword"},
+    "event.id": _KW,
+    "event.kind": _KW,
+    "event.category": _KW,
+    "event.type": _KW,
+    "event.action": _KW,
+    "event.module": _KW,
+    "event.dataset": _KW,
+    "event.severity": _LONG,
+    "event.duration": _LONG,
+    "log.level": _KW,
+    "tags": _KW,
+    "host.name": _KW,
+    "host.hostname": _KW,
+    "user.id": _KW,
+    "group.id": _KW,
+    **_process_table("process"),
+    "process.end": _DATE,
+    "process.exit_code": _LONG,
+    **_process_table("process.parent"),
+    "container.id": _KW,
+    "container.runtime": _KW,
+    "container.name": _KW,
+    "container.image.name": _KW,
+    "container.image.tag": _KW,
+    "orchestrator.type": _KW,
+    "orchestrator.namespace": _KW,
+    "orchestrator.resource.type": _KW,
+    "orchestrator.resource.name": _KW,
+    "orchestrator.resource.label": _KW,
+    # canonical fields ECS has no place for
+    "siemhub.schema_version": _KW,
+    "siemhub.node.labels": _FLAT,
+    **_siemhub_process_table("siemhub.process"),
+    **_siemhub_process_table("siemhub.parent"),
+    "siemhub.exit.signal": _KW,
+    "siemhub.exit.core_dumped": _BOOL,
+    "siemhub.exit.duration_ns": _LONG,
+    "siemhub.status.counters": _FLAT,
+    "siemhub.status.lost_events": _LONG,
+    "siemhub.status.dropped_events": _LONG,
+    "siemhub.status.decode_errors": _LONG,
+}
+
+
+def mappings() -> dict:
+    """FIELDS as an Elasticsearch `mappings` object (nested `properties`). `dynamic: false`: a field
+    that is not in the table is kept in _source but never gets a guessed type."""
+    root: dict[str, Any] = {}
+    for path, spec in FIELDS.items():
+        node = root
+        *parents, leaf = path.split(".") if path != "@timestamp" else ["@timestamp"]
+        for p in parents:
+            node = node.setdefault(p, {"properties": {}})["properties"]
+        node[leaf] = dict(spec)
+    return {"dynamic": False, "properties": root}
+
+
+# --- the mapping ------------------------------------------------------------------------------
+
+
+def _process_fields(p: Process) -> dict[str, Any]:
+    d: dict[str, Any] = {"entity_id": p.exec_id, "pid": p.pid}
+    if p.tid is not None:
+        d["thread"] = {"id": p.tid}
+    if p.binary:
+        d["executable"] = p.binary
+        d["name"] = p.binary.rsplit("/", 1)[-1]
+    elif p.comm:
+        d["name"] = p.comm
+    if p.args:
+        d["args"] = p.args
+        d["args_count"] = len(p.args)
+        d["command_line"] = " ".join(p.args)
+    if p.cwd is not None:
+        d["working_directory"] = p.cwd
+    if p.start_time is not None:
+        d["start"] = p.start_time
+    # ECS: process.user is the effective user, process.real_user the real one (ids are keywords)
+    if p.euid is not None:
+        d["user"] = {"id": str(p.euid)}
+    if p.egid is not None:
+        d["group"] = {"id": str(p.egid)}
+    if p.uid is not None:
+        d["real_user"] = {"id": str(p.uid)}
+    if p.gid is not None:
+        d["real_group"] = {"id": str(p.gid)}
+    return d
+
+
+def _siemhub_process(p: Process) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if p.flags:
+        d["flags"] = p.flags
+    if p.comm is not None:
+        d["comm"] = p.comm
+    if p.auid is not None:
+        d["auid"] = p.auid
+    if p.cgroup_id is not None:
+        d["cgroup_id"] = p.cgroup_id
+    if p.pod is not None and p.pod.workload:
+        d["pod"] = {"workload": p.pod.workload}
+    return d
+
+
+def _split_image(image: str) -> tuple[str, str | None]:
+    """`registry:5000/nginx:1.25` -> (`registry:5000/nginx`, `1.25`); a digest stays in the name."""
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash and "@" not in image:
+        return image[:colon], image[colon + 1 :]
+    return image, None
+
+
+def _workload_fields(p: Process, doc: dict[str, Any]) -> None:
+    if p.container is not None:
+        c = doc["container"] = {"id": p.container.id}
+        if p.container.runtime:
+            c["runtime"] = p.container.runtime
+    pod = p.pod
+    if pod is None:
+        return
+    if pod.container is not None:
+        c = doc.setdefault("container", {})
+        if pod.container.name:
+            c["name"] = pod.container.name
+        if pod.container.image:
+            name, tag = _split_image(pod.container.image)
+            c["image"] = {"name": name, **({"tag": [tag]} if tag else {})}
+    res: dict[str, Any] = {"type": "pod", "name": pod.name}
+    if pod.labels:
+        res["label"] = [f"{k}:{v}" for k, v in sorted(pod.labels.items())]
+    doc["orchestrator"] = {"type": "kubernetes", "namespace": pod.namespace, "resource": res}
+
+
+def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
+    lost = sum(v for k, v in counters.items() if "_ringbuf_lost" in k)
+    dropped = sum(v for k, v in counters.items() if k.startswith("exporter_") and "_dropped" in k)
+    decode = sum(v for k, v in counters.items() if k.endswith("_decode_errors"))
+    return {"counters": dict(counters), "lost_events": lost, "dropped_events": dropped, "decode_errors": decode}
+
+
+def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
+    """One canonical event -> one ECS document (a plain dict, ready for JSON)."""
+    kind, category, etype, action, _ = EVENT_CLASS.get(event.type, ("event", None, None, event.type, "other"))
+    ds = dataset(event.type)
+    ev: dict[str, Any] = {"id": event.id, "kind": kind}
+    if category:
+        ev["category"] = category
+    if etype:
+        ev["type"] = etype
+    ev.update(action=action, module="siemhub", dataset=ds, severity=SEVERITY_RANK.get(event.severity, 0))
+    doc: dict[str, Any] = {
+        "@timestamp": event.time,
+        "ecs": {"version": ECS_VERSION},
+        "agent": {"type": "siemhub"},
+        "data_stream": {"type": "logs", "dataset": ds, "namespace": namespace},
+        "event": ev,
+        "log": {"level": event.severity},
+        "host": {"name": event.node.name, "hostname": event.node.name},
+    }
+    sh: dict[str, Any] = {"schema_version": event.schema_version}
+    if event.node.labels:
+        sh["node"] = {"labels": dict(event.node.labels)}
+    if event.tags:
+        doc["tags"] = event.tags
+
+    p = event.process
+    if p is not None:
+        proc = _process_fields(p)
+        parent = event.parent
+        if parent is not None:
+            proc["parent"] = _process_fields(parent)
+            sp = _siemhub_process(parent)
+            if sp:
+                sh["parent"] = sp
+        elif p.ppid is not None or p.parent_exec_id is not None:
+            proc["parent"] = {k: v for k, v in (("entity_id", p.parent_exec_id), ("pid", p.ppid)) if v is not None}
+        sp = _siemhub_process(p)
+        if sp:
+            sh["process"] = sp
+        if p.euid is not None:
+            doc["user"] = {"id": str(p.euid)}
+        if p.egid is not None:
+            doc["group"] = {"id": str(p.egid)}
+        _workload_fields(p, doc)
+        doc["process"] = proc
+
+    x = event.exit
+    if x is not None:
+        proc = doc.setdefault("process", {})
+        proc["end"] = event.time
+        if x.code is not None:
+            proc["exit_code"] = x.code
+        ex: dict[str, Any] = {}
+        if x.signal:
+            ex["signal"] = x.signal
+        if x.core_dumped:
+            ex["core_dumped"] = True
+        if x.duration_ns is not None:
+            ex["duration_ns"] = x.duration_ns
+            ev["duration"] = x.duration_ns
+        if ex:
+            sh["exit"] = ex
+
+    if event.status is not None:
+        sh["status"] = _status_fields(event.status.counters)
+
+    doc["siemhub"] = sh
+    return doc
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_lines(batch: Sequence[Event]) -> bytes:
+    return _encoder.encode_lines([to_ecs(e) for e in batch])
+
+
+def to_obj(event: Event) -> dict:
+    return to_ecs(event)
+
+
+def _make():
+    from siemhub.exporters.formats import Format
+
+    return Format("ecs", encode_lines, to_obj)
+
+
+FORMAT = _make()

@@ -1,0 +1,201 @@
+"""The ECS format against ECS's own field definitions (shared/reference/ecs/ecs_flat.yml) and against
+golden files (tests/golden/ecs_<type>.json; regenerate deliberately with SIEMHUB_UPDATE_GOLDEN=1).
+
+Every field the format emits must: be in ecs.FIELDS (so the index template maps it explicitly); and,
+outside `siemhub.*`, exist in ECS with a compatible type; event.kind/category/type must use ECS's
+allowed values and category/type pairs ECS expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from siemhub.collector.event import decode_json
+from siemhub.exporters.formats import ecs, get_format
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+
+
+def _ecs_flat_path() -> Path | None:
+    for base in (REPO.parent / "shared", REPO / "shared", Path(os.environ.get("SIEMHUB_SHARED", "/nonexistent"))):
+        p = base / "reference" / "ecs" / "ecs_flat.yml"
+        if p.exists():
+            return p
+    return None
+
+
+@pytest.fixture(scope="module")
+def ecs_flat() -> dict:
+    path = _ecs_flat_path()
+    if path is None:
+        pytest.skip("shared/reference/ecs/ecs_flat.yml not found beside the checkout")
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+_BASE = '"schema_version":"1.0","node":{"name":"node-a","labels":{"zone":"eu-1"}}'
+_PROC = ('{"exec_id":"bm9kZS1hOjcwMDA6NDI0Mg==","pid":4242,"tid":4242,"ppid":1000,'
+         '"parent_exec_id":"bm9kZS1hOjEwMDA6MTAwMA==","uid":1000,"euid":0,"gid":1000,"egid":0,"auid":1000,'
+         '"binary":"/usr/bin/curl","args":["curl","-s","https://example.com/"],"cwd":"/home/alice","comm":"curl",'
+         '"start_time":"2023-11-14T22:13:27.000000123Z","flags":["truncated_args"],"cgroup_id":4096,'
+         '"container":{"id":"3f2a9c","runtime":"containerd"},'
+         '"pod":{"namespace":"shop","name":"web-7d9f","labels":{"app":"web","tier":"front"},'
+         '"container":{"name":"nginx","image":"registry:5000/nginx:1.25"},"workload":"Deployment/web"}}')
+_PARENT = ('{"exec_id":"bm9kZS1hOjEwMDA6MTAwMA==","pid":1000,"tid":1000,"ppid":1,"uid":1000,"euid":1000,'
+           '"gid":1000,"egid":1000,"binary":"/usr/bin/bash","args":["-bash"],"cwd":"/home/alice","comm":"bash",'
+           '"start_time":"2023-11-14T22:13:21.000000000Z","flags":["procfs"]}')
+
+EVENTS = {
+    "process_exec": '{"id":"00000000deadbeef-1","time":"2023-11-14T22:13:27.000000123Z","type":"process_exec",'
+                    f'"severity":"info",{_BASE},"process":{_PROC},"parent":{_PARENT},"tags":["k8s"]}}',
+    "process_exit": '{"id":"00000000deadbeef-2","time":"2023-11-14T22:13:29.000000456Z","type":"process_exit",'
+                    f'"severity":"low",{_BASE},"process":{_PROC},"parent":{_PARENT},'
+                    '"exit":{"code":2,"duration_ns":2000000333}}',
+    "agent_status": '{"id":"00000000deadbeef-3","time":"2023-11-14T22:13:31.000000000Z","type":"agent_status",'
+                    f'"severity":"medium",{_BASE},"status":{{"counters":{{"process_ringbuf_lost_exec":3,'
+                    '"process_ringbuf_lost_exit":1,"process_decode_errors":2,"exporter_es_sent":1234,'
+                    '"exporter_es_dropped_queue_full":5,"process_cache_entries":321}}}',
+}
+# variants that exercise the other branches (not golden)
+EXTRA = [
+    '{"id":"x-4","time":"2023-11-14T22:13:29Z","type":"process_exit","severity":"info",' + _BASE + ','
+    '"process":{"exec_id":"e","pid":7,"ppid":1,"parent_exec_id":"p","binary":"/bin/sleep","args":["sleep","9"]},'
+    '"exit":{"signal":"SIGKILL","core_dumped":true,"duration_ns":5}}',
+    '{"id":"x-5","time":"2023-11-14T22:13:29Z","type":"process_exec","severity":"critical",' + _BASE + ','
+    '"process":{"exec_id":"e","pid":7,"comm":"kworker","flags":["procfs","missing_parent"]}}',
+]
+
+
+def _leaves(obj, prefix=""):
+    """(dotted path, value) for every leaf; list elements share the list's path; flattened fields stop."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{prefix}{k}"
+            if ecs.FIELDS.get(path, {}).get("type") == "flattened":
+                yield path, v
+            else:
+                yield from _leaves(v, path + ".")
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _leaves(v, prefix)
+    else:
+        yield prefix.rstrip("."), obj
+
+
+_COMPATIBLE = {
+    "keyword": {"keyword", "wildcard", "constant_keyword"},
+    "wildcard": {"keyword", "wildcard"},
+    "constant_keyword": {"constant_keyword", "keyword"},
+    "date": {"date", "date_nanos"},
+    "long": {"long"},
+    "boolean": {"boolean"},
+    "object": {"flattened"},
+    "flattened": {"flattened"},
+}
+_PY = {"keyword": str, "wildcard": str, "constant_keyword": str, "date_nanos": str, "long": int,
+       "boolean": bool, "flattened": dict}
+
+
+def _all_docs():
+    return [ecs.to_ecs(decode_json(t)) for t in (*EVENTS.values(), *EXTRA)]
+
+
+def test_every_emitted_field_is_mapped_and_typed():
+    for doc in _all_docs():
+        for path, value in _leaves(doc):
+            assert path in ecs.FIELDS, f"{path} is emitted but not in ecs.FIELDS (the template would not map it)"
+            want = _PY[ecs.FIELDS[path]["type"]]
+            assert isinstance(value, want) and not (want is int and isinstance(value, bool)), (path, value)
+
+
+def test_every_ecs_field_exists_in_ecs_with_compatible_type(ecs_flat):
+    for path, spec in ecs.FIELDS.items():
+        if path.startswith("siemhub."):
+            continue
+        assert path in ecs_flat, f"{path} is not an ECS field"
+        ecs_type = ecs_flat[path]["type"]
+        assert spec["type"] in _COMPATIBLE[ecs_type], f"{path}: mapped {spec['type']}, ECS says {ecs_type}"
+        ecs_multi = {m["name"]: m["type"] for m in ecs_flat[path].get("multi_fields", [])}
+        for name, sub in spec.get("fields", {}).items():
+            assert ecs_multi.get(name) == sub["type"], f"{path}.{name}: ECS multi-fields are {ecs_multi}"
+
+
+def test_siemhub_namespace_is_not_in_ecs(ecs_flat):
+    assert not [k for k in ecs_flat if k.startswith("siemhub.")]
+
+
+def test_event_classification_uses_allowed_values(ecs_flat):
+    allowed = {f: {v["name"]: v for v in ecs_flat[f"event.{f}"]["allowed_values"]} for f in ("kind", "category", "type")}
+    for etype, (kind, cats, types, _, _) in ecs.EVENT_CLASS.items():
+        assert kind in allowed["kind"], etype
+        for c in cats or ():
+            assert c in allowed["category"], etype
+            expected = allowed["category"][c].get("expected_event_types") or []
+            assert set(types or ()) <= set(expected), f"{etype}: {types} not expected for category {c}: {expected}"
+        for t in types or ():
+            assert t in allowed["type"], etype
+    for doc in _all_docs():
+        ev = doc["event"]
+        assert ev["kind"] in allowed["kind"]
+        assert set(ev.get("category", ())) <= set(allowed["category"])
+        assert set(ev.get("type", ())) <= set(allowed["type"])
+
+
+def test_process_fields():
+    exe, ext, status = (ecs.to_ecs(decode_json(EVENTS[t]), namespace="prod") for t in EVENTS)
+    p = exe["process"]
+    assert p["entity_id"] == "bm9kZS1hOjcwMDA6NDI0Mg==" and p["pid"] == 4242
+    assert p["executable"] == "/usr/bin/curl" and p["name"] == "curl"
+    assert p["args"] == ["curl", "-s", "https://example.com/"] and p["args_count"] == 3
+    assert p["command_line"] == "curl -s https://example.com/"
+    assert p["working_directory"] == "/home/alice"
+    assert p["user"] == {"id": "0"} and p["real_user"] == {"id": "1000"} and p["group"] == {"id": "0"}
+    assert p["parent"]["entity_id"] == "bm9kZS1hOjEwMDA6MTAwMA==" and p["parent"]["name"] == "bash"
+    assert exe["user"] == {"id": "0"}
+    assert exe["event"]["category"] == ["process"] and exe["event"]["type"] == ["start"]
+    assert exe["data_stream"] == {"type": "logs", "dataset": "siemhub.process", "namespace": "prod"}
+    assert exe["orchestrator"]["resource"]["label"] == ["app:web", "tier:front"]
+    assert exe["container"]["image"] == {"name": "registry:5000/nginx", "tag": ["1.25"]}
+    assert exe["siemhub"]["process"]["flags"] == ["truncated_args"]
+    assert ext["process"]["exit_code"] == 2 and ext["process"]["end"] == ext["@timestamp"]
+    assert ext["event"]["duration"] == 2000000333
+    assert status["siemhub"]["status"]["lost_events"] == 4
+    assert status["siemhub"]["status"]["dropped_events"] == 5
+    assert status["event"]["kind"] == "metric" and "category" not in status["event"]
+    killed = ecs.to_ecs(decode_json(EXTRA[0]))
+    assert "exit_code" not in killed["process"] and killed["siemhub"]["exit"]["signal"] == "SIGKILL"
+    assert killed["process"]["parent"] == {"entity_id": "p", "pid": 1}
+
+
+def test_mappings_cover_fields():
+    m = ecs.mappings()
+    assert m["dynamic"] is False
+    assert m["properties"]["process"]["properties"]["parent"]["properties"]["pid"] == {"type": "long"}
+    assert m["properties"]["@timestamp"] == {"type": "date_nanos"}
+
+
+def test_format_is_registered():
+    f = get_format("ecs")
+    lines = f.encode_lines([decode_json(t) for t in EVENTS.values()]).splitlines()
+    assert [json.loads(x)["event"]["id"] for x in lines] == ["00000000deadbeef-1", "00000000deadbeef-2",
+                                                               "00000000deadbeef-3"]
+
+
+@pytest.mark.parametrize("etype", list(EVENTS))
+def test_ecs_golden(etype):
+    doc = ecs.to_ecs(decode_json(EVENTS[etype]))
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    path = GOLDEN / f"ecs_{etype}.json"
+    if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
+        path.write_text(text, encoding="utf-8")
+        pytest.skip(f"golden file rewritten: {path.name} (review the diff)")
+    assert path.exists(), f"missing {path.name}; create it with SIEMHUB_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"the ECS document of {etype} changed; if deliberate, update docs/ecs-mapping.md and regenerate "
+        "with SIEMHUB_UPDATE_GOLDEN=1")
