@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,21 @@ PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
 def proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = proc_cpu_path(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:
+            pass
+    return out
+
+
+def proc_cpu_path(path: str) -> float:
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
@@ -102,6 +118,7 @@ def main() -> None:
 
         marker = f"storm-{os.getpid()}"
         cpu0, k0, t0 = proc_cpu(agent.pid), bpf_stats(agent.pid), time.monotonic()
+        th0 = thread_cpu(agent.pid)
         work_cpu = workload(args.execs, marker)
         wall = time.monotonic() - t0
         # Wait until every exec and exit has been written (or a timeout: then they count as lost).
@@ -112,6 +129,7 @@ def main() -> None:
                 break
             time.sleep(0.5)
         cpu1, k1 = proc_cpu(agent.pid), bpf_stats(agent.pid)
+        th1 = thread_cpu(agent.pid)
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -130,11 +148,16 @@ def main() -> None:
     print(f"workload CPU: {work_cpu:.2f}s")
     print(f"agent user-space CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event, "
           f"{agent_cpu / max(events, 1) * 1e6:.1f} us per event (exec+exit)")
+    busy = sorted(((th1[t] - th0.get(t, 0.0), t) for t in th1), reverse=True)
+    print("agent CPU by thread (s):", ", ".join(f"{t}: {c:.2f}" for c, t in busy if c > 0))
     for p, (rt, rc) in kernel.items():
         print(f"kernel {p}: {rc} runs, {rt / max(rc, 1) / 1000:.2f} us per run")
     print(f"kernel total per exec (exec+fork+exit programs): {kernel_ns / max(args.execs, 1) / 1000:.2f} us")
     total = agent_cpu + kernel_ns / 1e9
     print(f"overhead: agent+BPF CPU {total:.2f}s = {100 * total / work_cpu:.1f}% of the workload's CPU")
+    events_bytes = out.stat().st_size
+    print(f"output: {events_bytes / max(events, 1):.0f} bytes per event (native JSON)")
+    shutil.rmtree(tmp, ignore_errors=True)
     err = agent.stderr.read() if agent.stderr else ""
     if err.strip():
         print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")

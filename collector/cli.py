@@ -169,3 +169,51 @@ def replay(file: str, path: str | None, log_level: str) -> None:
         click.echo(f"exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
     if bad or any(c["dropped"] for c in counts.values()):
         sys.exit(1)
+
+
+@main.command()
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False),
+              help="config file with a sources.kafka section")
+@click.option("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def aggregate(path: str, duration: float | None, log_level: str) -> None:
+    """Aggregator: read events from Kafka (a consumer group) and deliver them to the exporters,
+    committing offsets only after the exporters acknowledged them."""
+    import signal
+
+    from siemhub.collector.agent import Pipeline, StartupError
+    from siemhub.collector.sources.kafka import KafkaSource
+
+    _logging(log_level)
+    cfg = _load(path)
+    a = cfg.agent
+    if a.sources.kafka is None:
+        click.echo(f"{path}: sources.kafka: required by `siemhub aggregate`", err=True)
+        sys.exit(2)
+    k = a.sources.kafka
+    click.echo(f"siemhub aggregate: group {k.group_id}, topics {', '.join(k.topics)}, brokers {', '.join(k.brokers)}; "
+               f"exporters: {', '.join(f'{n} ({c.type}/{c.format})' for n, (_, c) in cfg.exporters.items())}", err=True)
+    pipe = Pipeline(cfg)
+    source = KafkaSource(k, pipe, a.shutdown_deadline)
+    signal.signal(signal.SIGTERM, source.request_stop)
+    signal.signal(signal.SIGINT, source.request_stop)
+    server = None
+    try:
+        if a.metrics.enabled:
+            host, _, port = a.metrics.listen.rpartition(":")
+            server, _thread = pipe.metrics.serve(host.strip("[]"), int(port))
+        pipe.start()
+        source.run(duration)
+    except (StartupError, OSError) as exc:
+        click.echo(f"siemhub aggregate: cannot start: {exc}", err=True)
+        pipe.stop(0)
+        sys.exit(1)
+    counts = pipe.stop(a.shutdown_deadline)
+    if server is not None:
+        server.shutdown()
+    stats = source.stats()
+    bad = ", ".join(f"{r}={n}" for r, n in stats["bad"].items()) or "none"
+    click.echo(f"siemhub aggregate: consumed {stats['consumed']}, skipped {bad}", err=True)
+    for name, c in counts.items():
+        dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
+        click.echo(f"siemhub aggregate: exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)

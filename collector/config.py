@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from siemhub.collector.event import EVENT_TYPES, SEVERITIES
 from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
+from siemhub.collector.sources.kafka import KafkaSourceConfig
 
 
 class ConfigError(Exception):
@@ -56,7 +57,7 @@ class ProcessSensorConfig(_Strict):
     cwd_depth: int = Field(24, ge=1, le=48, description="path components walked for cwd")
     procfs_scan: bool = True
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
-    wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    wakeup_every: int = Field(256, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
     cache: ProcessCacheConfig = ProcessCacheConfig()
@@ -97,12 +98,19 @@ class MetricsConfig(_Strict):
         return v
 
 
+class SourcesConfig(_Strict):
+    """Sources besides the sensors; `siemhub aggregate` reads `kafka`."""
+
+    kafka: KafkaSourceConfig | None = None
+
+
 class AgentConfig(_Strict):
     node: NodeConfig = NodeConfig()
     sensors: SensorsConfig = SensorsConfig()
     exporters: dict[str, dict[str, Any]] = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     metrics: MetricsConfig = MetricsConfig()
+    sources: SourcesConfig = SourcesConfig()
     status_interval: float = Field(60.0, ge=0, description="seconds between agent_status events (0: off)")
     shutdown_deadline: float = Field(10.0, ge=0, description="seconds to drain queues on SIGTERM")
 
@@ -256,6 +264,12 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
         for j, name in enumerate(targets if isinstance(targets, list) else ()):
             if isinstance(raw_exporters, dict) and isinstance(name, str) and name not in raw_exporters:
                 problem(("routes", i, "to", j), f"unknown exporter {expanded.get(('routes', i, 'to', j), name)!r}")
+    for name, (_, cfg) in exporters.items():
+        target = cfg.dead_letter.exporter
+        if target is not None and (target == name or target not in exporters):
+            problem(("exporters", name, "dead_letter", "exporter"),
+                    "an exporter cannot take its own dead letters" if target == name
+                    else f"unknown exporter {target!r}")
     if problems or agent is None:
         raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
     return LoadedConfig(agent, exporters, source)

@@ -1,21 +1,42 @@
-"""One delivery path for every exporter: bounded queue -> batch -> encode -> send -> retry -> count.
+"""One delivery path for every exporter: buffer -> batch -> encode -> send -> retry -> count.
 
-Each exporter gets its own queue and worker thread, so one slow or dead backend never slows another.
+Each exporter gets its own buffer and worker thread, so one slow or dead backend never slows another.
+The buffer is in memory (a bounded deque, the default) or on disk (collector/diskqueue.py): with
+`buffer.type: disk` every accepted event is written through to the disk queue before put_many returns
+and the worker reads batches back from it, so "accepted" means "survives SIGKILL" (at-least-once),
+delivery stays FIFO, and memory stays bounded by one batch whatever the outage length. Write-through
+rather than spill-on-full was chosen because a spill leaves the events still in memory at a crash
+unaccounted for; its cost is one msgpack encode and one write() per put (measured in the README).
+
 Every event that leaves without being acknowledged is counted in
-siemhub_exporter_events_dropped{exporter, reason}; nothing is lost silently.
+siemhub_exporter_events_dropped{exporter, reason}; what the exporter gave up on (give-up answers,
+failed items, retries exhausted, encoder errors, a memory queue cut by the shutdown deadline) is also
+written to the dead-letter destination (collector/deadletter.py). Queue/buffer-full drops are counted
+only: shedding load by writing it to another file would not shed anything.
+
+A circuit breaker per exporter stops sending after `failure_threshold` retryable failures in a row,
+waits `cooldown`, then probes with one batch; time spent open does not use up a batch's retry budget,
+so during an outage events wait in the buffer instead of being dead-lettered batch after batch.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
+import msgspec
+
+from siemhub.collector.deadletter import DeadLetterFile, DeadLetterForward
+from siemhub.collector.diskqueue import DiskQueue
 from siemhub.collector.event import Event
 from siemhub.collector.metrics import Metrics
-from siemhub.exporters.base import Exporter, Outcome, outcome_for_exception
+from siemhub.exporters.base import BufferConfig, Exporter, Outcome, outcome_for_exception
 
 log = logging.getLogger("siemhub.delivery")
 
@@ -33,6 +54,164 @@ class Backoff:
             interval = min(interval * self.multiplier, self.maximum)
 
 
+class CircuitBreaker:
+    CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
+    def __init__(self, threshold: int, cooldown: float, gauge=None) -> None:
+        self.threshold, self.cooldown, self._gauge = threshold, cooldown, gauge
+        self.state = self.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.opened = 0  # times it opened
+
+    def _set(self, state: int) -> None:
+        self.state = state
+        if self._gauge is not None:
+            self._gauge.set(state)
+
+    def wait_time(self, now: float) -> float:
+        """Seconds before a send may be tried (0: now; the first one after a cool-down is the probe)."""
+        if self.state != self.OPEN:
+            return 0.0
+        left = self.opened_at + self.cooldown - now
+        if left > 0:
+            return left
+        self._set(self.HALF_OPEN)
+        return 0.0
+
+    def record(self, ok: bool, now: float) -> None:
+        if ok:
+            self.failures = 0
+            if self.state != self.CLOSED:
+                self._set(self.CLOSED)
+            return
+        self.failures += 1
+        if self.threshold and (self.state == self.HALF_OPEN or self.failures >= self.threshold):
+            if self.state != self.OPEN:
+                self.opened += 1
+            self.opened_at = now
+            self._set(self.OPEN)
+
+
+# --- buffers -------------------------------------------------------------------------------------
+
+
+class MemoryBuffer:
+    durable = False
+    full_reason = "queue_full"
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._q: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    unread = property(__len__)
+
+    def put(self, events: Sequence[Event]) -> int:
+        room = self.max_events - len(self._q)
+        if room <= 0:
+            return 0
+        take = events[:room]
+        self._q.extend(take)
+        return len(take)
+
+    def drop_oldest(self, n: int) -> int:
+        with self._lock:
+            k = 0
+            while k < n and self._q:
+                self._q.popleft()
+                k += 1
+            self._skipped += k
+        return k
+
+    def take(self, n: int) -> tuple[list[Event], int]:
+        q = self._q
+        with self._lock:
+            return [q.popleft() for _ in range(min(n, len(q)))], 0
+
+    def take_skipped(self) -> int:
+        with self._lock:
+            n, self._skipped = self._skipped, 0
+        return n
+
+    def drain(self) -> list[Event]:
+        out = []
+        while True:  # one popleft at a time: a producer may still be adding
+            try:
+                out.append(self._q.popleft())
+            except IndexError:
+                return out
+
+    def ack(self) -> None: ...
+    def rewind(self) -> None: ...
+    def sync(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class DiskBuffer:
+    durable = True
+    full_reason = "buffer_full"
+
+    def __init__(self, cfg: BufferConfig, exporter: str) -> None:
+        path = cfg.path or os.path.join("var", "buffer", exporter)
+        self.q = DiskQueue(path, cfg.max_bytes, cfg.segment_bytes, cfg.fsync)
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(Event)
+        self._need = 1
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    @property
+    def unread(self) -> int:
+        return self.q.unread
+
+    def put(self, events: Sequence[Event]) -> int:
+        enc = self._enc.encode
+        payloads = [enc(e) for e in events]
+        n = self.q.put(payloads)
+        if n < len(payloads):
+            self._need = len(payloads[n]) + 8
+        return n
+
+    def drop_oldest(self, n: int) -> int:
+        return self.q.drop_oldest(self._need)
+
+    def take(self, n: int) -> tuple[list[Event], int]:
+        out, bad = [], 0
+        for raw in self.q.read(n):
+            try:
+                out.append(self._dec.decode(raw))
+            except msgspec.MsgspecError:  # a valid record of another schema: cannot be sent
+                bad += 1
+        return out, bad
+
+    def take_skipped(self) -> int:
+        return self.q.take_skipped()
+
+    def drain(self) -> list[Event]:
+        return []  # what is left stays on disk for the next start
+
+    def ack(self) -> None:
+        self.q.ack()
+
+    def rewind(self) -> None:
+        self.q.rewind()
+
+    def sync(self) -> None:
+        self.q.sync()
+
+    def close(self) -> None:
+        self.q.close()
+
+
+# --- the runner ----------------------------------------------------------------------------------
+
+
 class ExporterRunner:
     def __init__(self, exporter: Exporter, metrics: Metrics) -> None:
         cfg = exporter.config
@@ -43,11 +222,15 @@ class ExporterRunner:
         self.max_wait = cfg.batch.max_wait
         self.backoff = Backoff(cfg.retry.initial_interval, cfg.retry.max_interval, cfg.retry.multiplier,
                                cfg.retry.max_elapsed)
-        self._queue: deque[Event] = deque()
+        bcfg = cfg.buffer
+        self.when_full = bcfg.when_full
+        # A disk buffer is opened by start(), where trouble is a start-up error naming the exporter.
+        self._buf: MemoryBuffer | DiskBuffer = MemoryBuffer(cfg.queue.max_events)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deadline = float("inf")  # monotonic time after which shutdown stops retrying
         self._drop_lock = threading.Lock()  # producers, the worker and stop() all count drops
+        self._put_lock = threading.Lock()  # sources and dead-letter forwarding may put concurrently
         self._thread = threading.Thread(target=self._run, name=f"exporter-{self.name}", daemon=True)
         m = metrics
         self._m_routed = m.events_routed.labels(self.name)
@@ -55,91 +238,187 @@ class ExporterRunner:
         self._m_depth = m.queue_depth.labels(self.name)
         self._m_batch = m.batch_seconds.labels(self.name)
         self._metrics = m
+        self.breaker = CircuitBreaker(cfg.circuit_breaker.failure_threshold, cfg.circuit_breaker.cooldown,
+                                      m.circuit_state.labels(self.name))
+        m.circuit_state.labels(self.name).set(0)
+        dl = cfg.dead_letter
+        self.dead_letters: DeadLetterFile | DeadLetterForward | None = None
+        if dl.enabled and dl.exporter is None:
+            path = dl.path or os.path.join("var", "dead-letter", f"{self.name}.jsonl")
+            self.dead_letters = DeadLetterFile(path, self.name, dl.max_bytes)
         self.sent = 0
         self.dropped: dict[str, int] = {}
+        self.dead_lettered: dict[str, int] = {}
         # Acknowledgement watermarks for sources that commit only what was delivered (the Kafka
-        # aggregator): every accepted event gets the next sequence number; the queue is FIFO and
+        # aggregator): every accepted event gets the next sequence number; the buffer is FIFO and
         # batches finish in order, so `finished >= seq` means that event was sent or accounted for
-        # (dropped with a counted reason, or dead-lettered).
+        # (dropped with a counted reason, or dead-lettered). Events recovered from a disk buffer
+        # take the first numbers (see start): they are delivered first.
+        self.recovered = 0
         self.accepted = 0
         self.finished = 0
+        self._corrupt_seen = 0
+
+    def link(self, runners: dict[str, ExporterRunner]) -> None:
+        """Resolve `dead_letter.exporter` once every runner exists (the config checked the name)."""
+        target = self.exporter.config.dead_letter.exporter
+        if self.exporter.config.dead_letter.enabled and target is not None:
+            self.dead_letters = DeadLetterForward(runners[target], self.name)
+
+    @property
+    def buffered(self) -> int:
+        """Events accepted and not yet finished (in memory, or on disk for the next start)."""
+        return len(self._buf)
 
     # --- producer side (sensor threads) ---
 
     def put_many(self, events: list[Event], wait: bool = False) -> int:
-        """Queue events; when the queue is full, drop and count (wait=False, sensors: never stall the
-        kernel reader) or wait for room (wait=True, replay and Kafka: the source can slow down).
-        Returns the sequence number of the last accepted event (see `finished`)."""
-        while wait and self.max_queue - len(self._queue) < len(events) and self._thread.is_alive():
-            if len(events) > self.max_queue:
-                self.put_many(events[: self.max_queue], wait=True)
-                events = events[self.max_queue :]
-                continue
-            self._wake.set()
-            time.sleep(0.005)
-        room = self.max_queue - len(self._queue)
-        if room < len(events):
-            self._drop("queue_full", len(events) - max(room, 0))
-            events = events[: max(room, 0)]
-        self._queue.extend(events)
-        self.accepted += len(events)
-        self._m_routed.inc(len(events))
-        if len(self._queue) >= self.batch_size:
-            self._wake.set()
+        """Queue events. When the buffer is full: with wait=True (replay, Kafka: the source can slow
+        down) or `when_full: block`, wait for room; else drop the newest (`drop_newest`, counted) or
+        the oldest (`drop_oldest`). Returns the sequence number of the last accepted event (see
+        `finished`)."""
+        self._put(events, wait or self.when_full == "block")
         return self.accepted
+
+    def offer(self, events: Sequence[Event]) -> int:
+        """Queue without ever waiting (dead letters from another exporter); returns how many were taken."""
+        return self._put(events, False)
+
+    def _put(self, events: Sequence[Event], block: bool) -> int:
+        buf = self._buf
+        taken = 0
+        with self._put_lock:
+            while events:
+                err: OSError | None = None
+                try:
+                    n = buf.put(events)
+                except OSError as exc:
+                    n, err = 0, exc
+                if n:
+                    self.accepted += n
+                    taken += n
+                    self._m_routed.inc(n)
+                    events = events[n:]
+                    continue
+                if err is None and len(buf) == 0:
+                    self._drop("too_large", len(events))  # can never fit, even in an empty buffer
+                    break
+                if block and self._thread.is_alive() and not self._stopping.is_set():
+                    self._wake.set()
+                    time.sleep(0.002)
+                    continue
+                if self.when_full == "drop_oldest":
+                    k = buf.drop_oldest(len(events))
+                    if k:
+                        self._drop(f"{buf.full_reason}_oldest", k)
+                        continue
+                if err is not None:
+                    reason = f"buffer_{errno.errorcode.get(err.errno, 'error') if err.errno else 'error'}"
+                    log.warning("exporter %s: disk buffer: %s", self.name, err)
+                else:
+                    reason = buf.full_reason
+                self._drop(reason, len(events))
+                break
+        if buf.unread >= self.batch_size:
+            self._wake.set()
+        return taken
 
     # --- lifecycle ---
 
     def start(self) -> None:
+        bcfg = self.exporter.config.buffer
+        if bcfg.type == "disk":
+            self._buf = DiskBuffer(bcfg, self.name)
+            self.recovered = len(self._buf)
+            self.accepted += self.recovered
+            if self.recovered:
+                log.info("exporter %s: %d events recovered from the disk buffer", self.name, self.recovered)
         self.exporter.start()
         self._thread.start()
 
     def stop(self, deadline: float) -> None:
-        """Drain what is queued until `deadline` (monotonic), then count the rest as dropped."""
+        """Drain until `deadline` (monotonic). What is left in memory is dropped and dead-lettered;
+        what is left in a disk buffer stays there and is delivered first on the next start."""
         self._deadline = deadline
         self._stopping.set()
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        left = 0
-        while True:  # one popleft at a time: a producer may still be adding
-            try:
-                self._queue.popleft()
-            except IndexError:
-                break
-            left += 1
-        self._drop("shutdown_deadline", left)
-        self.finished += left
+        left = self._buf.drain()
+        if left:
+            self._drop("shutdown_deadline", len(left))
+            self._dead_letter(left, "shutdown_deadline", 0)
+            self.finished += len(left)
+        if self._buf.durable and len(self._buf):
+            log.info("exporter %s: %d events stay in the disk buffer for the next start", self.name,
+                     len(self._buf))
         if self._thread.is_alive():
             # Still inside send(): closing now would pull the file or socket from under it.
             log.warning("exporter %s: a send is still running after the deadline; not closing", self.name)
             return
-        try:
-            self.exporter.close()
-        except Exception:  # noqa: BLE001 - close trouble must not hide the drop counts
-            log.exception("exporter %s: close failed", self.name)
+        for what, close in (("close", self.exporter.close), ("buffer close", self._buf.close),
+                            ("dead letters close", self.dead_letters.close if self.dead_letters else None)):
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - close trouble must not hide the drop counts
+                log.exception("exporter %s: %s failed", self.name, what)
 
     # --- worker ---
 
     def _run(self) -> None:
-        q = self._queue
+        buf = self._buf
+        batch_sync = buf.durable and self.exporter.config.buffer.fsync == "batch"
         while True:
             if self._stopping.is_set() and time.monotonic() >= self._deadline:
                 break  # past the shutdown deadline: stop() counts what is left
-            if len(q) < self.batch_size and not self._stopping.is_set():
+            if buf.unread < self.batch_size and not self._stopping.is_set():
                 self._wake.wait(self.max_wait)
                 self._wake.clear()
-            self._m_depth.set(len(q))
-            if not q:
+            self.finished += buf.take_skipped()
+            self._gauges()
+            try:
+                batch, bad = buf.take(self.batch_size)
+            except OSError as exc:  # the disk buffer cannot be read: retry later, never die
+                log.warning("exporter %s: disk buffer read failed: %s", self.name, exc)
+                self._stopping.wait(self.max_wait)
+                continue
+            if bad:
+                self._drop("buffer_undecodable", bad)
+            if not batch and not bad:
+                if batch_sync:
+                    self._sync(buf)
                 if self._stopping.is_set():
                     break
                 self._flush()
                 continue
-            n = min(len(q), self.batch_size)
-            batch = [q.popleft() for _ in range(n)]
-            self._deliver(batch)
-            self.finished += n
+            if batch and not self._deliver(batch):
+                buf.rewind()  # the deadline cut a retry short: it stays on disk for the next start
+                break
+            buf.ack()
+            self.finished += len(batch) + bad
+            if batch_sync:
+                self._sync(buf)
         self._flush()
-        self._m_depth.set(len(q))
+        self.finished += buf.take_skipped()
+        self._gauges()
+
+    def _gauges(self) -> None:
+        self._m_depth.set(len(self._buf))
+        if isinstance(self._buf, DiskBuffer):
+            q = self._buf.q
+            self._metrics.buffer_bytes.labels(self.name).set(q.bytes)
+            if q.corrupt != self._corrupt_seen:
+                self._metrics.buffer_corrupt.labels(self.name).inc(q.corrupt - self._corrupt_seen)
+                self._corrupt_seen = q.corrupt
+            if q.corrupt_dropped > self.dropped.get("buffer_corrupt", 0):
+                self._drop("buffer_corrupt", q.corrupt_dropped - self.dropped.get("buffer_corrupt", 0))
+
+    def _sync(self, buf) -> None:
+        try:
+            buf.sync()
+        except OSError as exc:
+            log.warning("exporter %s: disk buffer fsync failed: %s", self.name, exc)
 
     def _flush(self) -> None:
         try:
@@ -147,49 +426,104 @@ class ExporterRunner:
         except Exception:  # noqa: BLE001
             log.exception("exporter %s: flush failed", self.name)
 
-    def _deliver(self, batch: list[Event]) -> None:
+    def _deliver(self, batch: list[Event]) -> bool:
+        """Send one batch until it is done or accounted for (True), or until the shutdown deadline
+        interrupts the retries of a durable buffer (False: the batch stays in the buffer)."""
         started = time.monotonic()
         try:
             payload = self.exporter.encode(batch)
         except Exception as exc:  # noqa: BLE001 - an encoder bug must cost this batch, not the agent
             log.exception("exporter %s: encode failed", self.name)
-            self._drop(f"encode_{type(exc).__name__}", len(batch))
-            return
+            self._give_up(batch, f"encode_{type(exc).__name__}", 0)
+            return True
         delays = self.backoff.delays()
         budget = self.backoff.max_elapsed
-        while True:
-            try:
-                result = self.exporter.send(payload)
-            except Exception as exc:  # noqa: BLE001 - send must never kill the worker
-                log.warning("exporter %s: send raised %s", self.name, type(exc).__name__)
-                result = outcome_for_exception(exc)  # the one place that decides retry vs give up
-            if result.outcome is Outcome.DONE:
-                failed = sum(1 for _, o, _ in result.items if o is not Outcome.DONE)
-                for _, outcome, reason in result.items:
-                    if outcome is not Outcome.DONE:
-                        self._drop(reason or "item_failed", 1)
-                self.sent += len(batch) - failed
-                self._m_sent.inc(len(batch) - failed)
-                break
-            if result.outcome is Outcome.GIVE_UP:
-                log.warning("exporter %s: giving up on %d events: %s", self.name, len(batch), result.reason)
-                self._drop(result.reason or "give_up", len(batch))
-                break
-            delay = next(delays)
-            now = time.monotonic()
-            if (budget and now + delay - started > budget) or now + delay > self._deadline:
-                self._drop(f"retries_exhausted_{result.reason or 'retry'}", len(batch))
-                break
-            self._metrics.send_retries.labels(self.name, result.reason or "retry").inc()
-            log.info("exporter %s: %s, retrying in %.1fs", self.name, result.reason, delay)
-            self._sleep(delay)
-        self._m_batch.observe(time.monotonic() - started)
+        paused = 0.0  # time the breaker held sends back: not counted against the retry budget
+        attempts = 0
+        last = "circuit_open"
+        try:
+            while True:
+                now = time.monotonic()
+                hold = self.breaker.wait_time(now)
+                if hold > 0:
+                    if now + hold > self._deadline:
+                        return self._interrupted(batch, f"retries_exhausted_{last}", attempts)
+                    self._sleep(hold)
+                    paused += time.monotonic() - now
+                    continue
+                attempts += 1
+                try:
+                    result = self.exporter.send(payload)
+                except Exception as exc:  # noqa: BLE001 - send must never kill the worker
+                    log.warning("exporter %s: send raised %s", self.name, type(exc).__name__)
+                    result = outcome_for_exception(exc)  # the one place that decides retry vs give up
+                now = time.monotonic()
+                self.breaker.record(result.outcome is not Outcome.RETRY, now)
+                if result.outcome is Outcome.DONE:
+                    failed: dict[str, list[Event]] = {}
+                    for i, outcome, reason in result.items:
+                        if outcome is not Outcome.DONE and 0 <= i < len(batch):
+                            failed.setdefault(reason or "item_failed", []).append(batch[i])
+                    for reason, evs in failed.items():
+                        self._give_up(evs, reason, attempts)
+                    ok = len(batch) - sum(len(v) for v in failed.values())
+                    self.sent += ok
+                    self._m_sent.inc(ok)
+                    return True
+                if result.outcome is Outcome.GIVE_UP:
+                    log.warning("exporter %s: giving up on %d events: %s", self.name, len(batch), result.reason)
+                    self._give_up(batch, result.reason or "give_up", attempts)
+                    return True
+                last = result.reason or "retry"
+                delay = next(delays)
+                if self.breaker.state == CircuitBreaker.OPEN:
+                    log.warning("exporter %s: %d failures in a row (%s): circuit open for %.0fs", self.name,
+                                self.breaker.failures, result.reason, self.breaker.cooldown)
+                    self._metrics.send_retries.labels(self.name, result.reason or "retry").inc()
+                    continue  # the breaker's cool-down is the wait
+                elapsed = now - started - paused
+                if budget and elapsed + delay > budget:
+                    self._give_up(batch, f"retries_exhausted_{result.reason or 'retry'}", attempts)
+                    return True
+                if now + delay > self._deadline:
+                    return self._interrupted(batch, f"retries_exhausted_{result.reason or 'retry'}", attempts)
+                self._metrics.send_retries.labels(self.name, result.reason or "retry").inc()
+                log.info("exporter %s: %s, retrying in %.1fs", self.name, result.reason, delay)
+                self._sleep(delay)
+        finally:
+            self._m_batch.observe(time.monotonic() - started)
+
+    def _interrupted(self, batch: list[Event], reason: str, attempts: int) -> bool:
+        if self._buf.durable:
+            return False
+        self._give_up(batch, reason, attempts)
+        return True
 
     def _sleep(self, delay: float) -> None:
         # Before shutdown a stop request cuts the wait short; during the drain, sleep for real.
         if not self._stopping.wait(delay):
             return
         time.sleep(max(0.0, min(delay, self._deadline - time.monotonic())))
+
+    def _give_up(self, events: list[Event], reason: str, attempts: int) -> None:
+        self._drop(reason, len(events))
+        self._dead_letter(events, reason, attempts)
+
+    def _dead_letter(self, events: list[Event], reason: str, attempts: int) -> None:
+        if self.dead_letters is None or not events:
+            return
+        try:
+            n = self.dead_letters.write(events, reason, attempts)
+        except Exception:  # noqa: BLE001 - dead letters must never take the worker down
+            log.exception("exporter %s: dead letter failed", self.name)
+            n = 0
+        if n:
+            with self._drop_lock:
+                self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + n
+            self._metrics.dead_lettered.labels(self.name, reason).inc(n)
+        if n < len(events):
+            log.warning("exporter %s: %d events could not be dead-lettered (%s); counted as dropped",
+                        self.name, len(events) - n, self.dead_letters.describe())
 
     def _drop(self, reason: str, n: int) -> None:
         if n <= 0:

@@ -30,6 +30,15 @@ class Metrics:
         self.batch_seconds = Histogram("siemhub_exporter_batch_seconds", "Time to encode and send one batch",
                                        ["exporter"], registry=r,
                                        buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self.dead_lettered = Counter("siemhub_exporter_dead_lettered", "Events written to the dead-letter destination",
+                                     ["exporter", "reason"], registry=r)
+        self.circuit_state = Gauge("siemhub_exporter_circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open",
+                                   ["exporter"], registry=r)
+        self.buffer_bytes = Gauge("siemhub_exporter_buffer_bytes", "Bytes of the exporter's disk buffer",
+                                  ["exporter"], registry=r)
+        self.buffer_corrupt = Counter("siemhub_exporter_buffer_corrupt_records",
+                                      "Torn or corrupt records found in the disk buffer", ["exporter"], registry=r)
+        self.redacted = Counter("siemhub_redacted_events", "Events in which a secret was redacted", registry=r)
         self.cache_size = Gauge("siemhub_process_cache_entries", "Processes in the process cache", registry=r)
         self.cache_lookups = Counter("siemhub_process_cache_lookups", "Parent lookups in the process cache",
                                      ["result"], registry=r)

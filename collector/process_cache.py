@@ -19,7 +19,7 @@ that created its own (a container starting).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import time
 from collections import deque
 
@@ -37,7 +37,7 @@ _NS_OWNERS_MAX = 1 << 16
 
 
 class Entry:
-    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited")
+    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited", "_summary")
 
     def __init__(self, proc: Process, start_tick: int, exec_ktime: int | None, parent_tick: int | None = None) -> None:
         self.proc = proc
@@ -45,6 +45,16 @@ class Entry:
         self.parent_tick = parent_tick  # the parent's start, when known: guards against a recycled ppid
         self.exec_ktime = exec_ktime  # boot-time ns of the exec that made this image, if seen
         self.exited = False
+        self._summary: Process | None = None
+
+    def summary(self) -> Process:
+        """The process as it appears in `parent` and `ancestors`: every field but the bulky `caps` and
+        `ns` (they are on the process' own events; join on exec_id). Built once, on first use."""
+        s = self._summary
+        if s is None or s.exec_id != self.proc.exec_id:
+            p = self.proc
+            s = self._summary = msgspec.structs.replace(p, caps=None, ns=None) if p.caps or p.ns else p
+        return s
 
 
 class ProcessCache:
@@ -70,7 +80,7 @@ class ProcessCache:
 
     def exec_id(self, pid: int, ktime: int) -> str:
         """Unique per node and process image: base64 of node:ktime:pid, the form Tetragon uses."""
-        return base64.b64encode(f"{self.node}:{ktime}:{pid}".encode()).decode()
+        return binascii.b2a_base64(f"{self.node}:{ktime}:{pid}".encode(), newline=False).decode()
 
     @staticmethod
     def tick(boot_ns: int) -> int:
@@ -113,7 +123,7 @@ class ProcessCache:
             e = self.parent_of(e)
             if e is None or e is entry:
                 break
-            out.append(e.proc)
+            out.append(e.summary())
         return out
 
     def resolve(self, pid: int, start_ns: int | None = None) -> Entry | None:

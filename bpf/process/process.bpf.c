@@ -12,7 +12,7 @@
 #define SH_RINGBUF_PAGES 1024
 #endif
 #ifndef SH_WAKEUP_EVERY
-#define SH_WAKEUP_EVERY 64                 /* power of two */
+#define SH_WAKEUP_EVERY 256                /* power of two */
 #endif
 #define SH_DATA_CAP 32768                  /* power of two >= SH_DATA_MAX */
 

@@ -316,15 +316,14 @@ class ProcessSensor(Sensor):
             pproc = None
             parent_exec_id = None
         else:
-            pproc = parent.proc
+            pproc = parent.summary()
             parent_exec_id = pproc.exec_id
-        ns = self._ns(ns_mnt, ns_pid, ns_net, ns_user, ns_uts, ns_ipc, ns_cgroup)
+        ns = self._ns(pid, (ns_mnt, ns_pid, ns_net, ns_user, ns_uts, ns_ipc, ns_cgroup))
         entered: list[str] = []
         if ns is not None:
-            entered = cache.entered_namespaces(pid, ns, pproc.ns if pproc is not None else None)
+            entered = cache.entered_namespaces(pid, ns, parent.proc.ns if parent is not None else None)
             if entered:
                 flags.append("namespace_entry")
-            cache.note_namespaces(pid, ns)
         cont = None
         if cg_len:
             names = msg[c : c + cg_len].split(b"\0")
@@ -346,7 +345,7 @@ class ProcessSensor(Sensor):
                      severity="info", node=ctx.node, process=proc, parent=pproc,
                      ancestors=cache.ancestors(entry, self.config.ancestors) if self.config.ancestors else [])
 
-    def _ns(self, *inums: int) -> Namespaces | None:
+    def _ns(self, pid: int, inums: tuple[int, ...]) -> Namespaces | None:
         # Few distinct namespace sets exist on a host: share one object per set.
         if not any(inums):
             return None
@@ -355,6 +354,9 @@ class ProcessSensor(Sensor):
             if len(self._ns_cache) > 4096:
                 self._ns_cache.clear()
             ns = self._ns_cache[inums] = Namespaces(**{k: v or None for k, v in zip(NS_KINDS, inums)})
+            # A namespace's first user is noted once, when its set is first seen (before this exec is
+            # compared with its parent: a process that creates namespaces is their owner, not a joiner).
+            self.ctx.cache.note_namespaces(pid, ns)
         return ns
 
     def _container(self, cid: str, runtime: str) -> Container:
@@ -384,7 +386,7 @@ class ProcessSensor(Sensor):
         else:
             proc = entry.proc
             pe = cache.parent_of(entry)
-            parent = pe.proc if pe is not None else None
+            parent = pe.summary() if pe is not None else None
             cache.mark_exited(pid, entry)
         sig = code & 0x7F
         duration = ktime - entry.exec_ktime if entry is not None and entry.exec_ktime else None
