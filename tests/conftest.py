@@ -66,7 +66,7 @@ def bpf_agent(tmp_path_factory):
                                          stdin=__import__("subprocess").PIPE)
     text = f"""
 sensors:
-  process: {{poll_interval: 0.05}}
+  process: {{poll_interval: 0.05, ancestors: 4}}
 exporters:
   out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
 routes:
