@@ -18,9 +18,9 @@ class Format:
 
 
 def _registry() -> dict[str, Format]:
-    from siemhub.exporters.formats import ecs, native, ocsf
+    from siemhub.exporters.formats import ecs, native, ocsf, tetragon
 
-    return {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT)}
+    return {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT)}
 
 
 FORMATS: dict[str, Format] = _registry()
