@@ -217,3 +217,60 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     for name, c in counts.items():
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
         click.echo(f"siemhub aggregate: exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
+
+
+@main.group()
+def dashboards() -> None:
+    """Kibana saved objects and detection rules for siemhub's data streams."""
+
+
+_DV_OPTIONS = [
+    click.option("--index-pattern", default="logs-siemhub.*-*", show_default=True, help="indices of the data view"),
+    click.option("--data-view-id", default="siemhub-logs", show_default=True),
+]
+
+
+def _dv(f):
+    for opt in reversed(_DV_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@dashboards.command("render")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory to write to")
+@_dv
+def dashboards_render(out: str, index_pattern: str, data_view_id: str) -> None:
+    """Write the Kibana ndjson files (saved objects, detection rules) to a directory."""
+    from siemhub.dashboards import kibana
+
+    for path in kibana.write(out, index_pattern=index_pattern, data_view_id=data_view_id):
+        click.echo(str(path))
+
+
+@dashboards.command("install")
+@click.option("--kibana-url", required=True, help="e.g. https://kibana.example:5601")
+@click.option("--api-key", envvar="KIBANA_API_KEY", help="API key (or env KIBANA_API_KEY)")
+@click.option("--username", envvar="KIBANA_USERNAME")
+@click.option("--password", envvar="KIBANA_PASSWORD", help="(or env KIBANA_PASSWORD; never echoed)")
+@click.option("--space", help="Kibana space id (default space when omitted)")
+@click.option("--ca-certs", type=click.Path(dir_okay=False), help="CA bundle to verify Kibana's certificate")
+@click.option("--insecure", is_flag=True, help="skip TLS verification")
+@click.option("--no-rules", is_flag=True, help="import only the saved objects, not the detection rules")
+@_dv
+def dashboards_install(kibana_url: str, api_key: str | None, username: str | None, password: str | None,
+                       space: str | None, ca_certs: str | None, insecure: bool, no_rules: bool,
+                       index_pattern: str, data_view_id: str) -> None:
+    """Import them into Kibana (saved-objects and detection-rules import APIs, overwrite on)."""
+    from siemhub.dashboards import kibana
+
+    if insecure:
+        click.echo("siemhub: warning: TLS verification is off (--insecure)", err=True)
+    try:
+        done = kibana.install(kibana_url, api_key=api_key, username=username, password=password, space=space,
+                              ca_certs=ca_certs, insecure=insecure, rules=not no_rules,
+                              index_pattern=index_pattern, data_view_id=data_view_id)
+    except kibana.InstallError as exc:
+        click.echo(f"siemhub dashboards install: {exc}", err=True)
+        sys.exit(1)
+    for name, n in done.items():
+        click.echo(f"{name}: {n} objects imported")
