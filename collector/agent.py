@@ -82,6 +82,7 @@ class Agent:
         self.ids = EventIds()
         self.sensors: list[Sensor] = []
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics_server = None
         pcfg = a.sensors.process
@@ -112,7 +113,10 @@ class Agent:
         self.pipeline.start()
         self._build_sensors()
         for s in self.sensors:
-            s.load()
+            try:
+                s.load()
+            except ValueError as exc:  # a setting the kernel side cannot apply (e.g. an ignore path)
+                raise StartupError(f"sensor {s.name}: {exc}") from None
             log.info("sensor %s loaded", s.name)
         # Everything built so far (compiled programs, the /proc scan) lives as long as the agent: keep
         # it out of the cyclic collector's scans, and collect young objects less often. Event structs
@@ -163,6 +167,9 @@ class Agent:
                 self.cache.evict()
                 self.cache.sync_metrics()
                 next_housekeeping = now + 1.0
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
             if now >= next_status:
                 self.pipeline.emit([self.status_event()])
                 next_status = now + interval
@@ -176,6 +183,33 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply what can change at run time (today: the process sensor's
+        in-kernel ignore lists). A bad file is reported and the running settings stay in force."""
+        from siemhub.collector import config as config_mod
+
+        source = self.cfg.source
+        if source.startswith("<"):
+            log.warning("reload: the agent runs an embedded config; nothing to re-read")
+            return False
+        try:
+            new = config_mod.load(source)
+        except config_mod.ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload rejected: %s", line)
+            return False
+        pcfg = new.agent.sensors.process
+        for s in self.sensors:
+            if s.name == "process" and pcfg is not None:
+                try:
+                    s.set_filters(pcfg.ignore.binaries, pcfg.ignore.cgroups)
+                except ValueError as exc:
+                    log.error("reload rejected: %s", exc)
+                    return False
+        log.info("reload: applied %s", source)
+        return True
 
     def shutdown(self) -> dict:
         self._stop.set()

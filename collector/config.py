@@ -51,6 +51,11 @@ class ProcessCacheConfig(_Strict):
     exit_delay: float = Field(30.0, ge=0, description="seconds an exited process stays resolvable")
 
 
+class IgnoreConfig(_Strict):
+    binaries: list[str] = Field([], description="executables whose execs are dropped in the kernel (by inode)")
+    cgroups: list[str] = Field([], description="cgroup v2 directories whose execs are dropped in the kernel")
+
+
 class ProcessSensorConfig(_Strict):
     args_max_bytes: int = Field(8192, ge=256, le=16384, description="argv bytes copied (power of two)")
     filename_max_bytes: int = Field(1024, ge=256, le=4096, description="binary path bytes (power of two)")
@@ -60,6 +65,7 @@ class ProcessSensorConfig(_Strict):
     wakeup_every: int = Field(256, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
+    ignore: IgnoreConfig = IgnoreConfig()
     cache: ProcessCacheConfig = ProcessCacheConfig()
 
     _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(

@@ -16,6 +16,8 @@ class Metrics:
                                      ["sensor"], registry=r)
         self.ringbuf_lost = Counter("siemhub_ringbuf_lost_events", "Messages the kernel could not put in the ring buffer",
                                     ["sensor", "kind"], registry=r)
+        self.kernel_filtered = Counter("siemhub_kernel_filtered_events", "Events dropped in the kernel by ignore filters",
+                                       ["sensor"], registry=r)
         self.decode_errors = Counter("siemhub_decode_errors", "Kernel messages that could not be decoded",
                                      ["sensor", "reason"], registry=r)
         self.events_routed = Counter("siemhub_events_routed", "Events queued for an exporter", ["exporter"], registry=r)

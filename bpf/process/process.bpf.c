@@ -31,6 +31,20 @@ BPF_ARRAY(exec_scratch, struct exec_buf, SH_NR_CPUS);
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
 BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by enum sh_msg_type */
 
+/* In-kernel filtering, changed at run time from user space (ProcessSensor.set_filters): execs of
+ * these executables (by device and inode) or in these cgroups (by id) never reach user space, and
+ * neither do the exits of the processes they start. */
+struct exe_key {
+	u64 ino;
+	u32 dev;
+	u32 pad;
+};
+BPF_HASH(ignore_exe, struct exe_key, u8, 1024);
+BPF_HASH(ignore_cgroup, u64, u8, 1024);
+BPF_TABLE("lru_hash", u32, u8, ignored_pids, 65536);  /* processes whose exec was filtered: drop their exit */
+BPF_PERCPU_ARRAY(filtered, u64, 1);        /* execs dropped by the filters */
+BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists: skips all of this otherwise */
+
 static __always_inline void *rd_ptr(const void *base, int off)
 {
 	void *v = 0;
@@ -151,6 +165,40 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->parent_start_boottime = rd_u64(parent, OFF_TASK_START_BOOTTIME);
 	m->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&m->comm, sizeof(m->comm));
+	void *mm = rd_ptr(task, OFF_TASK_MM);
+
+	/* the executable's inode: setuid/setgid bits, owner, identity (and the filter key) */
+	void *exe = rd_ptr(mm, OFF_MM_EXE_FILE);
+	void *inode = exe ? rd_ptr(exe, OFF_FILE_F_INODE) : 0;
+	m->exe_mode = 0;
+	m->exe_uid = m->exe_gid = m->exe_dev = 0;
+	m->exe_ino = 0;
+	if (inode) {
+		u16 mode = 0;
+		bpf_probe_read_kernel(&mode, sizeof(mode), (char *)inode + OFF_INODE_I_MODE);
+		m->exe_mode = mode;
+		m->exe_uid = rd_u32(inode, OFF_INODE_I_UID);
+		m->exe_gid = rd_u32(inode, OFF_INODE_I_GID);
+		m->exe_ino = rd_u64(inode, OFF_INODE_I_INO);
+		m->exe_dev = rd_u32(rd_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+	}
+
+	/* filters first, before the expensive reads */
+	u32 zero = 0;
+	u32 *on = filters_on.lookup(&zero);
+	if (on && *on) {
+		struct exe_key ek = {.ino = m->exe_ino, .dev = m->exe_dev};
+		if (ignore_exe.lookup(&ek) || ignore_cgroup.lookup(&m->cgroup_id)) {
+			u8 one = 1;
+			ignored_pids.update(&m->pid, &one);
+			u64 *f = filtered.lookup(&zero);
+			if (f)
+				*f += 1;
+			return 0;
+		}
+		ignored_pids.delete(&m->pid);  /* an ignored process that execs something else is seen again */
+	}
+
 
 	/* filename, as passed to execve (the binary) */
 	u16 loc = args->data_loc_filename & 0xFFFF;
@@ -163,7 +211,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->filename_len = off;
 
 	/* argv, from the new image's stack */
-	void *mm = rd_ptr(task, OFF_TASK_MM);
 	u64 arg_start = rd_u64(mm, OFF_MM_ARG_START);
 	u64 arg_end = rd_u64(mm, OFF_MM_ARG_END);
 	u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
@@ -199,22 +246,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->ns_cgroup = ns_inum(nsp, OFF_NSPROXY_CGROUP, OFF_CGROUPNS_NS);
 	void *userns = rd_ptr(cred, OFF_CRED_USER_NS);
 	m->ns_user = userns ? rd_u32(userns, OFF_USERNS_NS + OFF_NSCOMMON_INUM) : 0;
-
-	/* the executable's inode: setuid/setgid bits, owner, identity */
-	void *exe = rd_ptr(mm, OFF_MM_EXE_FILE);
-	void *inode = exe ? rd_ptr(exe, OFF_FILE_F_INODE) : 0;
-	m->exe_mode = 0;
-	m->exe_uid = m->exe_gid = m->exe_dev = 0;
-	m->exe_ino = 0;
-	if (inode) {
-		u16 mode = 0;
-		bpf_probe_read_kernel(&mode, sizeof(mode), (char *)inode + OFF_INODE_I_MODE);
-		m->exe_mode = mode;
-		m->exe_uid = rd_u32(inode, OFF_INODE_I_UID);
-		m->exe_gid = rd_u32(inode, OFF_INODE_I_GID);
-		m->exe_ino = rd_u64(inode, OFF_INODE_I_INO);
-		m->exe_dev = rd_u32(rd_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
-	}
 
 	/* cgroup v2 leaf and parent directory names: container and pod ids live there */
 	m->cgroup_len = 0;
@@ -264,6 +295,13 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (rd_u32(sig, OFF_SIGNAL_LIVE) != 0)
 		return 0;  /* other threads of this process still run */
 	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tgid = pid_tgid >> 32;
+	u32 zero = 0;
+	u32 *on = filters_on.lookup(&zero);
+	if (on && *on && ignored_pids.lookup(&tgid)) {
+		ignored_pids.delete(&tgid);
+		return 0;
+	}
 	struct sh_msg_exit m = {};
 	m.hdr.type = SH_MSG_EXIT;
 	m.hdr.size = sizeof(m);

@@ -144,6 +144,9 @@ class ProcessSensor(Sensor):
         self._m_lost = ctx.metrics.ringbuf_lost
         self._next_lost_check = 0.0
         self._ns_cache: dict[tuple[int, ...], Namespaces] = {}
+        self.filtered = 0
+        self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
+        self._m_filtered = ctx.metrics.kernel_filtered.labels(self.name)
         self._containers: dict[str, Container] = {}
 
     # --- lifecycle ---
@@ -171,6 +174,7 @@ class ProcessSensor(Sensor):
 
             self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
             table.open_ring_buffer(on_message)
+        self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
             n = self.ctx.cache.scan_procfs()
@@ -221,6 +225,10 @@ class ProcessSensor(Sensor):
             self._check_lost()
 
     def _check_lost(self) -> None:
+        filtered = sum(self._bpf[b"filtered"][ctypes.c_int(0)])
+        if filtered > self.filtered:
+            self._m_filtered.inc(filtered - self.filtered)
+            self.filtered = filtered
         table = self._bpf[b"lost"]
         for kind, name in _LOST_KINDS.items():
             total = sum(table[ctypes.c_int(kind)])
@@ -230,9 +238,49 @@ class ProcessSensor(Sensor):
                 self._m_lost.labels(self.name, name).inc(new)
                 log.warning("process sensor: kernel could not queue %d %s messages (ring buffer full)", new, name)
 
+    def set_filters(self, binaries: list[str], cgroups: list[str]) -> None:
+        """Replace the in-kernel ignore lists (at start-up and at run time). Binaries are matched by the
+        device and inode of the file (a path that is replaced later is not followed); cgroups by the id
+        of a cgroup v2 directory, given as a path under the cgroup2 mount or absolute. Raises ValueError,
+        leaving the current filters in force, when a path cannot be resolved."""
+        keys, ids, problems = [], [], []
+        for path in binaries:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                problems.append(f"ignore.binaries: {path}: {exc.strerror}")
+                continue
+            kdev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)  # the kernel's internal dev_t
+            keys.append((st.st_ino, kdev))
+        root = _cgroup2_root()
+        for path in cgroups:
+            full = path if path.startswith("/sys/") else os.path.join(root or "/sys/fs/cgroup", path.lstrip("/"))
+            try:
+                ids.append(os.stat(full).st_ino)  # on cgroup v2 the directory's inode is the cgroup id
+            except OSError as exc:
+                problems.append(f"ignore.cgroups: {full}: {exc.strerror}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        bpf = self._bpf
+        exe_map, cg_map = bpf[b"ignore_exe"], bpf[b"ignore_cgroup"]
+        exe_map.clear()
+        cg_map.clear()
+        one = ctypes.c_uint8(1)
+        for ino, dev in keys:
+            k = exe_map.Key()
+            k.ino, k.dev = ino, dev
+            exe_map[k] = one
+        for cid in ids:
+            cg_map[ctypes.c_uint64(cid)] = one
+        if keys or ids:
+            bpf[b"filters_on"][ctypes.c_int(0)] = ctypes.c_uint32(1)  # stays on: ignored_pids may hold entries
+        self.filters = {"binaries": list(binaries), "cgroups": list(cgroups)}
+        log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
+
     def counters(self) -> dict[str, int]:
         out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self._lost_seen.items()}
         out["decode_errors"] = self.decode_errors
+        out["kernel_filtered"] = self.filtered
         return out
 
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
@@ -395,6 +443,14 @@ class ProcessSensor(Sensor):
         return Event(id=ctx.ids.new(), time=ctx.clock.from_boot(ktime), type="process_exit",
                      schema_version=SCHEMA_VERSION, severity="info", node=ctx.node, process=proc, parent=parent,
                      exit=ex)
+
+
+def _cgroup2_root() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if " - cgroup2 " in line:
+                return line.split()[4]
+    return None
 
 
 def _split_args(raw: bytes, flags: list[str]) -> list[str]:
