@@ -56,6 +56,11 @@ class IgnoreConfig(_Strict):
     cgroups: list[str] = Field([], description="cgroup v2 directories whose execs are dropped in the kernel")
 
 
+class PendingConfig(_Strict):
+    max_events: int = Field(4096, ge=1, description="events waiting for their process, at most")
+    max_wait: float = Field(0.5, ge=0, le=10, description="seconds an event waits for its process")
+
+
 class ProcessSensorConfig(_Strict):
     args_max_bytes: int = Field(8192, ge=256, le=16384, description="argv bytes copied (power of two)")
     filename_max_bytes: int = Field(1024, ge=256, le=4096, description="binary path bytes (power of two)")
@@ -66,6 +71,7 @@ class ProcessSensorConfig(_Strict):
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
     ignore: IgnoreConfig = IgnoreConfig()
+    pending: PendingConfig = PendingConfig()
     cache: ProcessCacheConfig = ProcessCacheConfig()
 
     _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(

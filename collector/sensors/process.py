@@ -26,6 +26,7 @@ from siemhub.collector.event import (
     SCHEMA_VERSION, Clock, Container, Event, EventIds, Exit, Namespaces, Node, Process, escape_always,
 )
 from siemhub.collector.metrics import Metrics
+from siemhub.collector.pending import PendingEvents
 from siemhub.collector.process_cache import NO_AUID, NS_KINDS, ProcessCache, binary_properties
 from siemhub.collector.sensors import Emit, Sensor
 from siemhub.collector.sensors import messages as m
@@ -144,6 +145,9 @@ class ProcessSensor(Sensor):
         self._m_lost = ctx.metrics.ringbuf_lost
         self._next_lost_check = 0.0
         self._ns_cache: dict[tuple[int, ...], Namespaces] = {}
+        self.pending = PendingEvents(lambda pid, start: ctx.cache.get(pid, start),
+                                     max_items=config.pending.max_events, max_age=config.pending.max_wait)
+        self._early: list[Event] = []  # events the pending queue pushed out while decoding
         self.filtered = 0
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
         self._m_filtered = ctx.metrics.kernel_filtered.labels(self.name)
@@ -183,6 +187,9 @@ class ProcessSensor(Sensor):
     def unload(self) -> None:
         if self._bpf is not None:
             self.poll(0)
+            left = self.pending.flush()
+            if left:
+                self.ctx.emit(left)
             self._check_lost()
             if self._rb is not None:
                 self._rb.close()
@@ -208,11 +215,11 @@ class ProcessSensor(Sensor):
         if self._bpf is None:
             return 0
         raw = self._read(timeout)
-        if not raw:
-            self._maybe_check_lost()
-            return 0
-        events = self.decode(raw)
-        self._m_events.inc(len(raw))
+        events = self.decode(raw) if raw else []
+        if raw:
+            self._m_events.inc(len(raw))
+        if self.pending:
+            events.extend(self.pending.drain())
         if events:
             self.ctx.emit(events)
         self._maybe_check_lost()
@@ -281,12 +288,16 @@ class ProcessSensor(Sensor):
         out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self._lost_seen.items()}
         out["decode_errors"] = self.decode_errors
         out["kernel_filtered"] = self.filtered
+        out["pending_resolved"] = self.pending.resolved
+        out["pending_expired"] = self.pending.expired
+        out["pending_overflow"] = self.pending.overflow
         return out
 
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
 
     def decode(self, raw: list[bytes]) -> list[Event]:
-        events: list[Event] = []
+        events: list[Event] = self._early
+        self._early = []
         for msg in raw:
             try:
                 kind = msg[0]
@@ -425,9 +436,21 @@ class ProcessSensor(Sensor):
         _, size, ktime, pid, tid, code, start_ns = _EXIT_UNPACK(msg)
         if size != len(msg):
             raise ValueError("length mismatch")
+        cache = self.ctx.cache
+        entry = cache.get(pid, start_ns)
+
+        def build(entry) -> Event:
+            return self._exit_event(entry, ktime, pid, tid, code, start_ns)
+
+        if entry is None:
+            # Not known (yet): wait briefly for it rather than emit a half-enriched event.
+            self._early.extend(self.pending.add(pid, start_ns, build))
+            return None
+        return build(entry)
+
+    def _exit_event(self, entry, ktime: int, pid: int, tid: int, code: int, start_ns: int) -> Event:
         ctx = self.ctx
         cache = ctx.cache
-        entry = cache.get(pid, start_ns)
         if entry is None:
             proc = Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid, flags=["missing_process"])
             parent = None
