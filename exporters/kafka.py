@@ -111,6 +111,29 @@ def client_config(conn: KafkaConnection) -> dict[str, PropertyValue]:
     return conf
 
 
+class LibrdkafkaLog:
+    """librdkafka's log lines into Python logging. Connection failures are expected while a broker
+    restarts and librdkafka repeats them every second: they go to INFO, at most once per minute per
+    kind, so a broker outage does not flood the agent's log (delivery metrics tell the real story)."""
+
+    _QUIET = ("Connection refused", "Disconnected", "Connect to", "Broker transport failure", "brokers are down")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, msg: str, *args) -> None:
+        text = msg % args if args else msg
+        quiet = next((q for q in self._QUIET if q in text), None)
+        if quiet is not None:
+            now = time.monotonic()
+            if now - self._last.get(quiet, -1e9) < 60:
+                return
+            self._last[quiet] = now
+            level = min(level, logging.INFO)
+        self.logger.log(level, "%s", text)
+
+
 # --- templates: topic and key ----------------------------------------------------------------------
 
 TEMPLATE_FIELDS = ("type", "node", "severity", "exec_id", "pid", "namespace")
@@ -298,6 +321,7 @@ class KafkaExporter(Exporter):
         self._base_headers = [("siemhub.format", config.format.encode()), ("content-type", content_type)]
         self._headers: dict[tuple[str, str], list] = {}
         self._producer: Producer | None = None
+        self._stalled = 0  # send rounds in a row in which nothing was delivered
         self.send_timeout = config.delivery_timeout_ms / 1000 + 5
 
     # --- lifecycle ---
@@ -306,13 +330,13 @@ class KafkaExporter(Exporter):
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
-        return Producer(producer_config(self.config), logger=log, error_cb=self._on_error)
+        return Producer(producer_config(self.config), logger=LibrdkafkaLog(log), error_cb=self._on_error)
 
     def _on_error(self, err: KafkaError) -> None:
         # Client-level errors (brokers down, auth). Messages keep their own delivery reports; this is
         # only for the operator. A fatal error (idempotence state lost) is handled in send().
-        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.code() == KafkaError._TRANSPORT:
-            log.info("exporter %s: %s", self.name, err.str())
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            log.debug("exporter %s: %s", self.name, err.str())
         else:
             log.warning("exporter %s: %s", self.name, err.str())
 
@@ -423,10 +447,16 @@ class KafkaExporter(Exporter):
                     retry_reason = retry_reason or reason
             elif not missing:
                 state[i] = DELIVERED
-        if fatal:
-            # The idempotent producer lost its state (e.g. the broker lost its log): a fresh producer
-            # gets a new id; the messages not yet delivered are re-sent on the next attempt.
-            log.warning("exporter %s: producer fatal error, recreating the producer", self.name)
+        stalled = bool(produced) and not any(state[i] == DELIVERED for i in produced) and bool(retry_reason)
+        self._stalled = self._stalled + 1 if stalled else 0
+        if fatal or (self.config.idempotence and self._stalled >= 2):
+            # The idempotent producer lost its state, or made no progress for two rounds: after a broker
+            # lost its log (a restart with memory storage, a rebuilt cluster) librdkafka's idempotence
+            # state can wait forever for sequence numbers the broker no longer knows. A fresh producer
+            # gets a new producer id; the messages not yet delivered are re-sent on the next attempt.
+            log.warning("exporter %s: %s, recreating the producer", self.name,
+                        "producer fatal error" if fatal else f"no delivery in two rounds ({retry_reason})")
+            self._stalled = 0
             self._drop_producer()
         if missing:
             return SendResult(Outcome.RETRY, "kafka_no_delivery_report")

@@ -26,7 +26,7 @@ import msgspec
 from pydantic import Field
 
 from siemhub.collector.event import decode_json
-from siemhub.exporters.kafka import KafkaConnection, client_config
+from siemhub.exporters.kafka import KafkaConnection, LibrdkafkaLog, client_config
 
 log = logging.getLogger("siemhub.sources.kafka")
 
@@ -103,7 +103,7 @@ class KafkaSource:
             path = self.cfg.dead_letter_path
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._dead_letter = open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")  # noqa: SIM115
-        consumer = self._consumer = Consumer(self.consumer_config(), logger=log)
+        consumer = self._consumer = Consumer(self.consumer_config(), logger=LibrdkafkaLog(log))
         consumer.subscribe(self.cfg.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         end = time.monotonic() + duration if duration else float("inf")
