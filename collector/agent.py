@@ -17,6 +17,7 @@ from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
+from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
 from siemhub.collector.sensors import Sensor
 
@@ -39,6 +40,7 @@ class Pipeline:
         self.router = Router(routes, self.runners, self.metrics)
         self._lock = threading.Lock()  # sensors emit from their own threads
         self._started: list[ExporterRunner] = []
+        self.redactor = Redactor.from_config(getattr(cfg.agent, "redact", None))
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -49,9 +51,17 @@ class Pipeline:
                 raise StartupError(f"exporter {runner.name!r} cannot start: {exc}") from exc
             self._started.append(runner)
 
-    def emit(self, events: list[Event], wait: bool = False) -> dict[str, int]:
-        """Route events to their exporters; returns acknowledgement marks (see `delivered`)."""
+    def emit(self, events: list[Event], wait: bool = False, to: str | None = None) -> dict[str, int]:
+        """Route events to their exporters (or only to exporter `to`: replayed dead letters); returns
+        acknowledgement marks (see `delivered`). Redaction happens here, the one place every event
+        passes before any exporter sees it."""
+        if self.redactor is not None and events:
+            n = self.redactor.apply(events)
+            if n:
+                self.metrics.redacted.inc(n)
         with self._lock:
+            if to is not None:
+                return {to: self.runners[to].put_many(list(events), wait)}
             return self.router.route(events, wait)
 
     def delivered(self, marks: dict[str, int]) -> bool:

@@ -135,35 +135,37 @@ def _follow(path: str, output: str, types: set[str], duration: float | None) -> 
 @click.option("-c", "--config", "path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 @click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]))
 def replay(file: str, path: str | None, log_level: str) -> None:
-    """Feed a JSON-lines file of native events through the router and exporters."""
+    """Feed a JSON-lines file of native events (or dead-letter records) through the router and
+    exporters. A dead letter goes back to the exporter it names when the config has it."""
     from siemhub.collector.agent import Pipeline
+    from siemhub.collector.sources.replay import ReplayStats, read_lines
 
     _logging(log_level)
     cfg = _load(path)
     pipe = Pipeline(cfg)
-    pipe.start()
-    good = bad = 0
-    first_bad: list[str] = []
-    batch = []
+    try:
+        pipe.start()
+    except Exception as exc:  # noqa: BLE001 - StartupError: name and reason, exit 1
+        click.echo(f"siemhub: cannot start: {exc}", err=True)
+        sys.exit(1)
+    stats = ReplayStats()
+    batch: list = []
+    dest: str | None = None
     with open(file, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(decode_json(line))
-                good += 1
-            except msgspec.MsgspecError as exc:
-                bad += 1
-                if len(first_bad) < 5:
-                    first_bad.append(f"{file}:{lineno}: {exc}")
-            if len(batch) >= 1000:
-                pipe.emit(batch, wait=True)
+        for event, exporter in read_lines(f, file, stats):
+            to = exporter if exporter in pipe.runners else None
+            if batch and (to != dest or len(batch) >= 1000):
+                pipe.emit(batch, wait=True, to=dest)
                 batch = []
-    pipe.emit(batch, wait=True)
+            dest = to
+            batch.append(event)
+    pipe.emit(batch, wait=True, to=dest)
     counts = pipe.stop(cfg.agent.shutdown_deadline)
-    for line in first_bad:
+    good, bad = stats.good, stats.bad
+    for line in stats.first_bad:
         click.echo(f"skipped {line}", err=True)
-    click.echo(f"replayed {good} events, skipped {bad} unreadable lines", err=True)
+    click.echo(f"replayed {good} events ({stats.dead_letters} from dead letters), "
+               f"skipped {bad} unreadable lines", err=True)
     for name, c in counts.items():
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
         click.echo(f"exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from siemhub.collector.event import EVENT_TYPES, SEVERITIES
+from siemhub.collector.redact import RedactConfig
 from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
 from siemhub.collector.sources.kafka import KafkaSourceConfig
 
@@ -123,6 +124,7 @@ class AgentConfig(_Strict):
     routes: list[RouteConfig] = Field(min_length=1)
     metrics: MetricsConfig = MetricsConfig()
     sources: SourcesConfig = SourcesConfig()
+    redact: RedactConfig = RedactConfig()
     status_interval: float = Field(60.0, ge=0, description="seconds between agent_status events (0: off)")
     shutdown_deadline: float = Field(10.0, ge=0, description="seconds to drain queues on SIGTERM")
 

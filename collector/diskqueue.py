@@ -379,27 +379,39 @@ class DiskQueue:
     def drop_oldest(self, need_bytes: int) -> int:
         """Free at least `need_bytes` (if possible) by dropping the oldest unread records, a whole
         segment at a time. Returns the number of records dropped. Records in flight are never
-        dropped: their segment goes once they are acknowledged."""
+        dropped: the segment holding them goes once they are acknowledged, so while a batch is in
+        flight the segments after it go first."""
         dropped = 0
         with self._lock:
-            if len(self._segs) == 1 and self._sizes[self._segs[0]]:
-                self._new_segment(self._segs[0] + 1)  # make the write segment droppable
-            while self.bytes + need_bytes > self.max_bytes and len(self._segs) > 1:
+            while self.bytes + need_bytes > self.max_bytes:
                 seg = self._rseg
                 if seg == self._segs[-1]:
                     if not self._sizes[seg]:
                         break
-                    self._new_segment(seg + 1)
+                    self._new_segment(seg + 1)  # make the write segment droppable
                 n = self._counts.get(seg, 0)
                 self._counts[seg] = 0
                 self._unread -= n
                 self._skipped += n
                 dropped += n
                 i = self._segs.index(seg)
-                self._rseg, self._roff = self._segs[i + 1], 0
-                if self._inflight:
-                    break  # the space comes back when the batch in flight is acknowledged
-                self._set_ack(self._rseg, 0)
+                nxt = self._segs[i + 1]
+                if not self._inflight:
+                    self._rseg, self._roff = nxt, 0
+                    self._set_ack(nxt, 0)  # deletes seg
+                elif seg != self._aseg and self._roff == 0:
+                    # wholly unread, after the batch in flight: delete it now
+                    self._segs.pop(i)
+                    for d in (self._sizes, self._limit, self._counts):
+                        d.pop(seg, None)
+                    if self._rfd_seg == seg and self._rfd is not None:
+                        os.close(self._rfd)
+                        self._rfd, self._rfd_seg = None, -1
+                    self._unlink(seg)
+                    self._rseg, self._roff = nxt, 0
+                else:
+                    # shares its file with records in flight: freed by their ack
+                    self._rseg, self._roff = nxt, 0
             self.dropped_oldest += dropped
         return dropped
 

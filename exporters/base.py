@@ -14,9 +14,9 @@ import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from siemhub.collector.event import Event
 
@@ -92,12 +92,50 @@ class RetryConfig(_Strict):
     max_elapsed: float = Field(300.0, ge=0, description="give up after this long (0: never)")
 
 
+class BufferConfig(_Strict):
+    """Where accepted events wait (collector/delivery.py, collector/diskqueue.py)."""
+    type: Literal["memory", "disk"] = "memory"
+    path: str | None = Field(None, description="disk: directory of segment files (var/buffer/<exporter>)")
+    max_bytes: int = Field(1 << 30, ge=8192, description="disk: bound of the segment files")
+    segment_bytes: int = Field(16 << 20, ge=4096, description="disk: size of one segment file")
+    fsync: Literal["never", "batch", "always"] = "batch"
+    when_full: Literal["block", "drop_newest", "drop_oldest"] = "drop_newest"
+
+    @model_validator(mode="after")
+    def _two_segments(self) -> BufferConfig:
+        if self.type == "disk" and self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError("max_bytes must hold at least two segments (2 x segment_bytes)")
+        return self
+
+
+class DeadLetterConfig(_Strict):
+    """Where events this exporter gives up on go (collector/deadletter.py)."""
+    enabled: bool = True
+    path: str | None = Field(None, description="JSON-lines file (var/dead-letter/<exporter>.jsonl)")
+    exporter: str | None = Field(None, description="send them to this exporter instead of a file")
+    max_bytes: int = Field(100 << 20, ge=4096, description="file: beyond this, dead letters are counted only")
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> DeadLetterConfig:
+        if self.path is not None and self.exporter is not None:
+            raise ValueError("give either path or exporter, not both")
+        return self
+
+
+class CircuitBreakerConfig(_Strict):
+    failure_threshold: int = Field(5, ge=0, description="open after this many failed sends in a row (0: off)")
+    cooldown: float = Field(30.0, gt=0, description="seconds open before one probe batch is tried")
+
+
 class ExporterConfig(_Strict):
     type: str
     format: str = "native"
     queue: QueueConfig = QueueConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
+    buffer: BufferConfig = BufferConfig()
+    dead_letter: DeadLetterConfig = DeadLetterConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
 
 class Exporter:

@@ -17,6 +17,7 @@ from siemhub.collector.metrics import Metrics
 from siemhub.exporters.base import (
     DONE,
     BatchConfig,
+    CircuitBreakerConfig,
     Exporter,
     ExporterConfig,
     Outcome,
@@ -54,7 +55,8 @@ class FakeExporter(Exporter):
     def __init__(self, name: str = "fake", *, batch: int = 100, max_wait: float = 0.02, queue: int = 10_000,
                  retry: tuple[float, float, float, float] = (0.01, 0.02, 2.0, 5.0),
                  on_send: Callable[[list[str], int], SendResult] | None = None,
-                 on_encode: Callable[[list[Event]], None] | None = None) -> None:
+                 on_encode: Callable[[list[Event]], None] | None = None,
+                 breaker: tuple[int, float] = (0, 30.0), **extra) -> None:
         initial, maximum, multiplier, max_elapsed = retry
         super().__init__(name, ExporterConfig(
             type="fake",
@@ -62,6 +64,9 @@ class FakeExporter(Exporter):
             batch=BatchConfig(max_events=batch, max_wait=max_wait),
             retry=RetryConfig(initial_interval=initial, max_interval=maximum, multiplier=multiplier,
                               max_elapsed=max_elapsed),
+            # off unless a test turns it on: the retry tests count attempts
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=breaker[0], cooldown=breaker[1]),
+            **extra,
         ))
         self.on_send = on_send or (lambda _ids, _n: DONE)
         self.on_encode = on_encode
@@ -102,6 +107,12 @@ class FakeExporter(Exporter):
 
     def close(self):
         self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Default dead-letter files and disk buffers live under var/ of the working directory."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -498,3 +509,292 @@ def test_a_blocked_exporter_does_not_slow_another(make_runner):
         release.set()
     rs.stop(time.monotonic() + 2)
     assert rs.sent == 10
+
+
+# --- disk buffer -----------------------------------------------------------------------------------
+
+from siemhub.exporters.base import BufferConfig, DeadLetterConfig  # noqa: E402
+
+
+def disk(tmp_path, **kw) -> BufferConfig:
+    return BufferConfig(type="disk", path=str(tmp_path / "buf"), **{"segment_bytes": 4096, "max_bytes": 1 << 20, **kw})
+
+
+def test_disk_buffer_delivers_in_order_and_acknowledges(make_runner, tmp_path):
+    exp = FakeExporter(batch=7, max_wait=0.01, buffer=disk(tmp_path))
+    r = make_runner(exp)
+    evs = events(100)
+    seq = 0
+    for i in range(0, 100, 9):
+        seq = r.put_many(evs[i:i + 9])
+    assert seq == 100
+    wait_until(lambda: r.finished == 100)
+    assert exp.delivered == ids(evs)
+    assert r.buffered == 0
+    r.stop(time.monotonic() + 1)
+    assert exp.delivered == ids(evs) and r.dropped == {}
+
+
+def test_disk_buffer_survives_a_dead_backend_and_a_restart(make_runner, tmp_path):
+    down = threading.Event()
+    down.set()
+    exp = FakeExporter(batch=10, max_wait=0.01, retry=(0.01, 0.02, 2.0, 0), buffer=disk(tmp_path),
+                       on_send=lambda _i, _n: RETRY_503 if down.is_set() else DONE)
+    r = make_runner(exp)
+    evs = events(60)
+    r.put_many(evs)
+    wait_until(lambda: len(exp.attempts) >= 3)
+    r.stop(time.monotonic() + 0.1)  # the backend never came back: nothing is dropped, all stays on disk
+    assert r.dropped == {} and r.buffered == 60 and r.finished == 0
+    assert not list((tmp_path / "var" / "dead-letter").glob("*")) if (tmp_path / "var").exists() else True
+    down.clear()
+    exp2 = FakeExporter(batch=10, max_wait=0.01, buffer=disk(tmp_path))
+    r2 = make_runner(exp2)
+    assert r2.recovered == 60 and r2.accepted == 60
+    later = events(5)
+    assert r2.put_many(later) == 65
+    wait_until(lambda: r2.finished == 65)
+    assert exp2.delivered == ids(evs) + ids(later)  # the recovered events first, in order
+    r2.stop(time.monotonic() + 1)
+
+
+def test_disk_buffer_full_drop_newest_counts(make_runner, tmp_path):
+    exp = FakeExporter(batch=1000, max_wait=30, buffer=disk(tmp_path, max_bytes=8192, when_full="drop_newest"))
+    r = make_runner(exp)
+    r.put_many(events(500))
+    assert 0 < r.accepted < 500
+    assert r.dropped == {"buffer_full": 500 - r.accepted}
+    assert dropped_metric(r, "buffer_full") == 500 - r.accepted
+    r.stop(time.monotonic() + 1)
+    assert r.sent == r.accepted
+
+
+def test_disk_buffer_full_drop_oldest_keeps_the_newest_and_watermarks_hold(make_runner, tmp_path):
+    gate = threading.Event()
+    exp = FakeExporter(batch=5, max_wait=0.01, buffer=disk(tmp_path, max_bytes=8 * 4096, when_full="drop_oldest"),
+                       on_send=lambda _i, _n: (gate.wait(5), DONE)[1])
+    r = make_runner(exp)
+    evs = events(2000)
+    marks = [r.put_many(evs[i:i + 20]) for i in range(0, 2000, 20)]
+    assert marks[-1] == 2000
+    dropped = r.dropped.get("buffer_full_oldest", 0)
+    assert dropped > 0
+    gate.set()
+    wait_until(lambda: r.finished == 2000)
+    assert accounted(r) == 2000
+    assert exp.delivered[-20:] == ids(evs[-20:])  # the newest survived
+    assert exp.delivered == sorted(exp.delivered, key=lambda x: int(x[1:]))  # still FIFO
+    r.stop(time.monotonic() + 1)
+
+
+def test_block_policy_makes_the_producer_wait_instead_of_dropping(make_runner, tmp_path):
+    def slow(_ids, _n):
+        time.sleep(0.002)
+        return DONE
+
+    exp = FakeExporter(batch=8, max_wait=0.005, on_send=slow,
+                       buffer=disk(tmp_path, max_bytes=8192, when_full="block"))
+    r = make_runner(exp)
+    evs = events(600)
+    for i in range(0, 600, 50):
+        r.put_many(evs[i:i + 50])  # wait=False, like a sensor: block still waits
+    r.stop(time.monotonic() + 5)
+    assert r.dropped == {} and exp.delivered == ids(evs)
+
+
+def test_memory_block_policy(make_runner):
+    exp = FakeExporter(batch=4, max_wait=0.005, queue=10, buffer=BufferConfig(when_full="block"))
+    r = make_runner(exp)
+    evs = events(200)
+    for i in range(0, 200, 25):
+        r.put_many(evs[i:i + 25])
+    r.stop(time.monotonic() + 2)
+    assert r.dropped == {} and exp.delivered == ids(evs)
+
+
+def test_memory_drop_oldest(make_runner):
+    exp = FakeExporter(batch=1000, max_wait=30, queue=10, buffer=BufferConfig(when_full="drop_oldest"))
+    r = make_runner(exp)
+    evs = events(25)
+    assert r.put_many(evs) == 25
+    assert r.dropped == {"queue_full_oldest": 15}
+    r.stop(time.monotonic() + 1)
+    assert exp.delivered == ids(evs[15:])
+    assert r.finished == 25
+
+
+def test_watermark_is_never_ahead_of_delivery(make_runner, tmp_path):
+    delivered_upto = []
+
+    def check(batch_ids, _n):
+        return DONE
+
+    exp = FakeExporter(batch=6, max_wait=0.002, buffer=disk(tmp_path, max_bytes=8192, when_full="drop_oldest"),
+                       on_send=check)
+    r = make_runner(exp)
+    evs = events(300)
+    pos = {e.id: i + 1 for i, e in enumerate(evs)}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            f = r.finished
+            with exp.lock:
+                got = {pos[x] for x in exp.delivered}
+            # every event up to `finished` was delivered or counted as dropped
+            missing = [s for s in range(1, f + 1) if s not in got]
+            delivered_upto.append((f, len(missing)))
+            time.sleep(0.001)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    for i in range(0, 300, 30):
+        r.put_many(evs[i:i + 30])
+    wait_until(lambda: r.finished == 300)
+    stop.set()
+    t.join()
+    assert accounted(r) == 300
+    dropped = r.dropped.get("buffer_full_oldest", 0)
+    assert all(missing <= dropped for _, missing in delivered_upto)
+    r.stop(time.monotonic() + 1)
+
+
+# --- dead letters ----------------------------------------------------------------------------------
+
+
+def read_dead_letters(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in open(path, "rb")]
+
+
+def test_give_up_and_failed_items_go_to_the_dead_letter_file(make_runner, tmp_path):
+    import os
+    import stat
+
+    def answer(batch_ids, attempt):
+        if attempt == 1:
+            return SendResult(Outcome.GIVE_UP, "http_400")
+        return SendResult(Outcome.DONE, items=[(1, Outcome.GIVE_UP, "mapper_parsing")])
+
+    exp = FakeExporter(batch=3, max_wait=0.01, on_send=answer)
+    r = make_runner(exp)
+    evs = events(6)
+    r.put_many(evs)
+    wait_until(lambda: accounted(r) == 6)
+    r.stop(time.monotonic() + 1)
+    path = tmp_path / "var" / "dead-letter" / "fake.jsonl"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    recs = read_dead_letters(path)
+    assert [(d["event"]["id"], d["reason"], d["attempts"], d["exporter"]) for d in recs] == [
+        (evs[0].id, "http_400", 1, "fake"), (evs[1].id, "http_400", 1, "fake"), (evs[2].id, "http_400", 1, "fake"),
+        (evs[4].id, "mapper_parsing", 1, "fake")]  # attempts: sends of that batch
+    assert recs[0]["time"].endswith("Z")
+    assert r.dead_lettered == {"http_400": 3, "mapper_parsing": 1}
+    assert r._metrics.value("siemhub_exporter_dead_lettered_total", exporter="fake", reason="http_400") == 3
+
+
+def test_retries_exhausted_are_dead_lettered_with_the_attempt_count(make_runner, tmp_path):
+    exp = FakeExporter(batch=4, max_wait=0.01, retry=(0.01, 0.01, 1.0, 0.05), on_send=lambda _i, _n: RETRY_503,
+                       dead_letter=DeadLetterConfig(path=str(tmp_path / "dl.jsonl")))
+    r = make_runner(exp)
+    r.put_many(events(4))
+    wait_until(lambda: accounted(r) == 4)
+    recs = read_dead_letters(tmp_path / "dl.jsonl")
+    assert len(recs) == 4 and {d["reason"] for d in recs} == {"retries_exhausted_http_503"}
+    assert recs[0]["attempts"] == len(exp.attempts) >= 3
+
+
+def test_dead_letters_to_another_exporter_are_tagged(make_runner):
+    metrics = Metrics()
+    main = FakeExporter("main", batch=2, max_wait=0.01, on_send=lambda _i, _n: SendResult(Outcome.GIVE_UP, "http_413"),
+                        dead_letter=DeadLetterConfig(exporter="spare"))
+    spare = FakeExporter("spare", batch=2, max_wait=0.01)
+    rm, rs = make_runner(main, metrics), make_runner(spare, metrics)
+    rm.link({"main": rm, "spare": rs})
+    evs = events(4)
+    rm.put_many(evs)
+    wait_until(lambda: rs.sent == 4)
+    assert spare.delivered == ids(evs)
+    assert rm.dead_lettered == {"http_413": 4}
+
+
+def test_dead_letters_disabled_only_count(make_runner, tmp_path):
+    exp = FakeExporter(batch=2, max_wait=0.01, on_send=lambda _i, _n: SendResult(Outcome.GIVE_UP, "http_400"),
+                       dead_letter=DeadLetterConfig(enabled=False))
+    r = make_runner(exp)
+    r.put_many(events(2))
+    wait_until(lambda: accounted(r) == 2)
+    assert r.dropped == {"http_400": 2} and r.dead_lettered == {}
+    assert not (tmp_path / "var").exists()
+
+
+def test_shutdown_leftovers_of_a_memory_queue_are_dead_lettered(make_runner, tmp_path):
+    release = threading.Event()
+    exp = FakeExporter(batch=5, max_wait=0.01, on_send=lambda _i, _n: (release.wait(3), DONE)[1])
+    r = make_runner(exp)
+    r.put_many(events(20))
+    wait_until(lambda: exp.sending)
+    try:
+        r.stop(time.monotonic() + 0.05)
+    finally:
+        release.set()
+    assert r.dead_lettered == {"shutdown_deadline": 15}
+
+
+# --- circuit breaker and isolation ------------------------------------------------------------------
+
+
+def test_circuit_breaker_opens_then_probes_and_closes(make_runner):
+    up = threading.Event()
+    exp = FakeExporter(batch=5, max_wait=0.01, retry=(0.005, 0.005, 1.0, 0), breaker=(3, 0.15),
+                       on_send=lambda _i, _n: DONE if up.is_set() else RETRY_503)
+    r = make_runner(exp)
+    r.put_many(events(5))
+    wait_until(lambda: r.breaker.state == r.breaker.OPEN)
+    n = len(exp.attempts)
+    assert n == 3
+    assert r._metrics.value("siemhub_exporter_circuit_state", exporter="fake") == 1
+    time.sleep(0.1)
+    assert len(exp.attempts) == n  # open: no sends at all
+    wait_until(lambda: len(exp.attempts) == n + 1, timeout=1)  # one probe after the cool-down
+    assert r.breaker.state == r.breaker.OPEN  # the probe failed: open again
+    up.set()
+    wait_until(lambda: r.sent == 5, timeout=1)
+    assert r.breaker.state == r.breaker.CLOSED and r.dropped == {}
+    assert r._metrics.value("siemhub_exporter_circuit_state", exporter="fake") == 0
+
+
+def test_time_open_does_not_use_up_the_retry_budget(make_runner):
+    up = threading.Event()
+    exp = FakeExporter(batch=5, max_wait=0.01, retry=(0.005, 0.005, 1.0, 0.05), breaker=(2, 0.1),
+                       on_send=lambda _i, _n: DONE if up.is_set() else RETRY_503)
+    r = make_runner(exp)
+    r.put_many(events(5))
+    time.sleep(0.3)  # far beyond max_elapsed, but mostly open
+    up.set()
+    wait_until(lambda: r.sent == 5, timeout=1)
+    assert r.dropped == {}
+
+
+def test_a_dead_exporter_with_a_disk_buffer_does_not_slow_another(make_runner, tmp_path):
+    metrics = Metrics()
+    dead = FakeExporter("dead", batch=10, max_wait=0.005, retry=(0.005, 0.01, 2.0, 0), breaker=(3, 60),
+                        on_send=lambda _i, _n: (time.sleep(0.01), RETRY_503)[1], buffer=disk(tmp_path))
+    live = FakeExporter("live", batch=10, max_wait=0.005)
+    rd, rl = make_runner(dead, metrics), make_runner(live, metrics)
+    t0 = time.monotonic()
+    for _ in range(50):
+        evs = events(20)
+        rd.put_many(evs)
+        rl.put_many(evs)
+    wait_until(lambda: rl.sent == 1000, timeout=2)
+    took = time.monotonic() - t0
+    assert took < 1.0, took
+    wait_until(lambda: rd.breaker.state == rd.breaker.OPEN)
+    time.sleep(0.05)
+    assert rd.breaker.state == rd.breaker.OPEN and len(dead.attempts) == 3  # the breaker saves the sends
+    assert rd.buffered == 1000 and rd.dropped == {}
+    rd.stop(time.monotonic() + 0.05)
+    assert rd.buffered == 1000

@@ -1,0 +1,182 @@
+"""Redaction: secrets in command lines are replaced by `***` before an event reaches any exporter.
+
+Applied once, in Pipeline.emit, to `process.args` and `parent.args`. A process whose args were changed
+gets the flag `redacted`. Built-in rules:
+
+- `name=value` and `name: value` where the name ends in a secret word (password, passwd, pass, pwd,
+  secret, token, api_key/apikey, access_key, private_key, client_secret, credential(s), auth), as
+  flags (`--db-password=x`), environment assignments (`AWS_SECRET_ACCESS_KEY=x`) or JSON/YAML-ish text
+  (`{"password": "x"}`); the name must start at a word boundary, so `compass=3` is left alone;
+- such a flag followed by its value in the next argument (`--password x`, `--token x`);
+- `Authorization: <scheme> x` and `Bearer x`;
+- well-known token shapes: GitHub (`ghp_` ...), Slack (`xoxb-` ...), GitLab, AWS access key ids,
+  `sk-` API keys, JWTs;
+- the password of a URL (`scheme://user:***@host`);
+- tool options that only mean a password for that tool: `mysql -pX` (attached; a bare `-p` prompts),
+  `sshpass -p X`, `redis-cli -a X`, `curl -u user:X`.
+
+Extra rules come from the config (`redact.rules: [{name, pattern}]`): a regex whose group `secret`
+(or, without it, the whole match) is replaced.
+
+Cost: one regex search over the joined args decides whether any rule can apply; arguments without a
+candidate word cost about a microsecond per event (README, "Redaction").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from siemhub.collector.event import Event, Process
+
+MASK = "***"
+
+_WORD = (r"(?:password|passwd|passphrase|pass|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
+         r"|private[_-]?key|client[_-]?secret|credentials?|auth)")
+_NAME = rf"(?:[A-Za-z0-9]+[_.-])*{_WORD}"
+
+# name=value / name: value, anywhere in an argument (sh -c strings, JSON bodies).
+_ASSIGN = re.compile(rf"""(?i)(?<![A-Za-z0-9])(-{{0,2}}{_NAME}["']?\s*[=:]\s*["']?)(?!\*\*\*)([^\s"'&;,]+)""")
+# a flag whose value is the next argument
+_FLAG = re.compile(rf"(?i)-{{1,2}}{_NAME}")
+_AUTH = re.compile(r"""(?i)(authorization\s*[:=]\s*(?:(?:bearer|basic|token|digest|negotiate)\s+)?)(?!\*\*\*)([^\s"']+)""")
+_BEARER = re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/=-]{8,})")
+_TOKENS = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\*\*\*@)([^/\s@]+)(@)")
+
+# The cheap test: could any built-in rule apply to this text?
+_PRECHECK = re.compile(
+    r"(?i)pass|pwd|secret|token|key|auth|bearer|credential|gh[pousr]_|github_pat|xox|glpat|AKIA|sk-|eyJ|://[^/\s]*@")
+
+# Tools whose short options mean "password" only for them: basename -> (option, attached allowed, separate)
+_TOOLS: dict[str, tuple[str, bool, bool]] = {
+    "mysql": ("-p", True, False), "mysqldump": ("-p", True, False), "mysqladmin": ("-p", True, False),
+    "mariadb": ("-p", True, False), "mariadb-dump": ("-p", True, False), "mysqlimport": ("-p", True, False),
+    "sshpass": ("-p", True, True),
+    "redis-cli": ("-a", True, True),
+}
+_USERPASS_TOOLS = {"curl": ("-u", "--user"), "wget": (), "http": ("-a", "--auth")}
+
+
+class RedactRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    pattern: str = Field(description="regex; its group `secret`, or the whole match, is replaced")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regex: {exc}") from None
+        return v
+
+
+class RedactConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    rules: list[RedactRule] = []
+
+
+def _mask_group(name: str):
+    def repl(m: re.Match) -> str:
+        s, e = m.span(name)
+        if s < 0:
+            return m.group(0)
+        return m.group(0)[: s - m.start()] + MASK + m.group(0)[e - m.start():]
+    return repl
+
+
+def _basename(p: Process) -> str:
+    path = p.binary or (p.args[0] if p.args else "")
+    return path.rsplit("/", 1)[-1]
+
+
+class Redactor:
+    def __init__(self, rules: Sequence[RedactRule] = ()) -> None:
+        self._custom = []
+        for r in rules:
+            rx = re.compile(r.pattern)
+            repl = _mask_group("secret") if "secret" in rx.groupindex else (lambda m: MASK)
+            self._custom.append((rx, repl))
+        self.redacted = 0  # events changed
+
+    @classmethod
+    def from_config(cls, cfg: RedactConfig | None) -> Redactor | None:
+        if cfg is None or not cfg.enabled:
+            return None
+        return cls(cfg.rules)
+
+    def apply(self, events: Sequence[Event]) -> int:
+        """Redact in place (each event's process/parent is replaced by a redacted copy, never
+        mutated: the process cache shares them). Returns the number of events changed."""
+        changed = 0
+        for e in events:
+            hit = False
+            p = e.process
+            if p is not None and p.args:
+                q = self.process(p)
+                if q is not p:
+                    e.process, hit = q, True
+            p = e.parent
+            if p is not None and p.args:
+                q = self.process(p)
+                if q is not p:
+                    e.parent, hit = q, True
+            changed += hit
+        self.redacted += changed
+        return changed
+
+    def process(self, p: Process) -> Process:
+        args = self.args(p.args, _basename(p))
+        if args is None:
+            return p
+        flags = p.flags if "redacted" in p.flags else [*p.flags, "redacted"]
+        return msgspec.structs.replace(p, args=args, flags=flags)
+
+    def args(self, args: list[str], tool: str = "") -> list[str] | None:
+        """A redacted copy of args, or None when nothing had to change."""
+        joined = "\n".join(args)
+        tool_rule = _TOOLS.get(tool)
+        userpass = _USERPASS_TOOLS.get(tool)
+        custom = [c for c in self._custom if c[0].search(joined)] if self._custom else ()
+        if not custom and tool_rule is None and userpass is None and not _PRECHECK.search(joined):
+            return None
+        out = list(args)
+        mask_next = False
+        for i, a in enumerate(out):
+            if mask_next:
+                mask_next = False
+                if a != MASK:
+                    out[i] = MASK
+                continue
+            b = a
+            if len(b) > 1 and b[0] == "-" and _FLAG.fullmatch(b) and i + 1 < len(out):
+                mask_next = True
+            elif tool_rule is not None and b.startswith(tool_rule[0]) and i > 0:
+                opt, attached, separate = tool_rule
+                if len(b) > len(opt) and attached and b[len(opt):] != MASK:
+                    b = opt + MASK
+                elif b == opt and separate and i + 1 < len(out):
+                    mask_next = True
+            elif userpass and b in userpass and i + 1 < len(out) and ":" in out[i + 1]:
+                user, _, secret = out[i + 1].partition(":")
+                if secret and secret != MASK:
+                    out[i + 1] = f"{user}:{MASK}"
+            if _PRECHECK.search(b):
+                b = _ASSIGN.sub(lambda m: m.group(1) + MASK, b)
+                b = _AUTH.sub(lambda m: m.group(1) + MASK, b)
+                b = _BEARER.sub(lambda m: m.group(1) + MASK, b)
+                b = _TOKENS.sub(MASK, b)
+                b = _URL.sub(lambda m: m.group(1) + MASK + m.group(3), b)
+            for rx, repl in custom:
+                b = rx.sub(repl, b)
+            out[i] = b
+        return out if out != args else None
