@@ -1,0 +1,116 @@
+"""Kafka exporter throughput vs a raw confluent-kafka producer, same broker, same run.
+
+Starts Tansu on 127.0.0.1 (memory storage). The raw producer sends pre-serialized messages (the same
+native JSON bytes, keys and headers the exporter would send) with the same librdkafka settings (lz4,
+idempotent, acks=all, linger 20 ms) and flushes at the end; the exporter path is the whole pipeline:
+Pipeline.emit -> queue -> batch -> encode -> produce -> wait for every delivery report. Rounds
+alternate to share the machine's noise. Prints events/s, the ratio (target >= 0.80) and process CPU
+per event (the broker's CPU is not counted: it runs in its own process).
+
+    .venv/bin/python bench/kafka_throughput.py [--events 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from siemhub.collector import config  # noqa: E402
+from siemhub.collector.agent import Pipeline  # noqa: E402
+from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from tests.servers.tansu import Tansu  # noqa: E402
+
+
+def make_events(n: int) -> list[Event]:
+    out = []
+    for i in range(n):
+        p = Process(exec_id=f"ZXhlYy1ub2RlLWE6{i:012d}", pid=10_000 + i % 30_000, tid=10_000 + i % 30_000, ppid=1,
+                    parent_exec_id="ZXhlYy1ub2RlLWE6MQ==", uid=1000, euid=1000, gid=1000, egid=1000,
+                    binary="/usr/bin/curl", args=["curl", "-s", "-o", "/dev/null", f"https://example.com/{i}"],
+                    cwd="/home/alice", comm="curl", start_time="2026-11-25T22:21:27.507097186Z")
+        out.append(Event(id=f"bench-{i}", time="2026-11-25T22:21:27.507097186Z", type="process_exec",
+                         node=Node(name="node-a"), process=p, **EVENT_BASE))
+    return out
+
+
+def run_exporter(bootstrap: str, topic: str, events: list[Event]) -> tuple[float, float]:
+    cfg = config.parse(f"""
+exporters:
+  k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_events: 4096, max_wait: 0.05}},
+      queue: {{max_events: 50000}}}}
+routes: [{{name: all, to: [k]}}]
+metrics: {{enabled: false}}
+status_interval: 0
+""", "<bench>")
+    pipe = Pipeline(cfg)
+    pipe.start()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    marks = {}
+    for i in range(0, len(events), 1000):
+        marks = pipe.emit(events[i:i + 1000], wait=True)
+    while not pipe.delivered(marks):
+        time.sleep(0.001)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    counts = pipe.stop(5)
+    assert counts["k"]["sent"] == len(events), counts
+    return wall, cpu
+
+
+def run_raw(bootstrap: str, topic: str, messages: list) -> tuple[float, float]:
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000,
+                  "queue.buffering.max.messages": 1_000_000})
+    p.list_topics(timeout=10)
+    failed = []
+    cb = lambda err, msg: failed.append(err) if err else None  # noqa: E731
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i, (key, value, headers) in enumerate(messages):
+        p.produce(topic, value, key, headers=headers, on_delivery=cb)
+        if i % 1000 == 0:
+            p.poll(0)
+    p.flush(60)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    assert not failed, failed[:3]
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    events = make_events(args.events)
+    # the exact bytes the exporter sends, built once outside the timed loop for the raw producer
+    from siemhub.exporters.kafka import KafkaExporter
+    enc_cfg = config.parse('exporters: {k: {type: kafka, brokers: ["x:1"]}}\nroutes: [{name: a, to: [k]}]')
+    enc = KafkaExporter("enc", enc_cfg.exporters["k"][1]).encode(events)
+    messages = [(key, value, headers) for _, key, value, headers in enc]
+    size = statistics.mean(len(v) for _, v, _ in messages)
+    print(f"{args.events} events, {size:.0f} bytes each (native JSON), lz4, idempotent, acks=all, linger 20 ms")
+    with Tansu() as broker:
+        results = {"raw": [], "exporter": []}
+        for r in range(args.rounds):
+            for kind in ("raw", "exporter"):
+                topic = f"bench.{kind}.{r}"
+                wall, cpu = (run_raw(broker.bootstrap, topic, messages) if kind == "raw"
+                             else run_exporter(broker.bootstrap, topic, events))
+                results[kind].append((args.events / wall, cpu / args.events * 1e6))
+                print(f"  round {r + 1} {kind:8s}: {args.events / wall:9,.0f} events/s, "
+                      f"{cpu / args.events * 1e6:5.1f} µs CPU/event")
+    raw = statistics.median(x[0] for x in results["raw"])
+    exp = statistics.median(x[0] for x in results["exporter"])
+    raw_cpu = statistics.median(x[1] for x in results["raw"])
+    exp_cpu = statistics.median(x[1] for x in results["exporter"])
+    print(f"median: raw {raw:,.0f}/s ({raw_cpu:.1f} µs CPU/event), exporter {exp:,.0f}/s ({exp_cpu:.1f} µs CPU/event)")
+    print(f"ratio exporter/raw: {exp / raw:.2f} (target >= 0.80)")
+
+
+if __name__ == "__main__":
+    main()
