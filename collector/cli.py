@@ -25,6 +25,16 @@ def _load(path: str | None) -> config_mod.LoadedConfig:
         sys.exit(2)
 
 
+def _delivery_extra(c: dict) -> str:
+    """`; dead-lettered ...; N left in the disk buffer` for the exit summaries."""
+    out = ""
+    if c.get("dead_lettered"):
+        out += "; dead-lettered " + ", ".join(f"{k}={v}" for k, v in c["dead_lettered"].items())
+    if c.get("buffered"):
+        out += f"; {c['buffered']} left in the disk buffer for the next start"
+    return out
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +71,8 @@ def run(path: str | None, duration: float | None, log_level: str) -> None:
         sys.exit(1)
     for name, c in counts.items():
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
-        click.echo(f"siemhub: exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
+        click.echo(f"siemhub: exporter {name}: sent {c['sent']}, dropped {dropped}"
+                   f"{_delivery_extra(c)}", err=True)
 
 
 @main.command()
@@ -168,7 +179,7 @@ def replay(file: str, path: str | None, log_level: str) -> None:
                f"skipped {bad} unreadable lines", err=True)
     for name, c in counts.items():
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
-        click.echo(f"exporter {name}: sent {c['sent']}, dropped {dropped}", err=True)
+        click.echo(f"exporter {name}: sent {c['sent']}, dropped {dropped}{_delivery_extra(c)}", err=True)
     if bad or any(c["dropped"] for c in counts.values()):
         sys.exit(1)
 

@@ -119,7 +119,7 @@ class MemoryBuffer:
         self._q.extend(take)
         return len(take)
 
-    def drop_oldest(self, n: int) -> int:
+    def drop_oldest(self, n: int, disk_full: bool = False) -> int:
         with self._lock:
             k = 0
             while k < n and self._q:
@@ -178,15 +178,15 @@ class DiskBuffer:
             self._need = len(payloads[n]) + 8
         return n
 
-    def drop_oldest(self, n: int) -> int:
-        return self.q.drop_oldest(self._need)
+    def drop_oldest(self, n: int, disk_full: bool = False) -> int:
+        return self.q.drop_oldest(self._need, disk_full)
 
     def take(self, n: int) -> tuple[list[Event], int]:
         out, bad = [], 0
         for raw in self.q.read(n):
             try:
                 out.append(self._dec.decode(raw))
-            except msgspec.MsgspecError:  # a valid record of another schema: cannot be sent
+            except (msgspec.MsgspecError, UnicodeDecodeError):  # a valid record of another schema
                 bad += 1
         return out, bad
 
@@ -308,7 +308,7 @@ class ExporterRunner:
                     time.sleep(0.002)
                     continue
                 if self.when_full == "drop_oldest":
-                    k = buf.drop_oldest(len(events))
+                    k = buf.drop_oldest(len(events), err is not None)
                     if k:
                         self._drop(f"{buf.full_reason}_oldest", k)
                         continue
@@ -477,8 +477,9 @@ class ExporterRunner:
                 last = result.reason or "retry"
                 delay = next(delays)
                 if self.breaker.state == CircuitBreaker.OPEN:
-                    log.warning("exporter %s: %d failures in a row (%s): circuit open for %.0fs", self.name,
-                                self.breaker.failures, result.reason, self.breaker.cooldown)
+                    if self.breaker.failures == self.breaker.threshold:  # once per outage, not per probe
+                        log.warning("exporter %s: %d failures in a row (%s): circuit open, one probe every %gs",
+                                    self.name, self.breaker.failures, result.reason, self.breaker.cooldown)
                     self._metrics.send_retries.labels(self.name, result.reason or "retry").inc()
                     continue  # the breaker's cool-down is the wait
                 elapsed = now - started - paused

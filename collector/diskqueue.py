@@ -376,14 +376,16 @@ class DiskQueue:
 
     # --- full-policy ----------------------------------------------------------------------------
 
-    def drop_oldest(self, need_bytes: int) -> int:
+    def drop_oldest(self, need_bytes: int, disk_full: bool = False) -> int:
         """Free at least `need_bytes` (if possible) by dropping the oldest unread records, a whole
         segment at a time. Returns the number of records dropped. Records in flight are never
         dropped: the segment holding them goes once they are acknowledged, so while a batch is in
         flight the segments after it go first."""
         dropped = 0
+        freed_one = not disk_full  # a full file system: free one segment, whatever max_bytes says
         with self._lock:
-            while self.bytes + need_bytes > self.max_bytes:
+            while self.bytes + need_bytes > self.max_bytes or not freed_one:
+                freed_one = True
                 seg = self._rseg
                 if seg == self._segs[-1]:
                     if not self._sizes[seg]:
@@ -410,7 +412,9 @@ class DiskQueue:
                     self._unlink(seg)
                     self._rseg, self._roff = nxt, 0
                 else:
-                    # shares its file with records in flight: freed by their ack
+                    # shares its file with records in flight: freed by their ack. Cut it at the read
+                    # position so that a rewind does not count the dropped records again.
+                    self._limit[seg] = min(self._limit[seg], self._roff)
                     self._rseg, self._roff = nxt, 0
             self.dropped_oldest += dropped
         return dropped

@@ -27,7 +27,15 @@ class ReplayStats:
 
 def parse_line(line: bytes) -> tuple[Event, str | None]:
     """(event, exporter named by a dead-letter record or None). Raises msgspec.MsgspecError on a
-    line that is neither."""
+    line that is neither (msgspec raises UnicodeDecodeError for bad UTF-8 inside a string: found by
+    fuzzing, turned into a DecodeError here)."""
+    try:
+        return _parse(line)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def _parse(line: bytes) -> tuple[Event, str | None]:
     if line.startswith(b'{"event":'):  # how deadletter.py writes them: try that first
         try:
             dl = decode_dead_letter(line)
