@@ -50,9 +50,10 @@ _TOKENS = re.compile(
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
 _URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\*\*\*@)([^/\s@]+)(@)")
 
-# The cheap test: could any built-in rule apply to this text?
+# The cheap test: could any built-in rule apply to this text? Run on the lower-cased text: a
+# case-insensitive alternation costs about 7x more in CPython's re (2.1 vs 0.3 µs here).
 _PRECHECK = re.compile(
-    r"(?i)pass|pwd|secret|token|key|auth|bearer|credential|gh[pousr]_|github_pat|xox|glpat|AKIA|sk-|eyJ|://[^/\s]*@")
+    r"pass|pwd|secret|token|key|auth|bearer|credential|gh[pousr]_|github_pat|xox|glpat|akia|sk-|eyj|://[^/\s]*@")
 
 # Tools whose short options mean "password" only for them: basename -> (option, attached allowed, separate)
 _TOOLS: dict[str, tuple[str, bool, bool]] = {
@@ -147,7 +148,7 @@ class Redactor:
         tool_rule = _TOOLS.get(tool)
         userpass = _USERPASS_TOOLS.get(tool)
         custom = [c for c in self._custom if c[0].search(joined)] if self._custom else ()
-        if not custom and tool_rule is None and userpass is None and not _PRECHECK.search(joined):
+        if not custom and tool_rule is None and userpass is None and not _PRECHECK.search(joined.lower()):
             return None
         out = list(args)
         mask_next = False
@@ -170,7 +171,7 @@ class Redactor:
                 user, _, secret = out[i + 1].partition(":")
                 if secret and secret != MASK:
                     out[i + 1] = f"{user}:{MASK}"
-            if _PRECHECK.search(b):
+            if _PRECHECK.search(b.lower()):
                 b = _ASSIGN.sub(lambda m: m.group(1) + MASK, b)
                 b = _AUTH.sub(lambda m: m.group(1) + MASK, b)
                 b = _BEARER.sub(lambda m: m.group(1) + MASK, b)
