@@ -6,6 +6,7 @@ kernel; so every kernel struct field a program reads comes from BTF as an -DOFF_
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from importlib import resources
 from pathlib import Path
@@ -26,10 +27,9 @@ def check_environment() -> None:
         raise BPFUnavailable("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON)")
     if not os.path.exists(btf.DEFAULT_PATH):
         raise BPFUnavailable(f"the kernel has no BTF ({btf.DEFAULT_PATH} missing)")
-    try:
-        import bcc  # noqa: F401
-    except ImportError as exc:
-        raise BPFUnavailable(f"bcc's Python bindings are missing (Debian package python3-bpfcc): {exc}") from None
+    # Only look for bcc: importing it would map all of LLVM into the agent; the loader child uses it.
+    if importlib.util.find_spec("bcc") is None:
+        raise BPFUnavailable("bcc's Python bindings are missing (Debian package python3-bpfcc)")
     for fstype, where, probe in _FILESYSTEMS:
         if not os.path.exists(os.path.join(where, probe)):
             os.makedirs(where, exist_ok=True)
@@ -37,10 +37,11 @@ def check_environment() -> None:
                 raise BPFUnavailable(f"{fstype} is not mounted on {where} and mounting it failed")
 
 
-def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int]):
-    """Compile bpf/<relpath> with the BTF offsets it needs and the given -D settings; returns bcc.BPF."""
+def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int], maps: list[str]):
+    """Compile and attach bpf/<relpath> with the BTF offsets it needs and the given -D settings, in a
+    child process (collector/bpfloader.py); returns the named maps and the attachments."""
     check_environment()
-    from bcc import BPF
+    from siemhub.collector import bpfloader, ringbuf
 
     try:
         resolved = btf.resolve_offsets(offsets)
@@ -48,8 +49,11 @@ def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: 
         raise BPFUnavailable(f"this kernel lacks a field the sensor needs: {exc}") from None
     root = bpf_dir()
     cflags = [f"-I{root / 'include'}", *btf.cflags(resolved), *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
-    # bcc prints compiler warnings from the mismatched headers to stderr; they are harmless.
+    if not ringbuf.available():
+        raise BPFUnavailable("the ring buffer reader supports x86-64 only for now (memory ordering)")
     try:
-        return BPF(src_file=str(root / relpath).encode(), cflags=cflags)
-    except Exception as exc:  # bcc raises bare Exception for compile and verifier failures
+        return bpfloader.load(str(root / relpath), cflags, maps)
+    except RuntimeError as exc:
         raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc
+    finally:
+        btf.release()

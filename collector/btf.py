@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["BTF", "BTFError", "resolve_offsets", "cflags"]
+__all__ = ["BTF", "BTFError", "resolve_offsets", "cflags", "release"]
 
 DEFAULT_PATH = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
@@ -234,3 +234,8 @@ def resolve_offsets(wanted: dict[str, tuple[str, str]], btf: BTF | None = None) 
 def cflags(offsets: dict[str, int]) -> list[str]:
     """Compiler -D flags for the offsets, sorted by macro name for stable builds."""
     return [f"-D{name}={offsets[name]}" for name in sorted(offsets)]
+
+
+def release() -> None:
+    """Forget the parsed BTF (about 12 MB): once the programs are compiled the agent needs no more of it."""
+    _cache.clear()

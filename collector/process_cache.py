@@ -34,6 +34,7 @@ NO_AUID = 0xFFFFFFFF
 S_ISUID, S_ISGID = 0o4000, 0o2000
 NS_KINDS = procfs.NS_KINDS
 _NS_OWNERS_MAX = 1 << 16
+_NO_ENTRY: list[str] = []  # shared by every process that entered nothing: never mutated
 
 
 class Entry:
@@ -212,8 +213,8 @@ class ProcessCache:
 
     def entered_namespaces(self, pid: int, ns: Namespaces, parent_ns: Namespaces | None) -> list[str]:
         """Namespaces of this exec that differ from its parent's and that another process used first."""
-        if parent_ns is None or ns == parent_ns:
-            return []
+        if parent_ns is None or ns is parent_ns or ns == parent_ns:
+            return _NO_ENTRY
         owners = self._ns_owner
         out = []
         for kind in NS_KINDS:

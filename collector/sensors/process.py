@@ -11,15 +11,17 @@ are flagged `truncated_cwd`); argv beyond `args_max_bytes` is cut and flagged `t
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
+import struct
+import sys
 import time
 from dataclasses import dataclass
 
 from siemhub.collector import ringbuf
 from siemhub.collector.bpfload import compile_program
+from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
 from siemhub.collector.event import (
@@ -108,6 +110,17 @@ _EXEC_SIZE = m.EXEC.size
 _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
 
+_MAPS = ["events", "lost", "filtered", "ignore_exe", "ignore_cgroup", "filters_on"]
+_EXE_KEY = struct.Struct("<QI4x")
+
+
+_intern = sys.intern
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "little")
+
+
 _LOST_KINDS = {m.MSG_EXEC: "exec", m.MSG_FORK: "fork", m.MSG_EXIT: "exit"}
 
 
@@ -134,10 +147,8 @@ class ProcessSensor(Sensor):
     def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
         self.config = config
         self.ctx = ctx
-        self._bpf = None
+        self._bpf: Loaded | None = None
         self._rb: ringbuf.RingBuffer | None = None
-        self._pending: list[bytes] = []
-        self._cb = None
         self.decode_errors = 0
         self._lost_seen: dict[int, int] = {}
         self._m_events = ctx.metrics.sensor_events.labels(self.name)
@@ -165,19 +176,8 @@ class ProcessSensor(Sensor):
             "SH_WAKEUP_EVERY": c.wakeup_every,
             "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
         }
-        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines)
-        table = self._bpf[b"events"]
-        if ringbuf.available():
-            self._rb = ringbuf.RingBuffer(table.map_fd, c.ringbuf_pages * 4096)
-        else:
-            pending = self._pending
-
-            def on_message(_ctx, data, size):
-                pending.append(ctypes.string_at(data, size))
-                return 0
-
-            self._cb = on_message  # keep a reference: bcc holds only a C pointer to it
-            table.open_ring_buffer(on_message)
+        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines, _MAPS)
+        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
@@ -194,22 +194,15 @@ class ProcessSensor(Sensor):
             if self._rb is not None:
                 self._rb.close()
                 self._rb = None
-            self._bpf.cleanup()
+            self._bpf.close()  # closing the attachments detaches the programs
             self._bpf = None
 
     # --- reading ---
 
     def _read(self, timeout: float) -> list[bytes]:
-        if self._rb is not None:
-            if timeout > 0:
-                self._rb.wait(timeout)
-            return self._rb.drain()
-        bpf = self._bpf
         if timeout > 0:
-            bpf.ring_buffer_poll(int(timeout * 1000))
-        bpf.ring_buffer_consume()  # wake-ups are batched: take whatever is there
-        raw, self._pending[:] = list(self._pending), []
-        return raw
+            self._rb.wait(timeout)
+        return self._rb.drain()  # wake-ups are batched: take whatever is there
 
     def poll(self, timeout: float) -> int:
         if self._bpf is None:
@@ -232,13 +225,14 @@ class ProcessSensor(Sensor):
             self._check_lost()
 
     def _check_lost(self) -> None:
-        filtered = sum(self._bpf[b"filtered"][ctypes.c_int(0)])
+        maps = self._bpf.maps
+        filtered = sum(maps["filtered"].lookup_percpu_u64(_u32(0)))
         if filtered > self.filtered:
             self._m_filtered.inc(filtered - self.filtered)
             self.filtered = filtered
-        table = self._bpf[b"lost"]
+        table = maps["lost"]
         for kind, name in _LOST_KINDS.items():
-            total = sum(table[ctypes.c_int(kind)])
+            total = sum(table.lookup_percpu_u64(_u32(kind)))
             new = total - self._lost_seen.get(kind, 0)
             if new > 0:
                 self._lost_seen[kind] = total
@@ -268,19 +262,16 @@ class ProcessSensor(Sensor):
                 problems.append(f"ignore.cgroups: {full}: {exc.strerror}")
         if problems:
             raise ValueError("; ".join(problems))
-        bpf = self._bpf
-        exe_map, cg_map = bpf[b"ignore_exe"], bpf[b"ignore_cgroup"]
+        maps = self._bpf.maps
+        exe_map, cg_map = maps["ignore_exe"], maps["ignore_cgroup"]
         exe_map.clear()
         cg_map.clear()
-        one = ctypes.c_uint8(1)
         for ino, dev in keys:
-            k = exe_map.Key()
-            k.ino, k.dev = ino, dev
-            exe_map[k] = one
+            exe_map.update(_EXE_KEY.pack(ino, dev), b"\x01")  # struct exe_key {u64 ino; u32 dev; u32 pad}
         for cid in ids:
-            cg_map[ctypes.c_uint64(cid)] = one
+            cg_map.update(cid.to_bytes(8, "little"), b"\x01")
         if keys or ids:
-            bpf[b"filters_on"][ctypes.c_int(0)] = ctypes.c_uint32(1)  # stays on: ignored_pids may hold entries
+            maps["filters_on"].update(_u32(0), _u32(1))  # stays on: ignored_pids may hold entries
         self.filters = {"binaries": list(binaries), "cgroups": list(cgroups)}
         log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
 
@@ -347,12 +338,12 @@ class ProcessSensor(Sensor):
         cwd = None
         if raw_cwd is not None:
             try:
-                cwd = raw_cwd.decode()
+                cwd = _intern(raw_cwd.decode())
             except UnicodeDecodeError:
                 cwd = escape_always(raw_cwd)
                 flags.append("non_utf8_cwd")
         try:
-            binary = raw_fn.decode()
+            binary = _intern(raw_fn.decode())  # thousands of processes share a few binaries and dirs
         except UnicodeDecodeError:
             binary = escape_always(raw_fn)
             flags.append("non_utf8_binary")
@@ -361,7 +352,7 @@ class ProcessSensor(Sensor):
             flags.extend(name for bit, name in _KFLAGS if kflags & bit and name not in flags)
         comm_raw = comm.split(b"\0", 1)[0]
         try:
-            comm_s = comm_raw.decode()
+            comm_s = _intern(comm_raw.decode())
         except UnicodeDecodeError:
             comm_s = escape_always(comm_raw)
             flags.append("non_utf8_comm")

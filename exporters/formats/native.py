@@ -33,7 +33,7 @@ class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 _encoder = msgspec.json.Encoder()
-_CACHE_MAX = 16384
+_CACHE_MAX = 4096  # recent images are the ones reused as parents
 # id(process) -> (process, its JSON). The process is kept referenced so that its id cannot be reused
 # by another object while the entry lives.
 _cache: dict[int, tuple[Process, msgspec.Raw]] = {}
