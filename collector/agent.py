@@ -104,11 +104,17 @@ class Agent:
         )
 
     def _build_sensors(self) -> None:
-        from siemhub.collector.sensors.process import ProcessSensor, SensorContext
+        """One sensor per section of `sensors:` that is set, found by name (entry points); the process
+        sensor first, since every other sensor names its processes through the shared cache."""
+        from siemhub.collector.sensors import SensorContext, load_sensor_class
 
         ctx = SensorContext(self.node, self.clock, self.ids, self.metrics, self.cache, self.pipeline.emit)
-        if self.cfg.agent.sensors.process is not None:
-            self.sensors.append(ProcessSensor(self.cfg.agent.sensors.process, ctx))
+        sections = self.cfg.agent.sensors
+        names = sorted(sections.model_fields, key=lambda n: (n != "process", n))
+        for name in names:
+            cfg = getattr(sections, name)
+            if cfg is not None:
+                self.sensors.append(load_sensor_class(name)(cfg, ctx))
 
     def start(self) -> None:
         a = self.cfg.agent
@@ -139,7 +145,7 @@ class Agent:
             self._threads.append(t)
 
     def _poll_loop(self, sensor: Sensor) -> None:
-        interval = self.cfg.agent.sensors.process.poll_interval if self.cfg.agent.sensors.process else 0.1
+        interval = sensor.poll_interval
         while not self._stop.is_set():
             try:
                 sensor.poll(interval)

@@ -507,8 +507,9 @@ class ExporterRunner:
         time.sleep(max(0.0, min(delay, self._deadline - time.monotonic())))
 
     def _give_up(self, events: list[Event], reason: str, attempts: int) -> None:
-        self._drop(reason, len(events))
+        # Dead letter first, count second: once a drop is visible its record is already written.
         self._dead_letter(events, reason, attempts)
+        self._drop(reason, len(events))
 
     def _dead_letter(self, events: list[Event], reason: str, attempts: int) -> None:
         if self.dead_letters is None or not events:

@@ -118,6 +118,58 @@ class Exit(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     duration_ns: int | None = None  # lifetime of this exec image, when its exec was seen
 
 
+class File(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """file_access body (file sensor)."""
+    operation: str  # open, write, unlink, rename, chmod, chown, truncate, ...
+    path: str  # absolute, resolved in the kernel where possible
+    flags: list[str] = []  # open flags (O_WRONLY, O_CREAT...), truncated_path, non_utf8_path, ...
+    mode: int | None = None  # chmod mode / open mode
+    uid: int | None = None  # chown owner
+    gid: int | None = None
+    target: str | None = None  # rename destination
+    inode: int | None = None
+    result: int | None = None  # syscall return value when known (negative errno)
+
+
+class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """network_connect / network_accept / network_close body (network sensor)."""
+    protocol: str  # tcp, udp
+    family: str  # ipv4, ipv6
+    direction: str | None = None  # outbound, inbound
+    source_ip: str | None = None
+    source_port: int | None = None
+    destination_ip: str | None = None
+    destination_port: int | None = None
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    duration_ns: int | None = None
+    dns_query: str | None = None
+
+
+class Privilege(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """privilege_change body (privilege sensor)."""
+    operation: str  # setuid, setgid, setresuid, capset, ptrace, module_load, bpf_load, mount, memfd_exec...
+    old_uid: int | None = None
+    new_uid: int | None = None
+    old_gid: int | None = None
+    new_gid: int | None = None
+    new_caps: list[str] = []
+    target_pid: int | None = None  # ptrace
+    name: str | None = None  # module, bpf program, memfd name
+    source: str | None = None  # mount source
+    target: str | None = None  # mount target
+    result: int | None = None
+
+
+class PolicyAction(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """policy_action body: what a policy matched and did."""
+    policy: str
+    rule: str | None = None
+    action: str  # post, notify, sigkill, block, ignore
+    enforced: bool = False  # the action took effect in the kernel (sigkill sent, syscall blocked)
+    reason: str | None = None
+
+
 class AgentStatus(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     counters: dict[str, int] = {}
 
@@ -136,6 +188,10 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     # grandparent first, then further up (sensors.process.ancestors levels); parent is `parent`
     ancestors: list[Process] = []
     exit: Exit | None = None
+    file: File | None = None
+    network: Network | None = None
+    privilege: Privilege | None = None
+    policy: PolicyAction | None = None
     status: AgentStatus | None = None
     tags: list[str] = []
 

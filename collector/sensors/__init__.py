@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from siemhub.collector.event import Event
 
 Emit = Callable[[list[Event]], None]
+
+
+@dataclass
+class SensorContext:
+    """What every sensor gets: who we are, the clock and ids, metrics, the shared process cache (to
+    name the process of every event), and `emit` (hand events to the router)."""
+
+    node: Any  # event.Node
+    clock: Any  # event.Clock
+    ids: Any  # event.EventIds
+    metrics: Any  # metrics.Metrics
+    cache: Any  # process_cache.ProcessCache
+    emit: Emit
 
 
 class BPFUnavailable(RuntimeError):
@@ -28,7 +42,10 @@ def bpf_required() -> bool:
 
 
 class Sensor:
+    """Constructed as cls(config, ctx): its section of `sensors:` in the config, and a SensorContext."""
+
     name: ClassVar[str]
+    poll_interval: float = 0.1  # seconds the agent's poll loop waits in poll() when idle
 
     def load(self) -> None:
         """Compile and attach the BPF programs. Raises BPFUnavailable when the kernel cannot."""

@@ -17,7 +17,6 @@ import signal
 import struct
 import sys
 import time
-from dataclasses import dataclass
 
 from siemhub.collector import ringbuf
 from siemhub.collector.bpfload import compile_program
@@ -25,12 +24,11 @@ from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
 from siemhub.collector.event import (
-    SCHEMA_VERSION, Clock, Container, Event, EventIds, Exit, Namespaces, Node, Process, escape_always,
+    SCHEMA_VERSION, Container, Event, Exit, Namespaces, Process, escape_always,
 )
-from siemhub.collector.metrics import Metrics
 from siemhub.collector.pending import PendingEvents
-from siemhub.collector.process_cache import NO_AUID, NS_KINDS, ProcessCache, binary_properties
-from siemhub.collector.sensors import Emit, Sensor
+from siemhub.collector.process_cache import NO_AUID, NS_KINDS, binary_properties
+from siemhub.collector.sensors import Sensor, SensorContext  # noqa: F401 - SensorContext re-exported
 from siemhub.collector.sensors import messages as m
 
 log = logging.getLogger("siemhub.sensors.process")
@@ -131,22 +129,13 @@ def signal_name(num: int) -> str:
         return f"SIG{num}"
 
 
-@dataclass
-class SensorContext:
-    node: Node
-    clock: Clock
-    ids: EventIds
-    metrics: Metrics
-    cache: ProcessCache
-    emit: Emit
-
-
 class ProcessSensor(Sensor):
     name = "process"
 
     def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
         self.config = config
         self.ctx = ctx
+        self.poll_interval = config.poll_interval
         self._bpf: Loaded | None = None
         self._rb: ringbuf.RingBuffer | None = None
         self.decode_errors = 0

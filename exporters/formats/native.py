@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from siemhub.collector.event import AgentStatus, Event, Exit, Node, Process
+from siemhub.collector.event import AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process
 
 
 class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -28,6 +28,10 @@ class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     parent: msgspec.Raw | None = None
     ancestors: list[msgspec.Raw] = []
     exit: Exit | None = None
+    file: File | None = None
+    network: Network | None = None
+    privilege: Privilege | None = None
+    policy: PolicyAction | None = None
     status: AgentStatus | None = None
     tags: list[str] = []
 
@@ -60,7 +64,8 @@ def _wire(e: Event) -> _Wire:
         process=_raw(e.process) if e.process is not None else None,
         parent=_raw(e.parent) if e.parent is not None else None,
         ancestors=[_raw(a) for a in e.ancestors] if e.ancestors else [],
-        exit=e.exit, status=e.status, tags=e.tags,
+        exit=e.exit, file=e.file, network=e.network, privilege=e.privilege, policy=e.policy, status=e.status,
+        tags=e.tags,
     )
 
 

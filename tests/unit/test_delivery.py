@@ -644,15 +644,17 @@ def test_watermark_is_never_ahead_of_delivery(make_runner, tmp_path):
             # every event up to `finished` was delivered or counted as dropped
             missing = [s for s in range(1, f + 1) if s not in got]
             delivered_upto.append((f, len(missing)))
-            time.sleep(0.001)
+            time.sleep(0.005)
 
-    t = threading.Thread(target=watch)
+    t = threading.Thread(target=watch, daemon=True)
     t.start()
-    for i in range(0, 300, 30):
-        r.put_many(evs[i:i + 30])
-    wait_until(lambda: r.finished == 300)
-    stop.set()
-    t.join()
+    try:
+        for i in range(0, 300, 30):
+            r.put_many(evs[i:i + 30])
+        wait_until(lambda: r.finished == 300, timeout=15)
+    finally:
+        stop.set()  # never leave the watcher running: it would hold the interpreter open
+        t.join()
     assert accounted(r) == 300
     dropped = r.dropped.get("buffer_full_oldest", 0)
     assert all(missing <= dropped for _, missing in delivered_upto)

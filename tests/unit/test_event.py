@@ -16,6 +16,10 @@ from siemhub.collector.event import (
     SCHEMA_VERSION,
     AgentStatus,
     BinaryProperties,
+    File,
+    Network,
+    PolicyAction,
+    Privilege,
     Caps,
     Namespaces,
     Clock,
@@ -262,11 +266,20 @@ def test_encode_decode_round_trip_with_every_optional_body():
         severity="high", node=Node(name="n1", labels={"zone": "a"}),
         process=_full_process(10), parent=_full_process(9), ancestors=[_full_process(8), _full_process(7)],
         exit=Exit(code=None, signal="SIGKILL", core_dumped=True, duration_ns=42),
+        file=File(operation="rename", path="/etc/passwd", flags=["O_WRONLY"], mode=0o644, uid=0, gid=0,
+                  target="/etc/passwd.new", inode=12, result=-13),
+        network=Network(protocol="tcp", family="ipv6", direction="outbound", source_ip="::1", source_port=40000,
+                        destination_ip="::1", destination_port=443, bytes_sent=10, bytes_received=20,
+                        duration_ns=5, dns_query="example.com"),
+        privilege=Privilege(operation="setresuid", old_uid=1000, new_uid=0, old_gid=1000, new_gid=0,
+                            new_caps=["CAP_SYS_ADMIN"], target_pid=7, name="m", source="/dev/sda", target="/mnt",
+                            result=0),
+        policy=PolicyAction(policy="fim", rule="shadow", action="sigkill", enforced=True, reason="read /etc/shadow"),
         status=AgentStatus(counters={"decode_errors": 3}), tags=["t1", "t2"],
     )
     # every field of every struct is set to a non-default value: nothing may be omitted or lost
     for s in (e, e.process, e.process.container, e.process.pod, e.process.pod.container, e.node, e.status,
-              e.process.caps, e.process.ns, e.process.binary_properties):
+              e.process.caps, e.process.ns, e.process.binary_properties, e.file, e.network, e.privilege, e.policy):
         for f in msgspec.structs.fields(s):
             assert getattr(s, f.name) not in (None, [], {}, ""), f"{type(s).__name__}.{f.name} not set"
     data = encode_json(e)
