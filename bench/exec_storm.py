@@ -58,13 +58,36 @@ def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
     return {ids[p["id"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in progs if p["id"] in ids}
 
 
-def workload(n: int, marker: str) -> float:
-    """fork+exec /bin/true n times; returns the CPU seconds of this loop and its children."""
+TINY_TRUE_C = r"""
+void _start(void) { __asm__ volatile("mov $60, %eax\n\txor %edi, %edi\n\tsyscall"); } /* exit(0) */
+"""
+
+
+def _spawn_loop(binary: str, n: int, marker: str) -> None:
+    for _ in range(n):
+        pid = os.posix_spawn(binary, [binary, marker], {})
+        os.waitpid(pid, 0)
+
+
+def workload(n: int, marker: str, binary: str, workers: int) -> float:
+    """fork+exec `binary` n times from `workers` processes; returns the CPU seconds of the loops and
+    their children (the workload's own CPU)."""
     before_self = resource.getrusage(resource.RUSAGE_SELF)
     before_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    for _ in range(n):
-        pid = os.posix_spawn("/bin/true", ["/bin/true", marker], {})
-        os.waitpid(pid, 0)
+    if workers == 1:
+        _spawn_loop(binary, n, marker)
+    else:
+        pids = []
+        for w in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _spawn_loop(binary, n // workers + (1 if w < n % workers else 0), marker)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
     after_self = resource.getrusage(resource.RUSAGE_SELF)
     after_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return sum(getattr(a, f) - getattr(b, f) for a, b in ((after_self, before_self), (after_kids, before_kids))
@@ -87,6 +110,9 @@ def count_marker(path: Path, marker: str) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--execs", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=1, help="parallel spawning processes")
+    ap.add_argument("--tiny", action="store_true",
+                    help="exec a 1-page static exit(0) program instead of /bin/true (reaches higher rates)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (eBPF)")
@@ -100,6 +126,11 @@ def main() -> None:
         f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never}}\n"
         "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
     )
+    binary = "/bin/true"
+    if args.tiny:
+        (tmp / "true.c").write_text(TINY_TRUE_C)
+        binary = str(tmp / "true")
+        subprocess.run(["gcc", "-O2", "-nostdlib", "-static", "-o", binary, str(tmp / "true.c")], check=True)
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
                              stderr=subprocess.PIPE, text=True)
@@ -119,7 +150,7 @@ def main() -> None:
         marker = f"storm-{os.getpid()}"
         cpu0, k0, t0 = proc_cpu(agent.pid), bpf_stats(agent.pid), time.monotonic()
         th0 = thread_cpu(agent.pid)
-        work_cpu = workload(args.execs, marker)
+        work_cpu = workload(args.execs, marker, binary, args.workers)
         wall = time.monotonic() - t0
         # Wait until every exec and exit has been written (or a timeout: then they count as lost).
         deadline = time.monotonic() + 30
@@ -143,7 +174,8 @@ def main() -> None:
               for p in PROGRAMS}
     kernel_ns = sum(rt for rt, _ in kernel.values())
     events = execs + exits
-    print(f"exec storm: {args.execs} fork+exec of /bin/true in {wall:.1f}s ({args.execs / wall:.0f} execs/s)")
+    print(f"exec storm: {args.execs} fork+exec of {'a static exit(0) program' if args.tiny else '/bin/true'} "
+          f"from {args.workers} worker(s) in {wall:.1f}s ({args.execs / wall:.0f} execs/s)")
     print(f"events written: {execs} exec + {exits} exit; lost: {args.execs - execs} exec, {args.execs - exits} exit")
     print(f"workload CPU: {work_cpu:.2f}s")
     print(f"agent user-space CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event, "

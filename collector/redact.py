@@ -108,6 +108,10 @@ class Redactor:
             repl = _mask_group("secret") if "secret" in rx.groupindex else (lambda m: MASK)
             self._custom.append((rx, repl))
         self.redacted = 0  # events changed
+        # id(process) -> (process, its redacted form). Process objects are shared and immutable: one
+        # image is the `process` of its exec and exit and the `parent` of its children, so each is
+        # checked once. The original is kept referenced so that its id cannot be reused meanwhile.
+        self._seen: dict[int, tuple[Process, Process]] = {}
 
     @classmethod
     def from_config(cls, cfg: RedactConfig | None) -> Redactor | None:
@@ -136,6 +140,17 @@ class Redactor:
         return changed
 
     def process(self, p: Process) -> Process:
+        hit = self._seen.get(id(p))
+        if hit is not None and hit[0] is p:
+            return hit[1]
+        q = self._process(p)
+        if len(self._seen) >= 8192:
+            for key in list(self._seen)[:4096]:  # oldest half: recent images are the ones seen again
+                del self._seen[key]
+        self._seen[id(p)] = (p, q)
+        return q
+
+    def _process(self, p: Process) -> Process:
         args = self.args(p.args, _basename(p))
         if args is None:
             return p
