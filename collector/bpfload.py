@@ -37,7 +37,8 @@ def check_environment() -> None:
                 raise BPFUnavailable(f"{fstype} is not mounted on {where} and mounting it failed")
 
 
-def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int], maps: list[str]):
+def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int], maps: list[str],
+                    before_release=None):
     """Compile and attach bpf/<relpath> with the BTF offsets it needs and the given -D settings, in a
     child process (collector/bpfloader.py); returns the named maps and the attachments."""
     check_environment()
@@ -52,7 +53,7 @@ def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: 
     if not ringbuf.available():
         raise BPFUnavailable("the ring buffer reader supports x86-64 only for now (memory ordering)")
     try:
-        return bpfloader.load(str(root / relpath), cflags, maps)
+        return bpfloader.load(str(root / relpath), cflags, maps, before_release=before_release)
     except RuntimeError as exc:
         raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc
     finally:

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from siemhub.collector import bpfsys
@@ -43,8 +44,11 @@ class Loaded:
             m.close()
 
 
-def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0) -> Loaded:
+def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
+         before_release: Callable[[int], object] | None = None) -> Loaded:
     """Compile `src` with bcc in a child process and return the named maps and all attachments.
+    `before_release(pid)` runs while the child still lives (it waits for the parent to hang up), so the
+    agent can know its own loader by the time the sensor reports the loader's exit.
     Raises RuntimeError with the child's message when compiling or attaching fails."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with parent_sock:
@@ -60,7 +64,10 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0) -
         except (TimeoutError, OSError) as exc:
             child.kill()
             raise RuntimeError(f"BPF loader did not answer: {exc}") from None
-        _, err = child.communicate(timeout=timeout)
+        if msg and before_release is not None:
+            before_release(child.pid)
+    # The socket is closed here: the child sees the hang-up and leaves.
+    _, err = child.communicate(timeout=timeout)
     if not msg:
         tail = err.decode(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError("BPF loader failed: " + (" / ".join(tail) or f"exit code {child.returncode}"))
@@ -97,6 +104,7 @@ def _child(sock_fd: int) -> None:
             fds.append(fd)
             attachments.append(len(fds) - 1)
         socket.send_fds(sock, [json.dumps({"maps": maps, "attachments": attachments}).encode()], fds)
+        sock.recv(1)  # wait for the parent to hang up (it may look at this process meanwhile)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent as text
         sock.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
     sock.close()

@@ -21,7 +21,8 @@ def compact_line(e: Event) -> str:
             extra = " ".join(f"{k}={v}" for k, v in sorted(e.status.counters.items()) if v)
         return f"{clock} {e.type:<14} {extra}"
     what = " ".join(p.args[1:]) if p.args else ""
-    line = f"{clock} {e.type:<14} {p.pid:>7} uid={p.uid} {p.binary} {what}".rstrip()
+    uid = "?" if p.uid is None else p.uid
+    line = f"{clock} {e.type:<14} {p.pid:>7} uid={uid} {p.binary or '?'} {what}".rstrip()
     if e.exit is not None:
         x = e.exit
         line += f"  signal={x.signal}" if x.signal else f"  code={x.code}"

@@ -165,7 +165,10 @@ class ProcessSensor(Sensor):
             "SH_WAKEUP_EVERY": c.wakeup_every,
             "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
         }
-        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines, _MAPS)
+        # The loader child is a process like any other: learn it while it lives, so its exit (the first
+        # event the sensor sees) names it instead of being a `missing_process`.
+        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines, _MAPS,
+                                    before_release=self.ctx.cache.resolve)
         self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
