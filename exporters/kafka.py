@@ -20,9 +20,9 @@ import logging
 import string
 import time
 from collections.abc import Sequence
-from typing import Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from siemhub.collector.event import SCHEMA_VERSION, Event
@@ -239,9 +239,21 @@ def producer_config(cfg: KafkaConfig) -> dict[str, PropertyValue]:
     return conf
 
 
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Producer
+
+# confluent-kafka (librdkafka, ~9 MB resident) is imported only where it is used, so an agent or a
+# config check that does not use Kafka never loads it.
+
+
 # --- the one place where Kafka errors become retry decisions ------------------------------------------
 
-_GIVE_UP = {
+
+@lru_cache(maxsize=1)
+def _codes() -> tuple[frozenset, frozenset]:
+    from confluent_kafka import KafkaError
+
+    give_up = frozenset({
     KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION,
     KafkaError.TOPIC_EXCEPTION, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
@@ -249,15 +261,16 @@ _GIVE_UP = {
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED,
     KafkaError._AUTHENTICATION, KafkaError.INVALID_REQUIRED_ACKS, KafkaError._INVALID_ARG,
     KafkaError.POLICY_VIOLATION,
-}
-_RETRY = {
+    })
+    retry = frozenset({
     KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
     KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
     KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION, KafkaError._PURGE_QUEUE,
     KafkaError._PURGE_INFLIGHT, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
     KafkaError._FATAL, KafkaError.KAFKA_STORAGE_ERROR, KafkaError.BROKER_NOT_AVAILABLE,
-}
+    })
+    return give_up, retry
 
 
 def outcome_for_kafka_error(err: KafkaError) -> tuple[Outcome, str]:
@@ -267,9 +280,10 @@ def outcome_for_kafka_error(err: KafkaError) -> tuple[Outcome, str]:
     idempotent producer's fatal error retries on a new producer (the exporter rebuilds it)."""
     code = err.code()
     reason = f"kafka_{err.name().lstrip('_').lower()}"
-    if code in _GIVE_UP:
+    give_up, retry = _codes()
+    if code in give_up:
         return Outcome.GIVE_UP, reason
-    if code in _RETRY or err.retriable() or err.fatal():
+    if code in retry or err.retriable() or err.fatal():
         return Outcome.RETRY, reason
     return Outcome.GIVE_UP, reason
 
@@ -330,9 +344,13 @@ class KafkaExporter(Exporter):
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
+        from confluent_kafka import Producer
+
         return Producer(producer_config(self.config), logger=LibrdkafkaLog(log), error_cb=self._on_error)
 
     def _on_error(self, err: KafkaError) -> None:
+        from confluent_kafka import KafkaError
+
         # Client-level errors (brokers down, auth). Messages keep their own delivery reports; this is
         # only for the operator. A fatal error (idempotence state lost) is handled in send().
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -388,6 +406,8 @@ class KafkaExporter(Exporter):
     # --- send (I/O) ---
 
     def send(self, payload: KafkaBatch) -> SendResult:
+        from confluent_kafka import KafkaException
+
         if not isinstance(payload, KafkaBatch):
             payload = KafkaBatch(payload)
         producer = self._producer
