@@ -79,8 +79,62 @@ class ProcessSensorConfig(_Strict):
         classmethod(lambda cls, v: _power_of_two(v)))
 
 
+class NetworkIgnoreConfig(_Strict):
+    cidrs: list[str] = Field([], description="remote addresses (CIDR or address, IPv4 or IPv6) never reported")
+    ports: list[int] = Field([], description="destination ports never reported (the remote port of an "
+                                             "outbound connection, the local port of an inbound one)")
+    loopback: bool = Field(False, description="drop connections to 127.0.0.0/8 and ::1 in the kernel")
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{c!r}: {exc}") from None
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad:
+            raise ValueError(f"ports must be 1-65535 (got {bad})")
+        return v
+
+
+class NetworkSensorConfig(_Strict):
+    ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")
+    settle: float = Field(0.25, ge=0, le=5, description="seconds an event waits before its process is looked "
+                          "up, so the process sensor has seen the exec that made it")
+    ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
+
+
+class PrivilegeSensorConfig(_Strict):
+    ringbuf_pages: int = Field(64, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    module_loads: bool = Field(True, description="report init_module/finit_module attempts; on kernels "
+                               "without module support this watches every syscall exit (see docs)")
+    settle: float = Field(0.25, ge=0, le=5, description="seconds an event waits before its process is looked "
+                          "up, so the process sensor has seen the exec that made it")
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
+
+
 class SensorsConfig(_Strict):
     process: ProcessSensorConfig | None = None
+    network: NetworkSensorConfig | None = None
+    privilege: PrivilegeSensorConfig | None = None
 
 
 class MatchConfig(_Strict):

@@ -15,6 +15,9 @@ enum sh_msg_type {
 	SH_MSG_EXEC = 1,
 	SH_MSG_FORK = 2,
 	SH_MSG_EXIT = 3,
+	SH_MSG_NET = 10,           /* network sensor: connect, accept, close (sh_msg_net.kind) */
+	SH_MSG_PRIV = 20,          /* privilege sensor (sh_msg_priv.op) */
+	SH_MSG_FILE = 30,          /* file sensor (sh_msg_file.op) */
 };
 
 /* sh_msg_exec.flags */
@@ -101,6 +104,123 @@ struct sh_msg_exit {
 	__u32 exit_code;     /* wait(2) status: (code << 8) | signal | 0x80 core */
 	__u32 pad;
 	__u64 start_boottime;
+};
+
+/* Network: one message per connection event. Addresses are 16 bytes: IPv6, or IPv4 in the first 4.
+ * local/remote are the socket's own view; user space turns them into source/destination by direction. */
+#define SH_NET_CONNECT 1   /* outbound connection established */
+#define SH_NET_ACCEPT  2   /* inbound connection accepted */
+#define SH_NET_CLOSE   3   /* a connection seen at connect or accept reached TCP_CLOSE */
+#define SH_NET_OUTBOUND (1U << 0)  /* sh_msg_net.flags: the connection was opened by this host */
+
+struct sh_msg_net {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid of the process that connected or accepted */
+	__u32 tid;
+	__u64 start_boottime;  /* that process' task->start_boottime (cache key) */
+	__u64 sock;          /* kernel address of the socket: ties a close to its connect or accept */
+	__u64 bytes_sent;    /* close: tcp_sock.bytes_acked (data the peer acknowledged) */
+	__u64 bytes_received;  /* close: tcp_sock.bytes_received */
+	__u64 open_ktime;    /* close: when the connect or accept was seen */
+	__u8 kind;           /* SH_NET_* */
+	__u8 flags;          /* SH_NET_OUTBOUND */
+	__u16 family;        /* AF_INET 2, AF_INET6 10 */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+};
+
+/* Privilege: one message per operation (sh_msg_priv.op). Credentials before and after for the
+ * set*id/capset family; arg and the strings depend on the operation. */
+#define SH_PRIV_SETUID    1
+#define SH_PRIV_SETGID    2
+#define SH_PRIV_SETREUID  3
+#define SH_PRIV_SETREGID  4
+#define SH_PRIV_SETRESUID 5
+#define SH_PRIV_SETRESGID 6
+#define SH_PRIV_SETFSUID  7
+#define SH_PRIV_SETFSGID  8
+#define SH_PRIV_CAPSET    9
+#define SH_PRIV_PTRACE    10   /* arg: request (PTRACE_ATTACH / PTRACE_SEIZE), target_pid */
+#define SH_PRIV_MODULE    11   /* arg: 0 init_module, 1 finit_module; name: module name when readable */
+#define SH_PRIV_BPF_LOAD  12   /* arg: program type; name: program name */
+#define SH_PRIV_MOUNT     13   /* arg: mount flags; name: fstype; source, target */
+#define SH_PRIV_MEMFD_EXEC 14  /* name: the memfd's name (memfd:NAME) */
+#define SH_PRIV_STR 256      /* source and target, with their NUL */
+#define SH_PRIV_NAME 64      /* name, with its NUL */
+
+struct sh_msg_priv {
+	struct sh_msg_hdr hdr;
+	__u32 pid;
+	__u32 tid;
+	__u64 start_boottime;
+	__u32 op;            /* SH_PRIV_* */
+	__u32 target_pid;    /* ptrace */
+	__s64 result;        /* the syscall's return value (negative errno on failure) */
+	__u64 arg;
+	__u32 old_uid, old_euid, old_suid, old_fsuid;
+	__u32 new_uid, new_euid, new_suid, new_fsuid;
+	__u32 old_gid, old_egid, new_gid, new_egid;
+	__u64 old_cap_effective;
+	__u64 new_cap_effective;
+	__u64 new_cap_permitted;
+	char name[SH_PRIV_NAME];
+	char source[SH_PRIV_STR];
+	char target[SH_PRIV_STR];
+};
+
+/* File sensor (bpf/file/file.bpf.c). Message: fixed part, then data[] = path, NUL | target, NUL
+ * (rename only). Paths are absolute as resolved in the kernel, unless kflags says otherwise. */
+#define SH_FILE_PATH_MAX 1024              /* bytes of a reported path, NUL included (power of two) */
+#define SH_FILE_KEY_MAX 256                /* bytes of a path compared with the watch list */
+#define SH_FILE_OPEN     1
+#define SH_FILE_WRITE    2
+#define SH_FILE_UNLINK   3
+#define SH_FILE_RENAME   4
+#define SH_FILE_CHMOD    5
+#define SH_FILE_CHOWN    6
+#define SH_FILE_TRUNCATE 7
+/* sh_msg_file.kflags */
+#define SH_FILE_TRUNC_PATH      (1U << 0)  /* deeper or longer than the walk allows: root side missing */
+#define SH_FILE_TRUNC_TARGET    (1U << 1)
+#define SH_FILE_RELATIVE        (1U << 2)  /* the starting directory (dirfd) could not be resolved */
+#define SH_FILE_RELATIVE_TARGET (1U << 3)
+#define SH_FILE_KILLED          (1U << 4)  /* an enforce rule sent SIGKILL */
+#define SH_FILE_CREATED         (1U << 5)  /* the open created the file (FMODE_CREATED) */
+#define SH_FILE_BY_FD           (1U << 6)  /* resolved from the open file, not from a name */
+#define SH_FILE_NO_PATH         (1U << 7)  /* empty or unreadable user string */
+/* enforce masks (watch value): operations that get SIGKILL */
+#define SH_FILE_ENF_OPEN_READ  (1U << 0)
+#define SH_FILE_ENF_OPEN_WRITE (1U << 1)
+#define SH_FILE_ENF_WRITE      (1U << 2)
+#define SH_FILE_ENF_UNLINK     (1U << 3)
+#define SH_FILE_ENF_RENAME     (1U << 4)
+#define SH_FILE_ENF_CHMOD      (1U << 5)
+#define SH_FILE_ENF_CHOWN      (1U << 6)
+#define SH_FILE_ENF_TRUNCATE   (1U << 7)
+
+struct sh_msg_file {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u64 start_boottime;  /* task->start_boottime: names the process with the cache */
+	__s64 result;        /* syscall return value (fd or -errno); 0 for write (reported at entry) */
+	__u64 ino;           /* inode of the file, when resolved by file */
+	__u32 dev;
+	__u32 uid;           /* real uid and gid of the caller */
+	__u32 gid;
+	__u32 op;            /* SH_FILE_* operation */
+	__u32 flags;         /* open flags; unlinkat/fchownat/renameat2/fchmodat2 flags */
+	__u32 mode;          /* open (creation) mode, chmod mode */
+	__u32 arg_uid;       /* chown owner and group, (u32)-1: unchanged */
+	__u32 arg_gid;
+	__u32 kflags;        /* SH_FILE_TRUNC_PATH... */
+	__u32 rule;          /* enforce rule (1-based) that killed, 0: none */
+	__u16 path_len;      /* bytes of data[] used by the path, NUL included */
+	__u16 target_len;    /* bytes of the rename target, NUL included */
+	__u32 pad;
+	char comm[16];
 };
 
 #endif

@@ -39,6 +39,53 @@ FORK_FIELDS = {"pid": 16, "ppid": 20, "start_boottime": 24}
 EXIT = struct.Struct("<BxxxIQ" "3Ix" "xxx" "Q")
 EXIT_FIELDS = {"pid": 16, "tid": 20, "exit_code": 24, "start_boottime": 32}
 
-SIZES = {"sh_msg_hdr": HDR.size, "sh_msg_exec": EXEC.size, "sh_msg_fork": FORK.size, "sh_msg_exit": EXIT.size}
+MSG_NET, MSG_PRIV = 10, 20
+
+# struct sh_msg_net: hdr, u32 pid, u32 tid, 5 x u64, u8 kind, u8 flags, u16 family, u16 local_port,
+# u16 remote_port, u8 local_addr[16], u8 remote_addr[16]
+NET = struct.Struct("<BxxxIQ" "2I" "5Q" "BBHHH" "16s16s")
+NET_FIELDS = {
+    "pid": 16, "tid": 20, "start_boottime": 24, "sock": 32, "bytes_sent": 40, "bytes_received": 48,
+    "open_ktime": 56, "kind": 64, "flags": 65, "family": 66, "local_port": 68, "remote_port": 70,
+    "local_addr": 72, "remote_addr": 88,
+}
+NET_CONNECT, NET_ACCEPT, NET_CLOSE = 1, 2, 3
+NET_OUTBOUND = 1 << 0
+
+# struct sh_msg_priv: hdr, u32 pid, u32 tid, u64 start_boottime, u32 op, u32 target_pid, s64 result,
+# u64 arg, 12 x u32 credentials, 3 x u64 capabilities, char name[64], source[256], target[256]
+PRIV = struct.Struct("<BxxxIQ" "2IQ" "2Iq" "Q" "12I" "3Q" "64s256s256s")
+PRIV_FIELDS = {
+    "pid": 16, "tid": 20, "start_boottime": 24, "op": 32, "target_pid": 36, "result": 40, "arg": 48,
+    "old_uid": 56, "old_euid": 60, "old_suid": 64, "old_fsuid": 68, "new_uid": 72, "new_euid": 76,
+    "new_suid": 80, "new_fsuid": 84, "old_gid": 88, "old_egid": 92, "new_gid": 96, "new_egid": 100,
+    "old_cap_effective": 104, "new_cap_effective": 112, "new_cap_permitted": 120, "name": 128,
+    "source": 192, "target": 448,
+}
+(PRIV_SETUID, PRIV_SETGID, PRIV_SETREUID, PRIV_SETREGID, PRIV_SETRESUID, PRIV_SETRESGID, PRIV_SETFSUID,
+ PRIV_SETFSGID, PRIV_CAPSET, PRIV_PTRACE, PRIV_MODULE, PRIV_BPF_LOAD, PRIV_MOUNT, PRIV_MEMFD_EXEC) = range(1, 15)
+
+SIZES = {"sh_msg_hdr": HDR.size, "sh_msg_exec": EXEC.size, "sh_msg_fork": FORK.size, "sh_msg_exit": EXIT.size,
+         "sh_msg_net": NET.size, "sh_msg_priv": PRIV.size}
 FIELDS = {"sh_msg_hdr": HDR_FIELDS, "sh_msg_exec": EXEC_FIELDS, "sh_msg_fork": FORK_FIELDS,
-          "sh_msg_exit": EXIT_FIELDS}
+          "sh_msg_exit": EXIT_FIELDS, "sh_msg_net": NET_FIELDS, "sh_msg_priv": PRIV_FIELDS}
+
+# --- file sensor (struct sh_msg_file) ---
+MSG_FILE = 30
+# hdr, u32 pid, u32 tid, u64 start_boottime, s64 result, u64 ino, 10 x u32 (dev, uid, gid, op, flags,
+# mode, arg_uid, arg_gid, kflags, rule), u16 path_len, u16 target_len, u32 pad, char comm[16]
+FILE = struct.Struct("<BxxxIQ" "2I" "Q" "q" "Q" "10I" "2H4x" "16s")
+FILE_FIELDS = {
+    "pid": 16, "tid": 20, "start_boottime": 24, "result": 32, "ino": 40, "dev": 48, "uid": 52, "gid": 56,
+    "op": 60, "flags": 64, "mode": 68, "arg_uid": 72, "arg_gid": 76, "kflags": 80, "rule": 84,
+    "path_len": 88, "target_len": 90, "comm": 96,
+}
+FILE_OPEN, FILE_WRITE, FILE_UNLINK, FILE_RENAME, FILE_CHMOD, FILE_CHOWN, FILE_TRUNCATE = range(1, 8)
+FILE_TRUNC_PATH, FILE_TRUNC_TARGET, FILE_RELATIVE, FILE_RELATIVE_TARGET = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FILE_KILLED, FILE_CREATED, FILE_BY_FD, FILE_NO_PATH = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+FILE_PATH_MAX, FILE_KEY_MAX = 1024, 256
+# enforce masks (the watch map's value), by the operation names of sensors.file.enforce
+FILE_ENF = {"open_read": 1 << 0, "open_write": 1 << 1, "write": 1 << 2, "unlink": 1 << 3, "rename": 1 << 4,
+            "chmod": 1 << 5, "chown": 1 << 6, "truncate": 1 << 7}
+SIZES["sh_msg_file"] = FILE.size
+FIELDS["sh_msg_file"] = FILE_FIELDS

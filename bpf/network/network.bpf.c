@@ -1,0 +1,281 @@
+/* Network sensor: TCP connect (outbound), accept (inbound) and close, IPv4 and IPv6.
+ *
+ * sock:inet_sock_set_state carries family, ports and addresses, but only the CLOSE -> SYN_SENT step of a
+ * connect runs in the connecting process; the rest of a connection's life runs in softirq, where the
+ * current task is whoever the CPU was interrupted in. So the process is taken where it is right and
+ * remembered per socket (`conns`, an LRU hash keyed by the socket's address):
+ *   CLOSE -> SYN_SENT       connect(): remember the process
+ *   SYN_SENT -> ESTABLISHED emit SH_NET_CONNECT with the remembered process (a failed connect emits nothing)
+ *   sys_exit_accept4/accept the accepting process: returned fd -> file -> socket -> sock, addresses from
+ *                           struct sock (BTF offsets), emit SH_NET_ACCEPT, remember the process
+ *   any -> CLOSE            a remembered socket: emit SH_NET_CLOSE with tcp_sock byte counters and forget it
+ * Filtering happens here: a connection whose remote address is in `ignore_cidrs` (an LPM trie of
+ * IPv6 or IPv4-mapped addresses) or whose destination port is in `ignore_ports` is never remembered,
+ * so neither it nor its close reach user space.
+ */
+#include "siemhub.h"
+
+#ifndef SH_RINGBUF_PAGES
+#define SH_RINGBUF_PAGES 256
+#endif
+#ifndef SH_WAKEUP_EVERY
+#define SH_WAKEUP_EVERY 64                 /* power of two */
+#endif
+#ifndef SH_MAX_CONNS
+#define SH_MAX_CONNS 65536
+#endif
+
+#define SH_AF_INET 2
+#define SH_AF_INET6 10
+#define SH_IPPROTO_TCP 6
+#define SH_SOCK_STREAM 1
+#define SH_TCP_ESTABLISHED 1
+#define SH_TCP_SYN_SENT 2
+#define SH_TCP_CLOSE 7
+#define SH_RCV_SHUTDOWN 1
+#define SH_SEND_SHUTDOWN 2
+
+struct conn {
+	u32 pid;
+	u32 tid;
+	u64 start_boottime;
+	u64 ktime;
+	u8 outbound;
+	u8 established;
+	u8 pad[6];
+};
+
+struct cidr_key {
+	u32 prefixlen;
+	u8 addr[16];                       /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+};
+
+BPF_RINGBUF_OUTPUT(events, SH_RINGBUF_PAGES);
+BPF_TABLE("lru_hash", u64, struct conn, conns, SH_MAX_CONNS);
+BPF_LPM_TRIE(ignore_cidrs, struct cidr_key, u8, 1024);
+BPF_ARRAY(ignore_ports, u8, 65536);
+BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists */
+BPF_PERCPU_ARRAY(filtered, u64, 1);        /* connections dropped by the filters */
+BPF_PERCPU_ARRAY(wakeups, u64, 1);
+BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by SH_NET_* */
+
+static __always_inline void *rd_ptr(const void *base, int off)
+{
+	void *v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u64 rd_u64(const void *base, int off)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u16 rd_u16(const void *base, int off)
+{
+	u16 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u64 wake_flag(void)
+{
+	u32 k = 0;
+	u64 *n = wakeups.lookup(&k);
+	if (!n)
+		return 0;
+	*n += 1;
+	return (*n & (SH_WAKEUP_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit(struct sh_msg_net *m)
+{
+	if (events.ringbuf_output(m, sizeof(*m), wake_flag()) != 0) {
+		u32 k = m->kind;
+		u64 *n = lost.lookup(&k);
+		if (n)
+			*n += 1;
+	}
+}
+
+/* True when the connection must not be reported (remote address or destination port ignored). */
+static __always_inline bool ignored(const u8 *remote, u16 family, u16 dport)
+{
+	u32 zero = 0;
+	u32 *on = filters_on.lookup(&zero);
+	if (!on || !*on)
+		return false;
+	struct cidr_key k = {.prefixlen = 128};
+	if (family == SH_AF_INET) {
+		k.addr[10] = 0xff;
+		k.addr[11] = 0xff;
+		__builtin_memcpy(&k.addr[12], remote, 4);
+	} else {
+		__builtin_memcpy(k.addr, remote, 16);
+	}
+	u32 port = dport;
+	u8 *p = ignore_ports.lookup(&port);
+	if ((p && *p) || ignore_cidrs.lookup(&k)) {
+		u64 *f = filtered.lookup(&zero);
+		if (f)
+			*f += 1;
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void fill_process(struct sh_msg_net *m, const struct conn *c)
+{
+	m->pid = c->pid;
+	m->tid = c->tid;
+	m->start_boottime = c->start_boottime;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != SH_IPPROTO_TCP)
+		return 0;
+	u64 sk = (u64)args->skaddr;
+	int from = args->oldstate, to = args->newstate;
+
+	if (to == SH_TCP_SYN_SENT) {
+		/* connect(): this runs in the connecting task */
+		void *task = (void *)bpf_get_current_task();
+		u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct conn c = {};
+		c.pid = pid_tgid >> 32;
+		c.tid = (u32)pid_tgid;
+		c.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+		c.ktime = bpf_ktime_get_boot_ns();
+		c.outbound = 1;
+		conns.update(&sk, &c);
+		return 0;
+	}
+	if (to != SH_TCP_ESTABLISHED && to != SH_TCP_CLOSE)
+		return 0;
+	struct conn *c = conns.lookup(&sk);
+	if (!c)
+		return 0;
+
+	struct sh_msg_net m = {};
+	m.hdr.type = SH_MSG_NET;
+	m.hdr.size = sizeof(m);
+	m.hdr.ktime = bpf_ktime_get_boot_ns();
+	m.family = args->family;
+	m.local_port = args->sport;
+	m.remote_port = args->dport;
+	if (args->family == SH_AF_INET) {
+		__builtin_memcpy(m.local_addr, args->saddr, 4);
+		__builtin_memcpy(m.remote_addr, args->daddr, 4);
+	} else {
+		__builtin_memcpy(m.local_addr, args->saddr_v6, 16);
+		__builtin_memcpy(m.remote_addr, args->daddr_v6, 16);
+	}
+	m.sock = sk;
+	m.flags = c->outbound ? SH_NET_OUTBOUND : 0;
+	fill_process(&m, c);
+
+	if (to == SH_TCP_ESTABLISHED) {
+		if (from != SH_TCP_SYN_SENT || c->established)
+			return 0;
+		if (ignored(m.remote_addr, m.family, m.remote_port)) {
+			conns.delete(&sk);
+			return 0;
+		}
+		c->established = 1;
+		m.kind = SH_NET_CONNECT;
+		m.open_ktime = c->ktime;
+		submit(&m);
+		return 0;
+	}
+	/* -> CLOSE */
+	if (c->established) {
+		m.kind = SH_NET_CLOSE;
+		m.open_ktime = c->ktime;
+		/* The counters are in sequence space: bytes_acked also counts our SYN (active open only) and
+		 * our FIN once acknowledged, bytes_received the peer's FIN. Take those out to get data bytes. */
+		u64 acked = rd_u64((void *)sk, OFF_TCP_BYTES_ACKED);
+		u64 received = rd_u64((void *)sk, OFF_TCP_BYTES_RECEIVED);
+		u8 shutdown = 0;
+		bpf_probe_read_kernel(&shutdown, 1, (char *)sk + OFF_SOCK_SHUTDOWN);
+		u32 snd_una = 0, write_seq = 0;
+		bpf_probe_read_kernel(&snd_una, 4, (char *)sk + OFF_TCP_SND_UNA);
+		bpf_probe_read_kernel(&write_seq, 4, (char *)sk + OFF_TCP_WRITE_SEQ);
+		u64 ctl = c->outbound ? 1 : 0;
+		if ((shutdown & SH_SEND_SHUTDOWN) && snd_una == write_seq)
+			ctl += 1;  /* our FIN was sent and is the last sequence number acknowledged */
+		m.bytes_sent = acked > ctl ? acked - ctl : 0;
+		ctl = (shutdown & SH_RCV_SHUTDOWN) ? 1 : 0;  /* set by tcp_fin() when the peer's FIN arrived */
+		m.bytes_received = received > ctl ? received - ctl : 0;
+		submit(&m);
+	}
+	conns.delete(&sk);  /* a connect that never established is forgotten silently */
+	return 0;
+}
+
+/* accept(2)/accept4(2) returned a descriptor: find its socket and report the connection. */
+static __always_inline int on_accept(long ret)
+{
+	if (ret < 0)
+		return 0;
+	void *task = (void *)bpf_get_current_task();
+	void *files = rd_ptr(task, OFF_TASK_FILES);
+	void *fdt = rd_ptr(files, OFF_FILES_FDT);
+	void **fdarr = rd_ptr(fdt, OFF_FDT_FD);
+	void *file = 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdarr[ret & 0xFFFFF]);
+	void *socket = file ? rd_ptr(file, OFF_FILE_PRIVATE_DATA) : 0;
+	void *sk = socket ? rd_ptr(socket, OFF_SOCKET_SK) : 0;
+	if (!sk)
+		return 0;
+	if (rd_u16(sk, OFF_SOCK_PROTOCOL) != SH_IPPROTO_TCP || rd_u16(sk, OFF_SOCK_TYPE) != SH_SOCK_STREAM)
+		return 0;
+	u16 family = rd_u16(sk, OFF_SKC_FAMILY);
+	if (family != SH_AF_INET && family != SH_AF_INET6)
+		return 0;
+
+	struct sh_msg_net m = {};
+	m.hdr.type = SH_MSG_NET;
+	m.hdr.size = sizeof(m);
+	m.hdr.ktime = bpf_ktime_get_boot_ns();
+	m.kind = SH_NET_ACCEPT;
+	m.family = family;
+	m.local_port = rd_u16(sk, OFF_SKC_NUM);                       /* host byte order */
+	m.remote_port = __builtin_bswap16(rd_u16(sk, OFF_SKC_DPORT));  /* network byte order */
+	if (family == SH_AF_INET) {
+		bpf_probe_read_kernel(m.local_addr, 4, (char *)sk + OFF_SKC_RCV_SADDR);
+		bpf_probe_read_kernel(m.remote_addr, 4, (char *)sk + OFF_SKC_DADDR);
+	} else {
+		bpf_probe_read_kernel(m.local_addr, 16, (char *)sk + OFF_SKC_V6_RCV_SADDR);
+		bpf_probe_read_kernel(m.remote_addr, 16, (char *)sk + OFF_SKC_V6_DADDR);
+	}
+	/* inbound: the port that matters is ours (the service), the address the peer's */
+	if (ignored(m.remote_addr, family, m.local_port))
+		return 0;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct conn c = {};
+	c.pid = pid_tgid >> 32;
+	c.tid = (u32)pid_tgid;
+	c.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	c.ktime = m.hdr.ktime;
+	c.established = 1;
+	u64 key = (u64)sk;
+	conns.update(&key, &c);
+	m.sock = key;
+	m.open_ktime = c.ktime;
+	fill_process(&m, &c);
+	submit(&m);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+	return on_accept(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+	return on_accept(args->ret);
+}

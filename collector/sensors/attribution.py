@@ -1,0 +1,71 @@
+"""Naming the process of a network or privilege event: a short settle, then the shared process cache.
+
+These sensors read their own ring buffers in their own threads, in parallel with the process sensor.
+A connect by a freshly exec'd program can be decoded before the process sensor has decoded that exec:
+the cache would then still hold the image before it (the forked shell), and the event would be
+attributed to the wrong binary. So an event first waits until it is `settle` seconds old in kernel
+time (the process sensor drains its ring buffer every poll interval, so by then it has seen every
+exec before the event), then is joined with the cache. A process still unknown waits in the bounded
+PendingEvents queue; when time runs out it is read from /proc, else the event is flagged
+`missing_process`: never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from siemhub.collector.event import Event, Process
+from siemhub.collector.pending import PendingEvents
+
+# build(process, parent) -> Event
+Build = Callable[[Process, Process | None], Event]
+
+
+class ProcessJoin:
+    def __init__(self, cache: Any, settle: float, max_items: int, max_wait: float) -> None:
+        self.cache = cache
+        self.settle_ns = int(settle * 1e9)
+        self._settling: deque[tuple[int, int, int, int, Build]] = deque()
+        self.pending = PendingEvents(lambda pid, start: cache.get(pid, start), max_items=max_items, max_age=max_wait)
+        self.missing = 0
+
+    def __len__(self) -> int:
+        return len(self._settling) + len(self.pending)
+
+    def add(self, ktime: int, pid: int, tid: int, start_ns: int, build: Build) -> None:
+        self._settling.append((ktime, pid, tid, start_ns, build))
+
+    def ready(self, force: bool = False) -> list[Event]:
+        """Events whose process is known now (or will never be), oldest first."""
+        out: list[Event] = []
+        horizon = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
+        q = self._settling
+        cache = self.cache
+        while q and (force or q[0][0] <= horizon):
+            _, pid, tid, start_ns, build = q.popleft()
+            entry = cache.get(pid, start_ns)
+            if entry is not None:
+                out.append(self._build(entry, pid, tid, start_ns, build))
+            else:
+                out.extend(self.pending.add(pid, start_ns, self._later(pid, tid, start_ns, build)))
+        out.extend(self.pending.flush() if force else self.pending.drain())
+        return out
+
+    def _later(self, pid: int, tid: int, start_ns: int, build: Build):
+        def run(entry):
+            if entry is None:
+                entry = self.cache.resolve(pid, start_ns)  # not seen exec'ing: /proc, while it lives
+            return self._build(entry, pid, tid, start_ns, build)
+        return run
+
+    def _build(self, entry, pid: int, tid: int, start_ns: int, build: Build) -> Event:
+        cache = self.cache
+        if entry is None:
+            self.missing += 1
+            return build(Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid,
+                                 flags=["missing_process"]), None)
+        pe = cache.parent_of(entry)
+        return build(entry.proc, pe.summary() if pe is not None else None)

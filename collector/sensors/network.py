@@ -1,0 +1,230 @@
+"""Network sensor: network_connect, network_accept and network_close events from bpf/network/network.bpf.c.
+
+TCP over IPv4 and IPv6. The kernel side remembers, per socket, the process that connected or accepted
+(the only moments the running task is the right one), reports the connection once it is established,
+and its close with the byte counters of the tcp_sock and the time it was open. Filters (remote CIDRs,
+destination ports, loopback) are applied in the kernel and can be replaced at run time.
+
+Direction decides source and destination: outbound, the source is this host's end; inbound, the
+source is the peer that connected to us and the destination our listening address and port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+
+from siemhub.collector import ringbuf
+from siemhub.collector.bpfload import compile_program
+from siemhub.collector.bpfloader import Loaded
+from siemhub.collector.config import NetworkSensorConfig
+from siemhub.collector.event import SCHEMA_VERSION, Event, Network, Process
+from siemhub.collector.sensors import Sensor, SensorContext
+from siemhub.collector.sensors import messages as m
+from siemhub.collector.sensors.attribution import ProcessJoin
+
+log = logging.getLogger("siemhub.sensors.network")
+
+OFFSETS = {
+    "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_TASK_FILES": ("task_struct", "files"),
+    "OFF_FILES_FDT": ("files_struct", "fdt"),
+    "OFF_FDT_FD": ("fdtable", "fd"),
+    "OFF_FILE_PRIVATE_DATA": ("file", "private_data"),
+    "OFF_SOCKET_SK": ("socket", "sk"),
+    "OFF_SOCK_PROTOCOL": ("sock", "sk_protocol"),
+    "OFF_SOCK_TYPE": ("sock", "sk_type"),
+    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
+    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
+    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
+    "OFF_SKC_DPORT": ("sock", "__sk_common.skc_dport"),
+    "OFF_SKC_NUM": ("sock", "__sk_common.skc_num"),
+    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
+    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+    "OFF_TCP_BYTES_ACKED": ("tcp_sock", "bytes_acked"),
+    "OFF_TCP_BYTES_RECEIVED": ("tcp_sock", "bytes_received"),
+    "OFF_TCP_SND_UNA": ("tcp_sock", "snd_una"),
+    "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
+    "OFF_SOCK_SHUTDOWN": ("sock", "sk_shutdown"),
+}
+
+_MAPS = ["events", "lost", "filtered", "ignore_cidrs", "ignore_ports", "filters_on"]
+_KINDS = {m.NET_CONNECT: "connect", m.NET_ACCEPT: "accept", m.NET_CLOSE: "close"}
+_TYPES = {m.NET_CONNECT: "network_connect", m.NET_ACCEPT: "network_accept", m.NET_CLOSE: "network_close"}
+_FAMILIES = {2: "ipv4", 10: "ipv6"}
+_LOOPBACK = ["127.0.0.0/8", "::1/128"]
+_NET_UNPACK = m.NET.unpack_from
+_NET_SIZE = m.NET.size
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "little")
+
+
+def cidr_key(cidr: str) -> bytes:
+    """The LPM-trie key of a CIDR: u32 prefix length, then 16 address bytes (IPv4 as ::ffff:a.b.c.d)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.version == 4:
+        return _u32(96 + net.prefixlen) + b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+    return _u32(net.prefixlen) + net.network_address.packed
+
+
+def address(family: int, raw: bytes) -> str:
+    if family == 2:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    return str(ipaddress.IPv6Address(raw))
+
+
+class NetworkSensor(Sensor):
+    name = "network"
+
+    def __init__(self, config: NetworkSensorConfig, ctx: SensorContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.poll_interval = config.poll_interval
+        self._bpf: Loaded | None = None
+        self._rb: ringbuf.RingBuffer | None = None
+        self.decode_errors = 0
+        self.filtered = 0
+        self._lost_seen: dict[int, int] = {}
+        self._next_lost_check = 0.0
+        self._m_events = ctx.metrics.sensor_events.labels(self.name)
+        self._m_decode = ctx.metrics.decode_errors
+        self._m_lost = ctx.metrics.ringbuf_lost
+        self._m_filtered = ctx.metrics.kernel_filtered.labels(self.name)
+        self.join = ProcessJoin(ctx.cache, config.settle, config.pending.max_events, config.pending.max_wait)
+        self._addr_cache: dict[bytes, str] = {}
+
+    # --- lifecycle ---
+
+    def load(self) -> None:
+        c = self.config
+        defines = {"SH_RINGBUF_PAGES": c.ringbuf_pages, "SH_WAKEUP_EVERY": c.wakeup_every,
+                   "SH_MAX_CONNS": c.max_connections}
+        self._bpf = compile_program("network/network.bpf.c", OFFSETS, defines, _MAPS)
+        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
+
+    def unload(self) -> None:
+        if self._bpf is not None:
+            self.poll(0)
+            left = self.join.ready(force=True)
+            if left:
+                self.ctx.emit(left)
+            self._check_lost()
+            self._rb.close()
+            self._rb = None
+            self._bpf.close()
+            self._bpf = None
+
+    def set_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
+        """Replace the in-kernel ignore lists (start-up and run time)."""
+        keys = [cidr_key(c) for c in [*cidrs, *(_LOOPBACK if loopback else [])]]  # ValueError on a bad one
+        maps = self._bpf.maps
+        trie, port_map = maps["ignore_cidrs"], maps["ignore_ports"]
+        trie.clear()
+        for k in keys:
+            trie.update(k, b"\x01")
+        wanted = set(ports)
+        for p in getattr(self, "_ports", set()) - wanted:
+            port_map.update(_u32(p), b"\x00")
+        for p in wanted:
+            port_map.update(_u32(p), b"\x01")
+        self._ports = wanted
+        maps["filters_on"].update(_u32(0), _u32(1 if keys or wanted else 0))
+        log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
+
+    # --- reading ---
+
+    def poll(self, timeout: float) -> int:
+        if self._bpf is None:
+            return 0
+        if timeout > 0:
+            self._rb.wait(timeout)
+        raw = self._rb.drain()
+        if raw:
+            self._m_events.inc(len(raw))
+            self.decode(raw)
+        events = self.join.ready()
+        if events:
+            self.ctx.emit(events)
+        now = time.monotonic()
+        if now >= self._next_lost_check:
+            self._next_lost_check = now + 1.0
+            self._check_lost()
+        return len(raw)
+
+    def _check_lost(self) -> None:
+        maps = self._bpf.maps
+        filtered = sum(maps["filtered"].lookup_percpu_u64(_u32(0)))
+        if filtered > self.filtered:
+            self._m_filtered.inc(filtered - self.filtered)
+            self.filtered = filtered
+        for kind, name in _KINDS.items():
+            total = sum(maps["lost"].lookup_percpu_u64(_u32(kind)))
+            new = total - self._lost_seen.get(kind, 0)
+            if new > 0:
+                self._lost_seen[kind] = total
+                self._m_lost.labels(self.name, name).inc(new)
+                log.warning("network sensor: kernel could not queue %d %s messages (ring buffer full)", new, name)
+
+    def counters(self) -> dict[str, int]:
+        out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self._lost_seen.items()}
+        out["decode_errors"] = self.decode_errors
+        out["kernel_filtered"] = self.filtered
+        out["missing_process"] = self.join.missing
+        out["pending_expired"] = self.join.pending.expired
+        return out
+
+    # --- decoding (pure apart from the cache; tests feed it raw messages) ---
+
+    def decode(self, raw: list[bytes]) -> None:
+        """Decode kernel messages; their events come out of self.join.ready() once their process is known."""
+        for msg in raw:
+            try:
+                if msg[0] != m.MSG_NET:
+                    raise ValueError("unknown_type")
+                self._net(msg)
+            except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
+                self.decode_errors += 1
+                self._m_decode.labels(self.name, str(exc) if isinstance(exc, ValueError) else type(exc).__name__).inc()
+
+    def _addr(self, family: int, raw: bytes) -> str:
+        key = raw if family == 10 else raw[:4]
+        s = self._addr_cache.get(key)
+        if s is None:
+            if len(self._addr_cache) > 4096:
+                self._addr_cache.clear()
+            s = self._addr_cache[key] = address(family, raw)
+        return s
+
+    def _net(self, msg: bytes) -> None:
+        (_, size, ktime, pid, tid, start_ns, _sock, sent, received, open_ktime, kind, kflags, family,
+         lport, rport, laddr, raddr) = _NET_UNPACK(msg)
+        if size != len(msg) or size != _NET_SIZE:
+            raise ValueError("length_mismatch")
+        etype = _TYPES.get(kind)
+        fam = _FAMILIES.get(family)
+        if etype is None or fam is None:
+            raise ValueError("unknown_kind")
+        local, remote = self._addr(family, laddr), self._addr(family, raddr)
+        outbound = bool(kflags & m.NET_OUTBOUND)
+        if outbound:
+            body = Network(protocol="tcp", family=fam, direction="outbound", source_ip=local, source_port=lport,
+                           destination_ip=remote, destination_port=rport)
+        else:
+            body = Network(protocol="tcp", family=fam, direction="inbound", source_ip=remote, source_port=rport,
+                           destination_ip=local, destination_port=lport)
+        if kind == m.NET_CLOSE:
+            body.bytes_sent = sent
+            body.bytes_received = received
+            body.duration_ns = ktime - open_ktime if open_ktime and ktime >= open_ktime else None
+        ctx = self.ctx
+        when = ctx.clock.from_boot(ktime)
+
+        def build(proc: Process, parent: Process | None) -> Event:
+            return Event(id=ctx.ids.new(), time=when, type=etype, schema_version=SCHEMA_VERSION, severity="info",
+                         node=ctx.node, process=proc, parent=parent, network=body)
+
+        self.join.add(ktime, pid, tid, start_ns, build)
