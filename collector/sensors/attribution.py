@@ -7,21 +7,25 @@ attributed to the wrong binary. So an event first waits until it is `settle` sec
 time (the process sensor drains its ring buffer every poll interval, so by then it has seen every
 exec before the event), then is joined with the cache. A process still unknown waits in the bounded
 PendingEvents queue; when time runs out it is read from /proc, else the event is flagged
-`missing_process`: never dropped.
+`missing_process`: never dropped. The cache keeps one image per process: an event that happened
+before the process exec'd again (setpriv dropping privileges, then exec'ing its command) names the
+newer image and is flagged `image_replaced`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+
+import msgspec
 from collections.abc import Callable
 from typing import Any
 
 from siemhub.collector.event import Event, Process
 from siemhub.collector.pending import PendingEvents
 
-# build(process, parent) -> Event
-Build = Callable[[Process, Process | None], Event]
+# build(process, parent) -> Event, or None to drop it (decided once the process is known)
+Build = Callable[[Process, Process | None], Event | None]
 
 
 class ProcessJoin:
@@ -31,6 +35,7 @@ class ProcessJoin:
         self._settling: deque[tuple[int, int, int, int, Build]] = deque()
         self.pending = PendingEvents(lambda pid, start: cache.get(pid, start), max_items=max_items, max_age=max_wait)
         self.missing = 0
+        self.replaced = 0  # events whose process exec'd a new image before they were named
 
     def __len__(self) -> int:
         return len(self._settling) + len(self.pending)
@@ -45,27 +50,33 @@ class ProcessJoin:
         q = self._settling
         cache = self.cache
         while q and (force or q[0][0] <= horizon):
-            _, pid, tid, start_ns, build = q.popleft()
+            ktime, pid, tid, start_ns, build = q.popleft()
             entry = cache.get(pid, start_ns)
             if entry is not None:
-                out.append(self._build(entry, pid, tid, start_ns, build))
+                out.append(self._build(entry, ktime, pid, tid, start_ns, build))
             else:
-                out.extend(self.pending.add(pid, start_ns, self._later(pid, tid, start_ns, build)))
+                out.extend(self.pending.add(pid, start_ns, self._later(ktime, pid, tid, start_ns, build)))
         out.extend(self.pending.flush() if force else self.pending.drain())
-        return out
+        return [e for e in out if e is not None]  # a builder returns None for an event it drops on purpose
 
-    def _later(self, pid: int, tid: int, start_ns: int, build: Build):
+    def _later(self, ktime: int, pid: int, tid: int, start_ns: int, build: Build):
         def run(entry):
             if entry is None:
                 entry = self.cache.resolve(pid, start_ns)  # not seen exec'ing: /proc, while it lives
-            return self._build(entry, pid, tid, start_ns, build)
+            return self._build(entry, ktime, pid, tid, start_ns, build)
         return run
 
-    def _build(self, entry, pid: int, tid: int, start_ns: int, build: Build) -> Event:
+    def _build(self, entry, ktime: int, pid: int, tid: int, start_ns: int, build: Build) -> Event | None:
         cache = self.cache
         if entry is None:
             self.missing += 1
             return build(Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid,
                                  flags=["missing_process"]), None)
+        proc = entry.proc
+        if entry.exec_ktime is not None and entry.exec_ktime > ktime:
+            # The process exec'd again after the event (setpriv, sudo, a shell's exec): the cache holds
+            # only the newer image. Name it, flagged, rather than pretend it did this.
+            self.replaced += 1
+            proc = msgspec.structs.replace(proc, flags=[*proc.flags, "image_replaced"])
         pe = cache.parent_of(entry)
-        return build(entry.proc, pe.summary() if pe is not None else None)
+        return build(proc, pe.summary() if pe is not None else None)
