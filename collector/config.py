@@ -131,8 +131,53 @@ class PrivilegeSensorConfig(_Strict):
     _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
 
 
+DEFAULT_FILE_WATCH = [
+    "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d/",
+    "/etc/ssh/", "/root/.ssh/", "/etc/cron.d/", "/etc/crontab", "/var/spool/cron/", "/etc/ld.so.preload",
+    "/etc/systemd/system/", "/lib/systemd/system/", "/etc/kubernetes/", "/var/lib/kubelet/config.yaml",
+    "/etc/containerd/", "/etc/docker/daemon.json",
+]
+FILE_OPERATIONS = ("open_read", "open_write", "write", "unlink", "rename", "chmod", "chown", "truncate")
+
+
+def _watch_path(v: str) -> str:
+    if not v.startswith("/"):
+        raise ValueError(f"{v!r}: must be an absolute path")
+    if len(v.encode()) > 254:
+        raise ValueError(f"{v!r}: longer than 254 bytes")
+    return v
+
+
+class FileEnforceRule(_Strict):
+    path: str = Field(description="file, or directory with a trailing '/' (everything below it)")
+    action: Literal["sigkill"] = Field("sigkill", description="sigkill from the kernel (block needs BPF LSM)")
+    operations: list[Literal[FILE_OPERATIONS]] = Field(min_length=1)  # type: ignore[valid-type]
+
+    _path = field_validator("path")(classmethod(lambda cls, v: _watch_path(v)))
+
+
+class FileSensorConfig(_Strict):
+    watch: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_WATCH),
+                             description="absolute paths; a trailing '/' (or an existing directory) watches "
+                                         "everything below it")
+    enforce: list[FileEnforceRule] = Field([], description="paths whose operations get SIGKILL in the kernel")
+    path_depth: int = Field(32, ge=4, le=64, description="path components walked in the kernel")
+    ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(16, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
+
+    @field_validator("watch")
+    @classmethod
+    def _watch(cls, v: list[str]) -> list[str]:
+        return [_watch_path(p) for p in v]
+
+
 class SensorsConfig(_Strict):
     process: ProcessSensorConfig | None = None
+    file: FileSensorConfig | None = None
     network: NetworkSensorConfig | None = None
     privilege: PrivilegeSensorConfig | None = None
 

@@ -15,6 +15,7 @@ enum sh_msg_type {
 	SH_MSG_EXEC = 1,
 	SH_MSG_FORK = 2,
 	SH_MSG_EXIT = 3,
+	SH_MSG_FILE = 30,          /* file sensor (sh_msg_file.op) */
 	SH_MSG_NET = 10,           /* network sensor: connect, accept, close (sh_msg_net.kind) */
 	SH_MSG_PRIV = 20,          /* privilege sensor (sh_msg_priv.op) */
 };
@@ -167,6 +168,59 @@ struct sh_msg_priv {
 	char name[SH_PRIV_NAME];
 	char source[SH_PRIV_STR];
 	char target[SH_PRIV_STR];
+};
+
+/* File sensor (bpf/file/file.bpf.c). Message: fixed part, then data[] = path, NUL | target, NUL
+ * (rename only). Paths are absolute as resolved in the kernel, unless kflags says otherwise. */
+#define SH_FILE_PATH_MAX 1024              /* bytes of a reported path, NUL included (power of two) */
+#define SH_FILE_KEY_MAX 256                /* bytes of a path compared with the watch list */
+#define SH_FILE_OPEN     1
+#define SH_FILE_WRITE    2
+#define SH_FILE_UNLINK   3
+#define SH_FILE_RENAME   4
+#define SH_FILE_CHMOD    5
+#define SH_FILE_CHOWN    6
+#define SH_FILE_TRUNCATE 7
+/* sh_msg_file.kflags */
+#define SH_FILE_TRUNC_PATH      (1U << 0)  /* deeper or longer than the walk allows: root side missing */
+#define SH_FILE_TRUNC_TARGET    (1U << 1)
+#define SH_FILE_RELATIVE        (1U << 2)  /* the starting directory (dirfd) could not be resolved */
+#define SH_FILE_RELATIVE_TARGET (1U << 3)
+#define SH_FILE_KILLED          (1U << 4)  /* an enforce rule sent SIGKILL */
+#define SH_FILE_CREATED         (1U << 5)  /* the open created the file (FMODE_CREATED) */
+#define SH_FILE_BY_FD           (1U << 6)  /* resolved from the open file, not from a name */
+#define SH_FILE_NO_PATH         (1U << 7)  /* empty or unreadable user string */
+/* enforce masks (watch value): operations that get SIGKILL */
+#define SH_FILE_ENF_OPEN_READ  (1U << 0)
+#define SH_FILE_ENF_OPEN_WRITE (1U << 1)
+#define SH_FILE_ENF_WRITE      (1U << 2)
+#define SH_FILE_ENF_UNLINK     (1U << 3)
+#define SH_FILE_ENF_RENAME     (1U << 4)
+#define SH_FILE_ENF_CHMOD      (1U << 5)
+#define SH_FILE_ENF_CHOWN      (1U << 6)
+#define SH_FILE_ENF_TRUNCATE   (1U << 7)
+
+struct sh_msg_file {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u64 start_boottime;  /* task->start_boottime: names the process with the cache */
+	__s64 result;        /* syscall return value (fd or -errno); 0 for write (reported at entry) */
+	__u64 ino;           /* inode of the file, when resolved by file */
+	__u32 dev;
+	__u32 uid;           /* real uid and gid of the caller */
+	__u32 gid;
+	__u32 op;            /* SH_FILE_* operation */
+	__u32 flags;         /* open flags; unlinkat/fchownat/renameat2/fchmodat2 flags */
+	__u32 mode;          /* open (creation) mode, chmod mode */
+	__u32 arg_uid;       /* chown owner and group, (u32)-1: unchanged */
+	__u32 arg_gid;
+	__u32 kflags;        /* SH_FILE_TRUNC_PATH... */
+	__u32 rule;          /* enforce rule (1-based) that killed, 0: none */
+	__u16 path_len;      /* bytes of data[] used by the path, NUL included */
+	__u16 target_len;    /* bytes of the rename target, NUL included */
+	__u32 pad;
+	char comm[16];
 };
 
 #endif

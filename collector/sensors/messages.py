@@ -70,3 +70,22 @@ SIZES = {"sh_msg_hdr": HDR.size, "sh_msg_exec": EXEC.size, "sh_msg_fork": FORK.s
 FIELDS = {"sh_msg_hdr": HDR_FIELDS, "sh_msg_exec": EXEC_FIELDS, "sh_msg_fork": FORK_FIELDS,
           "sh_msg_exit": EXIT_FIELDS, "sh_msg_net": NET_FIELDS, "sh_msg_priv": PRIV_FIELDS}
 
+# --- file sensor (struct sh_msg_file) ---
+MSG_FILE = 30
+# hdr, u32 pid, u32 tid, u64 start_boottime, s64 result, u64 ino, 10 x u32 (dev, uid, gid, op, flags,
+# mode, arg_uid, arg_gid, kflags, rule), u16 path_len, u16 target_len, u32 pad, char comm[16]
+FILE = struct.Struct("<BxxxIQ" "2I" "Q" "q" "Q" "10I" "2H4x" "16s")
+FILE_FIELDS = {
+    "pid": 16, "tid": 20, "start_boottime": 24, "result": 32, "ino": 40, "dev": 48, "uid": 52, "gid": 56,
+    "op": 60, "flags": 64, "mode": 68, "arg_uid": 72, "arg_gid": 76, "kflags": 80, "rule": 84,
+    "path_len": 88, "target_len": 90, "comm": 96,
+}
+FILE_OPEN, FILE_WRITE, FILE_UNLINK, FILE_RENAME, FILE_CHMOD, FILE_CHOWN, FILE_TRUNCATE = range(1, 8)
+FILE_TRUNC_PATH, FILE_TRUNC_TARGET, FILE_RELATIVE, FILE_RELATIVE_TARGET = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FILE_KILLED, FILE_CREATED, FILE_BY_FD, FILE_NO_PATH = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+FILE_PATH_MAX, FILE_KEY_MAX = 1024, 256
+# enforce masks (the watch map's value), by the operation names of sensors.file.enforce
+FILE_ENF = {"open_read": 1 << 0, "open_write": 1 << 1, "write": 1 << 2, "unlink": 1 << 3, "rename": 1 << 4,
+            "chmod": 1 << 5, "chown": 1 << 6, "truncate": 1 << 7}
+SIZES["sh_msg_file"] = FILE.size
+FIELDS["sh_msg_file"] = FILE_FIELDS

@@ -1,0 +1,413 @@
+"""File sensor: file_access events for watched paths, from bpf/file/file.bpf.c.
+
+The kernel resolves every path to an absolute one and compares it with the watch list (an LPM trie of
+path prefixes) before anything is sent: unwatched paths never reach user space. This module turns the
+config's watch and enforce lists into trie entries, reads the ring buffer, and decodes messages into
+`file_access` events (and `policy_action` events when an enforce rule killed a process), naming the
+process through the shared cache.
+
+Watched paths are matched by name, not by inode: a file that does not exist yet (/etc/ld.so.preload)
+or that is replaced by a rename (a new inode under /etc/passwd) is still covered. A path that goes
+through a symlink (/lib -> /usr/lib on merged-/usr systems) is watched under both names, because the
+kernel reports the real path of opened files. Caveats: see docs/sensors/file.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+
+from siemhub.collector import ringbuf
+from siemhub.collector.bpfload import check_environment, compile_program
+from siemhub.collector.bpfloader import Loaded
+from siemhub.collector.config import FileSensorConfig
+from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
+from siemhub.collector.pending import PendingEvents
+from siemhub.collector.sensors import Sensor, SensorContext
+from siemhub.collector.sensors import messages as m
+
+log = logging.getLogger("siemhub.sensors.file")
+
+OFFSETS = {
+    "OFF_TASK_FILES": ("task_struct", "files"),
+    "OFF_TASK_FS": ("task_struct", "fs"),
+    "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_FILES_FDT": ("files_struct", "fdt"),
+    "OFF_FDTABLE_MAX_FDS": ("fdtable", "max_fds"),
+    "OFF_FDTABLE_FD": ("fdtable", "fd"),
+    "OFF_FILE_F_PATH": ("file", "f_path"),
+    "OFF_FILE_F_INODE": ("file", "f_inode"),
+    "OFF_FILE_F_MODE": ("file", "f_mode"),
+    "OFF_PATH_MNT": ("path", "mnt"),
+    "OFF_PATH_DENTRY": ("path", "dentry"),
+    "OFF_FS_PWD": ("fs_struct", "pwd"),
+    "OFF_DENTRY_PARENT": ("dentry", "d_parent"),
+    "OFF_DENTRY_NAME": ("dentry", "d_name"),
+    "OFF_QSTR_LEN": ("qstr", "len"),
+    "OFF_QSTR_NAME": ("qstr", "name"),
+    "OFF_MOUNT_MNT": ("mount", "mnt"),
+    "OFF_MOUNT_PARENT": ("mount", "mnt_parent"),
+    "OFF_MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"),
+    "OFF_VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+    "OFF_INODE_I_INO": ("inode", "i_ino"),
+    "OFF_INODE_I_SB": ("inode", "i_sb"),
+    "OFF_SB_S_DEV": ("super_block", "s_dev"),
+}
+_MAPS = ["events", "lost", "killed", "watch"]
+_TRACEFS = "/sys/kernel/tracing/events/syscalls"
+
+OPERATIONS = {m.FILE_OPEN: "open", m.FILE_WRITE: "write", m.FILE_UNLINK: "unlink", m.FILE_RENAME: "rename",
+              m.FILE_CHMOD: "chmod", m.FILE_CHOWN: "chown", m.FILE_TRUNCATE: "truncate"}
+# x86-64 / generic open flags (asm-generic/fcntl.h); O_RDONLY is the absence of the access bits
+_OPEN_FLAGS = ((0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+               (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o4010000, "O_SYNC"), (0o200000, "O_DIRECTORY"),
+               (0o400000, "O_NOFOLLOW"), (0o2000000, "O_CLOEXEC"), (0o10000000, "O_PATH"),
+               (0o20200000, "O_TMPFILE"))
+_ACCESS = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")
+_KFLAGS = ((m.FILE_TRUNC_PATH, "truncated_path"), (m.FILE_TRUNC_TARGET, "truncated_target"),
+           (m.FILE_RELATIVE, "relative_path"), (m.FILE_RELATIVE_TARGET, "relative_target"),
+           (m.FILE_CREATED, "created"))
+_WRITES = frozenset(("write", "unlink", "rename", "chmod", "chown", "truncate"))
+_UNSET = 0xFFFFFFFF
+_WATCH_VAL = struct.Struct("<II")
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "little")
+
+
+def open_flag_names(flags: int) -> list[str]:
+    out = [_ACCESS[flags & 3]]
+    for bit, name in _OPEN_FLAGS:
+        if flags & bit == bit:
+            out.append(name)
+    if "O_TMPFILE" in out:
+        out.remove("O_DIRECTORY")
+    return out
+
+
+def _watch_forms(path: str) -> list[bytes]:
+    """Trie keys for one configured path: a directory (trailing '/' or an existing directory) is a prefix
+    "dir/" plus the directory itself ("dir" + NUL); a file is its exact name + NUL. When the path goes
+    through a symlink, the real path is added too (the kernel reports real paths of opened files)."""
+    is_dir = path.endswith("/") or os.path.isdir(path)
+    names = {os.path.normpath(path)}
+    names.add(os.path.realpath(path))
+    keys = []
+    for name in sorted(names):
+        raw = os.fsencode(name)
+        if is_dir and raw != b"/":
+            keys += [raw + b"/", raw + b"\0"]
+        elif is_dir:
+            keys.append(b"/")
+        else:
+            keys.append(raw + b"\0")
+    return keys
+
+
+def build_watch_entries(watch: list[str], enforce: list) -> dict[bytes, tuple[int, int]]:
+    """{trie key bytes: (enforce mask, rule number)}. The trie answers with the longest matching entry,
+    so each entry carries the enforcement of every rule whose path covers it (a rule's key is a prefix
+    of the entry's key)."""
+    rules = []  # (keys, mask, number)
+    for i, rule in enumerate(enforce, 1):
+        mask = 0
+        for op in rule.operations:
+            mask |= m.FILE_ENF[op]
+        rules.append((_watch_forms(rule.path), mask, i))
+    keys: set[bytes] = set()
+    for p in watch:
+        keys.update(_watch_forms(p))
+    for rkeys, _, _ in rules:
+        keys.update(rkeys)
+    out = {}
+    for key in keys:
+        mask = number = 0
+        for rkeys, rmask, rnum in rules:
+            if any(key.startswith(rk) for rk in rkeys):
+                mask |= rmask
+                number = number or rnum
+        out[key] = (mask, number)
+    return out
+
+
+def lpm_key(key: bytes) -> bytes:
+    """struct lpm_key { u32 prefixlen (bits); u8 data[SH_FILE_KEY_MAX]; }"""
+    if len(key) > m.FILE_KEY_MAX:
+        raise ValueError(f"watched path longer than {m.FILE_KEY_MAX - 1} bytes: {key!r}")
+    return _u32(len(key) * 8) + key.ljust(m.FILE_KEY_MAX, b"\0")
+
+
+def block_support() -> tuple[bool, str]:
+    """Whether `block` (a BPF LSM program returning -EPERM) could work on this kernel: needs "bpf" among
+    the active LSMs and no lockdown (lockdown refuses BPF LSM and fentry programs with EPERM)."""
+    try:
+        with open("/sys/kernel/security/lockdown") as f:
+            lockdown = f.read()
+        mode = lockdown[lockdown.index("[") + 1 : lockdown.index("]")]
+    except (OSError, ValueError):
+        mode = "unknown"
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            lsms = f.read().strip().split(",")
+    except OSError:
+        lsms = []
+    if "bpf" not in lsms:
+        return False, "the bpf LSM is not active (lsm= boot parameter)"
+    if mode not in ("none", "unknown"):
+        return False, f"kernel lockdown is '{mode}': BPF LSM programs are refused"
+    return True, "BPF LSM available"
+
+
+class FileSensor(Sensor):
+    name = "file"
+
+    def __init__(self, config: FileSensorConfig, ctx: SensorContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.poll_interval = config.poll_interval
+        self._bpf: Loaded | None = None
+        self._rb: ringbuf.RingBuffer | None = None
+        self.decode_errors = 0
+        self.lost = 0
+        self.killed = 0
+        self.watch_paths = 0
+        self.watch_missing = 0
+        self.block_available = False
+        self._rules: list = list(config.enforce)
+        self._m_events = ctx.metrics.sensor_events.labels(self.name)
+        self._m_decode = ctx.metrics.decode_errors
+        self._m_lost = ctx.metrics.ringbuf_lost
+        self._next_check = 0.0
+        self.pending = PendingEvents(self._lookup, max_items=config.pending.max_events,
+                                     max_age=config.pending.max_wait)
+        self._early: list[Event] = []
+
+    # --- lifecycle ---
+
+    def load(self) -> None:
+        c = self.config
+        check_environment()
+        legacy = os.path.exists(os.path.join(_TRACEFS, "sys_enter_open"))
+        defines = {
+            "SH_RINGBUF_PAGES": c.ringbuf_pages,
+            "SH_WAKEUP_EVERY": c.wakeup_every,
+            "SH_PATH_DEPTH": c.path_depth,
+            "SH_LEGACY_SYSCALLS": int(legacy),
+        }
+        self._bpf = compile_program("file/file.bpf.c", OFFSETS, defines, _MAPS)
+        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self.set_watch(c.watch, c.enforce)
+        self.block_available, why = block_support()
+        if c.enforce:
+            log.info("file sensor: enforcement in force: sigkill from syscall tracepoints (%d rules); "
+                     "block: %s", len(c.enforce), "available but not used" if self.block_available
+                     else f"unavailable ({why})")
+        else:
+            log.info("file sensor: no enforce rules; block: %s", "available" if self.block_available
+                     else f"unavailable ({why})")
+
+    def set_watch(self, watch: list[str], enforce: list) -> None:
+        """Replace the watch list and enforce rules in the kernel (at start-up and at run time)."""
+        entries = build_watch_entries(watch, enforce)
+        keys = {lpm_key(k): _WATCH_VAL.pack(*v) for k, v in entries.items()}  # raises before any change
+        wmap = self._bpf.maps["watch"]
+        for old in wmap.keys():
+            if old not in keys:
+                wmap.delete(old)
+        for k, v in keys.items():
+            wmap.update(k, v)
+        self._rules = list(enforce)
+        paths = list(watch) + [r.path for r in enforce]
+        self.watch_paths = len(paths)
+        missing = [p for p in paths if not os.path.lexists(p)]
+        self.watch_missing = len(missing)
+        log.info("file sensor: watching %d paths (%d trie entries); %d do not exist and are watched by name "
+                 "for their creation%s", len(paths), len(entries), len(missing),
+                 f": {', '.join(missing[:8])}" if missing else "")
+
+    def unload(self) -> None:
+        if self._bpf is not None:
+            self.poll(0)
+            left = _flat(self.pending.flush())
+            if left:
+                self.ctx.emit(left)
+            self._check_counters()
+            if self._rb is not None:
+                self._rb.close()
+                self._rb = None
+            self._bpf.close()
+            self._bpf = None
+
+    # --- reading ---
+
+    def poll(self, timeout: float) -> int:
+        if self._bpf is None:
+            return 0
+        if timeout > 0:
+            self._rb.wait(timeout)
+        raw = self._rb.drain()
+        events = self.decode(raw) if raw else []
+        if raw:
+            self._m_events.inc(len(raw))
+        if self.pending:
+            events.extend(_flat(self.pending.drain()))
+        if events:
+            self.ctx.emit(events)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            self._check_counters()
+        return len(raw)
+
+    def _check_counters(self) -> None:
+        maps = self._bpf.maps
+        lost = sum(maps["lost"].lookup_percpu_u64(_u32(0)))
+        if lost > self.lost:
+            self._m_lost.labels(self.name, "file").inc(lost - self.lost)
+            log.warning("file sensor: kernel could not queue %d messages (ring buffer full)", lost - self.lost)
+            self.lost = lost
+        self.killed = sum(maps["killed"].lookup_percpu_u64(_u32(0)))
+
+    def counters(self) -> dict[str, int]:
+        return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "enforce_kills": self.killed,
+                "watch_paths": self.watch_paths, "watch_paths_missing": self.watch_missing,
+                "enforce_block_available": int(self.block_available),
+                "pending_resolved": self.pending.resolved, "pending_expired": self.pending.expired,
+                "pending_overflow": self.pending.overflow}
+
+    # --- decoding (pure apart from the cache; tests feed it raw messages) ---
+
+    def _lookup(self, pid: int, key):
+        """The cache entry of the image that made the event: same process start and same comm (an event
+        can be decoded before the exec that renamed the process; then it waits for that exec)."""
+        start_ns, comm = key
+        e = self.ctx.cache.get(pid, start_ns)
+        if e is not None and e.proc.comm == comm:
+            return e
+        return None
+
+    def decode(self, raw: list[bytes]) -> list[Event]:
+        events: list[Event] = self._early
+        self._early = []
+        for msg in raw:
+            try:
+                if msg[0] != m.MSG_FILE:
+                    self._decode_error("unknown_type")
+                    continue
+                events.extend(self._file(msg))
+            except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
+                self._decode_error(type(exc).__name__)
+        return events
+
+    def _decode_error(self, reason: str) -> None:
+        self.decode_errors += 1
+        self._m_decode.labels(self.name, reason).inc()
+
+    def _file(self, msg: bytes) -> list[Event]:
+        (_, size, ktime, pid, tid, start_ns, result, ino, dev, uid, gid, op, flags, mode, arg_uid, arg_gid,
+         kflags, rule, path_len, target_len, comm) = m.FILE.unpack_from(msg)
+        if size != len(msg) or m.FILE.size + path_len + target_len > size or op not in OPERATIONS:
+            raise ValueError("length mismatch" if op in OPERATIONS else "unknown operation")
+        a = m.FILE.size + path_len
+        operation = OPERATIONS[op]
+        fflags: list[str] = []
+        path = self._text(msg[m.FILE.size : a], "path", fflags)
+        target = self._text(msg[a : a + target_len], "target", fflags) if target_len else None
+        if op == m.FILE_OPEN:
+            fflags[:0] = open_flag_names(flags)
+        elif op == m.FILE_UNLINK and flags & 0x200:
+            fflags.append("AT_REMOVEDIR")
+        elif op == m.FILE_RENAME:
+            fflags += [n for b, n in ((1, "RENAME_NOREPLACE"), (2, "RENAME_EXCHANGE"), (4, "RENAME_WHITEOUT"))
+                       if flags & b]
+        elif op in (m.FILE_CHOWN, m.FILE_CHMOD) and flags & 0x100:
+            fflags.append("AT_SYMLINK_NOFOLLOW")
+        fflags += [name for bit, name in _KFLAGS if kflags & bit]
+        if not kflags & m.FILE_BY_FD and _unnormalized(path, target):
+            fflags.append("unnormalized_path")
+        body = File(
+            operation=operation, path=path, flags=fflags, target=target,
+            mode=(mode & 0o7777) if op == m.FILE_CHMOD or (op == m.FILE_OPEN and _creates(flags)) else None,
+            uid=None if op != m.FILE_CHOWN or arg_uid == _UNSET else arg_uid,
+            gid=None if op != m.FILE_CHOWN or arg_gid == _UNSET else arg_gid,
+            inode=ino or None, result=None if op == m.FILE_WRITE else result,
+        )
+        comm_s = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+        killed = bool(kflags & m.FILE_KILLED)
+
+        def build(entry) -> list[Event]:
+            return self._events(entry, body, ktime, pid, tid, start_ns, comm_s, killed, rule)
+
+        entry = self._lookup(pid, (start_ns, comm_s))
+        if entry is None:
+            # Not known yet (its exec is still on its way through the process sensor): wait for it, so
+            # the event carries the same exec_id as the process_exec. Out of time, /proc is asked.
+            self._early.extend(_flat(self.pending.add(pid, (start_ns, comm_s), build)))
+            return []
+        return build(entry)
+
+    def _events(self, entry, body: File, ktime: int, pid: int, tid: int, start_ns: int, comm: str,
+                killed: bool, rule: int) -> list[Event]:
+        ctx = self.ctx
+        cache = ctx.cache
+        if entry is None:
+            entry = cache.resolve(pid, start_ns)  # out of time: the process as it is known now, if at all
+        if entry is None:
+            proc = Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid, comm=comm,
+                           flags=["missing_process"])
+            parent = None
+        else:
+            proc = entry.proc if entry.proc.tid == tid else _with_tid(entry.proc, tid)
+            pe = cache.parent_of(entry)
+            parent = pe.summary() if pe is not None else None
+        when = ctx.clock.from_boot(ktime)
+        severity = "high" if killed else ("medium" if body.operation in _WRITES or _writes(body) else "low")
+        out = [Event(id=ctx.ids.new(), time=when, type="file_access", schema_version=SCHEMA_VERSION,
+                     severity=severity, node=ctx.node, process=proc, parent=parent, file=body,
+                     tags=["sigkill"] if killed else [])]
+        if killed:
+            r = self._rules[rule - 1] if 0 < rule <= len(self._rules) else None
+            out.append(Event(
+                id=ctx.ids.new(), time=when, type="policy_action", schema_version=SCHEMA_VERSION,
+                severity="high", node=ctx.node, process=proc, parent=parent, file=body,
+                policy=PolicyAction(policy="file.enforce", rule=r.path if r is not None else None,
+                                    action="sigkill", enforced=True,
+                                    reason=f"{body.operation} {body.path}"),
+                tags=["sigkill"]))
+        return out
+
+    @staticmethod
+    def _text(raw: bytes, field: str, flags: list[str]) -> str:
+        text, bad = escape_bytes(raw.split(b"\0", 1)[0])
+        if bad:
+            flags.append(f"non_utf8_{field}")
+        return text
+
+
+def _flat(built: list[list[Event]]) -> list[Event]:
+    """The pending queue hands back what the builders made: one list of events per kernel message."""
+    return [e for events in built for e in events]
+
+
+def _writes(body: File) -> bool:
+    return body.operation == "open" and any(f in body.flags for f in ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"))
+
+
+def _creates(flags: int) -> bool:
+    return bool(flags & 0o100) or flags & 0o20200000 == 0o20200000  # O_CREAT, O_TMPFILE
+
+
+def _with_tid(proc: Process, tid: int) -> Process:
+    import msgspec
+
+    return msgspec.structs.replace(proc, tid=tid)
+
+
+def _unnormalized(path: str, target: str | None) -> bool:
+    for p in (path, target):
+        if p and ("//" in p or "/./" in p or "/../" in p or p.endswith(("/.", "/..")) or not p.startswith("/")):
+            return True
+    return False

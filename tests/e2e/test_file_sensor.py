@@ -1,0 +1,233 @@
+"""End-to-end: the file sensor on the running kernel (process + file sensors -> file exporter).
+
+Watched paths are temporary directories added to the watch list, never real /etc files, except reading
+/etc/shadow, which is harmless."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningAgent, bpf_unavailable
+
+pytestmark = pytest.mark.bpf
+
+CAT = os.path.realpath("/bin/cat")
+
+
+@pytest.fixture(scope="module")
+def file_agent(tmp_path_factory):
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    from siemhub.collector import config
+    from siemhub.collector.agent import Agent
+    from siemhub.collector.sensors import BPFUnavailable
+
+    base = tmp_path_factory.mktemp("fim")
+    watched = base / "watched"
+    single = base / "single"
+    protected = base / "protected"
+    unwatched = base / "unwatched"
+    for d in (watched, single, protected, unwatched):
+        d.mkdir()
+    (protected / "secret").write_text("SECRET-CONTENT\n")
+    (protected / "keep").write_text("ORIGINAL\n")
+    out = base / "events.jsonl"
+    text = f"""
+sensors:
+  process: {{poll_interval: 0.05}}
+  file:
+    poll_interval: 0.05
+    watch: ["/etc/shadow", "{watched}/", "{single}/passwd"]
+    enforce:
+      - {{path: "{protected}/secret", action: sigkill, operations: [open_read]}}
+      - {{path: "{protected}/keep", action: sigkill, operations: [open_write]}}
+exporters:
+  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
+routes:
+  - {{name: all, to: [out]}}
+metrics: {{enabled: false}}
+status_interval: 0
+"""
+    agent = Agent(config.parse(text, "<file_agent>"))
+    try:
+        agent.start()
+    except BPFUnavailable as exc:
+        agent.shutdown()
+        bpf_unavailable(str(exc))
+    stop = threading.Event()
+
+    def housekeeping():
+        while not stop.wait(0.5):
+            agent.cache.evict()
+
+    threading.Thread(target=housekeeping, daemon=True).start()
+    running = RunningAgent(out, agent)
+    running.dirs = {"watched": watched, "single": single, "protected": protected, "unwatched": unwatched}
+    yield running
+    stop.set()
+    agent.shutdown()
+
+
+def _file_events(agent, pred=lambda f: True):
+    return [e for e in agent.events() if e["type"] == "file_access" and pred(e["file"])]
+
+
+def _wait_count(agent, pred, n, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _file_events(agent, pred)
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_reading_etc_shadow_names_process_and_parent(file_agent):
+    marker = f"shadow-{time.monotonic_ns()}"
+    proc = subprocess.run(["/bin/sh", "-c", f"cat /etc/shadow > /dev/null # {marker}"], check=True)
+    sh = file_agent.wait_for(lambda e: e["type"] == "process_exec"
+                             and any(marker in a for a in e["process"]["args"]), what="sh exec")[0]
+    ev = file_agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"] == "/etc/shadow"
+                             and e["process"]["ppid"] == sh["process"]["pid"], what="/etc/shadow read")
+    e = ev[0]
+    assert e["file"]["operation"] == "open" and "O_RDONLY" in e["file"]["flags"]
+    assert e["file"]["result"] >= 0 and e["file"]["inode"] == os.stat("/etc/shadow").st_ino
+    assert e["process"]["binary"] in ("/bin/cat", "/usr/bin/cat", CAT)
+    assert e["process"]["args"] == ["cat", "/etc/shadow"]
+    assert e["process"]["exec_id"] != sh["process"]["exec_id"]
+    assert e["parent"]["exec_id"] == sh["process"]["exec_id"] and e["parent"]["binary"] == "/bin/sh"
+    assert e["severity"] == "low"
+    assert proc.returncode == 0
+
+
+def test_writes_and_rename_over_are_always_reported(file_agent):
+    w = file_agent.dirs["watched"]
+    rounds = 25
+    for i in range(rounds):
+        tmp = w / f"passwd.{i}.tmp"
+        with open(tmp, "w") as f:          # open for writing + first write
+            f.write("root:x:0:0::/root:/bin/sh\n")
+            f.write("more\n")              # second write: not reported (first write per open file)
+        os.rename(tmp, w / "passwd")       # rename over the watched file
+    opens = _wait_count(file_agent, lambda f: f["operation"] == "open" and ".tmp" in f["path"]
+                        and f["path"].startswith(str(w)), rounds)
+    writes = _wait_count(file_agent, lambda f: f["operation"] == "write" and f["path"].startswith(str(w)), rounds)
+    renames = _wait_count(file_agent, lambda f: f["operation"] == "rename" and f.get("target") == str(w / "passwd"),
+                          rounds)
+    assert len(opens) == rounds and len(renames) == rounds
+    assert len(writes) == rounds, "exactly one write event per open file"
+    for f in (e["file"] for e in opens):
+        assert {"O_WRONLY", "O_CREAT", "O_TRUNC", "created"} <= set(f["flags"]) and f["mode"] == 0o666
+    for e in renames:
+        assert e["file"]["result"] == 0 and e["process"]["pid"] == os.getpid()
+        assert e["file"]["path"].startswith(str(w / "passwd."))
+
+
+def test_watched_file_replaced_by_rename_stays_watched(file_agent):
+    """A file watched by name (not a directory): renaming a new file over it is reported (the target is
+    the watched name) and the new inode under that name is still watched."""
+    d = file_agent.dirs["single"]
+    (d / "passwd").write_text("v1\n")
+    new = d / "passwd.new"
+    new.write_text("v2\n")                 # not watched: a sibling of the watched name
+    os.rename(new, d / "passwd")
+    with open(d / "passwd", "a") as f:
+        f.write("v3\n")
+    rn = _wait_count(file_agent, lambda f: f["operation"] == "rename" and f.get("target") == str(d / "passwd"), 1)
+    assert rn and rn[0]["file"]["path"] == str(new)
+    ino = os.stat(d / "passwd").st_ino
+    after = _wait_count(file_agent, lambda f: f["operation"] == "write" and f["path"] == str(d / "passwd")
+                        and f["inode"] == ino, 1)
+    assert after, "the write to the new inode under the watched name was not reported"
+    assert not _file_events(file_agent, lambda f: f["path"] == str(new) and f["operation"] == "open")
+
+
+def test_relative_paths_are_resolved(file_agent):
+    w = file_agent.dirs["watched"]
+    subprocess.run(["/bin/sh", "-c", "echo hi > ./rel-file && chmod 600 rel-file && mv rel-file rel-moved "
+                    "&& rm rel-moved"], cwd=w, check=True)
+    want = {("open", str(w / "rel-file")), ("write", str(w / "rel-file")), ("chmod", str(w / "rel-file")),
+            ("rename", str(w / "rel-file")), ("unlink", str(w / "rel-moved"))}
+    deadline = time.monotonic() + 10
+    while True:
+        seen = {(f["operation"], f["path"]) for f in (e["file"] for e in _file_events(file_agent))}
+        if want <= seen or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert want <= seen, want - seen
+    rn = _file_events(file_agent, lambda f: f["operation"] == "rename" and f["path"] == str(w / "rel-file"))
+    assert rn[0]["file"]["target"] == str(w / "rel-moved")
+
+
+def test_unwatched_paths_produce_no_events(file_agent):
+    u = file_agent.dirs["unwatched"]
+    n = 10_000
+    for i in range(n):
+        fd = os.open(u / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+    os.rename(u / "f0", u / "g0")
+    os.unlink(u / "g0")
+    # a watched-path event after the storm proves the stream has caught up
+    (file_agent.dirs["watched"] / "sentinel").write_text("x")
+    file_agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"].endswith("/sentinel"))
+    assert not _file_events(file_agent, lambda f: str(u) in f["path"] or str(u) in (f.get("target") or ""))
+    assert file_agent.agent.sensors[1].counters()["ringbuf_lost"] == 0
+
+
+CHILD = r"""
+import os, sys
+data = open(sys.argv[1]).read()
+sys.stdout.write(data)
+sys.stdout.flush()
+"""
+
+WRITER = r"""
+import sys
+f = open(sys.argv[1], "w")
+f.write("OVERWRITTEN\n")
+f.close()
+print("wrote")
+"""
+
+
+def test_sigkill_before_a_byte_is_read(file_agent):
+    secret = file_agent.dirs["protected"] / "secret"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(secret)], capture_output=True, timeout=30)
+    assert proc.returncode == -9, proc
+    assert proc.stdout == b"", "the killed process printed what it read"
+    pa = file_agent.wait_for(lambda e: e["type"] == "policy_action" and e["file"]["path"] == str(secret),
+                             what="policy_action")[0]
+    assert pa["policy"] == {"policy": "file.enforce", "rule": str(secret), "action": "sigkill", "enforced": True,
+                            "reason": f"open {secret}"}
+    assert os.path.basename(pa["process"]["binary"]).startswith("python") and pa["parent"]["pid"] == os.getpid()
+    fa = file_agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"] == str(secret))[0]
+    assert fa["tags"] == ["sigkill"] and fa["severity"] == "high"
+    ex = file_agent.wait_for(lambda e: e["type"] == "process_exit"
+                             and e["process"]["exec_id"] == pa["process"]["exec_id"], what="exit")[0]
+    assert ex["exit"]["signal"] == "SIGKILL"
+
+
+def test_sigkill_before_a_write_after_open(file_agent):
+    keep = file_agent.dirs["protected"] / "keep"
+    proc = subprocess.run([sys.executable, "-c", WRITER, str(keep)], capture_output=True, timeout=30)
+    assert proc.returncode == -9 and proc.stdout == b""
+    # O_TRUNC happened inside the open syscall itself (the kill lands as it returns): content is gone,
+    # but the process never wrote after its open.
+    assert "OVERWRITTEN" not in keep.read_text()
+    file_agent.wait_for(lambda e: e["type"] == "policy_action" and e["file"]["path"] == str(keep))
+
+
+def test_startup_reports_enforcement_mode(file_agent):
+    sensor = next(s for s in file_agent.agent.sensors if s.name == "file")
+    c = sensor.counters()
+    assert c["enforce_block_available"] in (0, 1) and c["watch_paths"] == 5
+    lockdown = Path("/sys/kernel/security/lockdown")
+    if lockdown.exists() and "[none]" not in lockdown.read_text():
+        assert c["enforce_block_available"] == 0
