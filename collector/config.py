@@ -107,7 +107,7 @@ class NetworkIgnoreConfig(_Strict):
 
 
 class NetworkSensorConfig(_Strict):
-    ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")

@@ -16,7 +16,7 @@
 #include "siemhub.h"
 
 #ifndef SH_RINGBUF_PAGES
-#define SH_RINGBUF_PAGES 256
+#define SH_RINGBUF_PAGES 1024
 #endif
 #ifndef SH_WAKEUP_EVERY
 #define SH_WAKEUP_EVERY 64                 /* power of two */
@@ -147,7 +147,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		struct conn c = {};
 		c.pid = pid_tgid >> 32;
 		c.tid = (u32)pid_tgid;
-		c.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+		c.start_boottime = rd_u64(rd_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);  /* the process, not this thread */
 		c.ktime = bpf_ktime_get_boot_ns();
 		c.outbound = 1;
 		conns.update(&sk, &c);
@@ -258,7 +258,7 @@ static __always_inline int on_accept(long ret)
 	struct conn c = {};
 	c.pid = pid_tgid >> 32;
 	c.tid = (u32)pid_tgid;
-	c.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	c.start_boottime = rd_u64(rd_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);  /* the process, not this thread */
 	c.ktime = m.hdr.ktime;
 	c.established = 1;
 	u64 key = (u64)sk;

@@ -91,7 +91,8 @@ static __always_inline struct sh_msg_priv *new_msg(u32 op)
 	m->hdr.ktime = bpf_ktime_get_boot_ns();
 	m->pid = pid_tgid >> 32;
 	m->tid = (u32)pid_tgid;
-	m->start_boottime = rd_u64((void *)bpf_get_current_task(), OFF_TASK_START_BOOTTIME);
+	/* the process' start (its leader's), as /proc/<pid>/stat and the process cache count it */
+	m->start_boottime = rd_u64(rd_ptr((void *)bpf_get_current_task(), OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);
 	m->op = op;
 	return m;
 }

@@ -28,6 +28,7 @@ log = logging.getLogger("siemhub.sensors.network")
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
     "OFF_FDT_FD": ("fdtable", "fd"),

@@ -34,6 +34,7 @@ log = logging.getLogger("siemhub.sensors.privilege")
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
     "OFF_TASK_CRED": ("task_struct", "cred"),
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_TASK_MM": ("task_struct", "mm"),

@@ -176,3 +176,20 @@ def test_ignored_cidr_never_reaches_user_space(net_agent):
                     and e["network"].get("destination_port") == port]
     finally:
         sensor.set_filters([], [])
+
+
+def test_connect_from_a_thread_names_the_process(net_agent):
+    """The process is the thread group, not the thread: a connect from a second thread must resolve to
+    the process' exec (its start time is the leader's, as /proc counts it)."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER, "127.0.0.1"], stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    code = ("import threading, sys\nsrc = sys.argv[1]\nsys.argv = sys.argv[1:]\n"
+            "t = threading.Thread(target=lambda: exec(src, {}))\nt.start(); t.join()\n")
+    client = subprocess.Popen([sys.executable, "-c", code, CLIENT, "127.0.0.1", str(port)], stdout=subprocess.PIPE,
+                              text=True)
+    cport = int(client.stdout.readline())
+    assert client.wait(10) == 0 and server.wait(10) == 0
+    c_exec = _exec_of(net_agent, client.pid)
+    (conn,) = _net(net_agent, "network_connect", client.pid, "source_port", cport)
+    assert conn["process"]["exec_id"] == c_exec["process"]["exec_id"]
+    assert "missing_process" not in conn["process"].get("flags", [])
