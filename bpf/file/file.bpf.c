@@ -29,6 +29,7 @@
  * never sees its descriptor, reads no byte and writes nothing).
  */
 #include "siemhub.h"
+#include "sh_bpf.h"
 
 #ifndef SH_RINGBUF_PAGES
 #define SH_RINGBUF_PAGES 256
@@ -98,27 +99,6 @@ BPF_HASH(inflight, u32, struct args, 16384);
 BPF_TABLE("lru_hash", u64, struct wfd, wfds, 16384);     /* struct file * -> watched for writes */
 BPF_TABLE("lru_hash", u32, u8, wprocs, 16384);           /* processes holding such files */
 BPF_LPM_TRIE(watch, struct lpm_key, struct watch_val, 4096);
-
-static __always_inline void *rd_ptr(const void *base, int off)
-{
-	void *v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 rd_u32(const void *base, int off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u64 rd_u64(const void *base, int off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 static __always_inline u64 wake_flag(void)
 {

@@ -14,6 +14,7 @@
  * so neither it nor its close reach user space.
  */
 #include "siemhub.h"
+#include "sh_bpf.h"
 
 #ifndef SH_RINGBUF_PAGES
 #define SH_RINGBUF_PAGES 1024
@@ -58,27 +59,6 @@ BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter 
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* connections dropped by the filters */
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
 BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by SH_NET_* */
-
-static __always_inline void *rd_ptr(const void *base, int off)
-{
-	void *v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u64 rd_u64(const void *base, int off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u16 rd_u16(const void *base, int off)
-{
-	u16 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 static __always_inline u64 wake_flag(void)
 {

@@ -9,6 +9,7 @@
  */
 #include <linux/capability.h>  /* cap_user_header_t, in the capset tracepoint arguments */
 #include "siemhub.h"
+#include "sh_bpf.h"
 
 #ifndef SH_RINGBUF_PAGES
 #define SH_RINGBUF_PAGES 64
@@ -42,27 +43,6 @@ BPF_RINGBUF_OUTPUT(events, SH_RINGBUF_PAGES);
 BPF_HASH(inflight, u64, struct inflight, 10240);
 BPF_PERCPU_ARRAY(scratch, struct sh_msg_priv, 1);
 BPF_PERCPU_ARRAY(lost, u64, 1);
-
-static __always_inline void *rd_ptr(const void *base, int off)
-{
-	void *v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 rd_u32(const void *base, int off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u64 rd_u64(const void *base, int off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 static __always_inline void read_creds(struct creds *c)
 {

@@ -7,6 +7,7 @@
  * Messages that do not fit in the ring buffer are counted per type in `lost`, never silently dropped.
  */
 #include "siemhub.h"
+#include "sh_bpf.h"
 
 #ifndef SH_RINGBUF_PAGES
 #define SH_RINGBUF_PAGES 1024
@@ -44,27 +45,6 @@ BPF_HASH(ignore_cgroup, u64, u8, 1024);
 BPF_TABLE("lru_hash", u32, u8, ignored_pids, 65536);  /* processes whose exec was filtered: drop their exit */
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* execs dropped by the filters */
 BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists: skips all of this otherwise */
-
-static __always_inline void *rd_ptr(const void *base, int off)
-{
-	void *v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 rd_u32(const void *base, int off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u64 rd_u64(const void *base, int off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
 
 static __always_inline u32 ns_inum(const void *nsproxy, int ptr_off, int ns_off)
 {
