@@ -38,7 +38,7 @@ _NO_ENTRY: list[str] = []  # shared by every process that entered nothing: never
 
 
 class Entry:
-    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited", "_summary")
+    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited", "_summary", "prev")
 
     def __init__(self, proc: Process, start_tick: int, exec_ktime: int | None, parent_tick: int | None = None) -> None:
         self.proc = proc
@@ -47,6 +47,9 @@ class Entry:
         self.exec_ktime = exec_ktime  # boot-time ns of the exec that made this image, if seen
         self.exited = False
         self._summary: Process | None = None
+        # The image this process ran before this exec, when the cache knew it (exec without fork, or a
+        # fork looked up before its exec): events from just before the exec belong to it. One level only.
+        self.prev: Entry | None = None
 
     def summary(self) -> Process:
         """The process as it appears in `parent` and `ancestors`: every field but the bulky `caps` and
@@ -221,9 +224,22 @@ class ProcessCache:
             inum = getattr(ns, kind)
             if inum and inum != getattr(parent_ns, kind):
                 owner = owners.get((kind, inum))
-                if owner is not None and owner != pid:
+                if owner is None or owner == pid:
+                    continue
+                if self._still_uses(owner, kind, inum):
                     out.append(kind)
+                else:
+                    # The kernel reuses namespace inode numbers once a namespace is freed: an owner that
+                    # is gone (or moved on) is stale, and this process is the new namespace's first user.
+                    owners[(kind, inum)] = pid
         return out
+
+    def _still_uses(self, pid: int, kind: str, inum: int) -> bool:
+        e = self._by_pid.get(pid)
+        if e is None or e.exited:
+            return False
+        ns = e.proc.ns
+        return ns is None or getattr(ns, kind) == inum  # no ns recorded: cannot tell, trust the owner
 
     # --- kernel events ---
 
@@ -231,8 +247,29 @@ class ProcessCache:
         self._forks.pop(proc.pid, None)
         e = Entry(proc, start_ns // procfs.NS_PER_TICK, ktime,
                   parent_start_ns // procfs.NS_PER_TICK if parent_start_ns is not None else None)
+        old = self._by_pid.get(proc.pid)
+        if old is not None and old.start_tick == e.start_tick:
+            e.prev, old.prev = old, None
         self._insert(proc.pid, e)
         return e
+
+    def image_at(self, entry: Entry, ktime: int) -> tuple[Entry, bool]:
+        """The image of entry's process that was running at boot-time `ktime`: the entry itself, or the
+        one before its latest exec (kept, or rebuilt from the parent for a fork that exec'd). Second
+        value: False when that earlier image is not known (the caller flags the event)."""
+        if entry.exec_ktime is None or entry.exec_ktime <= ktime:
+            return entry, True
+        prev = entry.prev
+        if prev is not None and (prev.exec_ktime is None or prev.exec_ktime <= ktime):
+            return prev, True
+        if prev is None:
+            parent = self.parent_of(entry)
+            if parent is not None and (parent.exec_ktime is None or parent.exec_ktime <= ktime):
+                # A fork that exec'd before anything asked for it: until the exec it ran its parent's image.
+                entry.prev = self._clone(entry.proc.pid, parent, entry.start_tick * procfs.NS_PER_TICK,
+                                         entry.start_tick * procfs.NS_PER_TICK)
+                return entry.prev, True
+        return entry, False
 
     def add_fork(self, pid: int, ppid: int, start_ns: int, ktime: int) -> None:
         """A new process that runs its parent's image until it execs (materialized on demand)."""
@@ -247,14 +284,19 @@ class ProcessCache:
         parent = self.get(ppid)
         if parent is None:
             return  # resolved from /proc when something asks for it
+        self._insert(pid, self._clone(pid, parent, start_ns, ktime))
+
+    def _clone(self, pid: int, parent: Entry, start_ns: int, ktime: int) -> Entry:
+        """The entry of a forked child that has not exec'd: its parent's image, its own pid and exec_id."""
         pp = parent.proc
         # The image flags carry over; procfs / missing_parent described the parent's record, not this child.
         flags = [*[f for f in pp.flags if f not in ("procfs", "missing_parent", "clone", "namespace_entry")], "clone"]
         proc = msgspec.structs.replace(
-            pp, exec_id=self.exec_id(pid, ktime), pid=pid, tid=pid, ppid=ppid, parent_exec_id=pp.exec_id,
+            pp, exec_id=self.exec_id(pid, ktime), pid=pid, tid=pid, ppid=pp.pid, parent_exec_id=pp.exec_id,
             start_time=self.clock.from_boot(start_ns), flags=flags, entered_namespaces=[],
         )
-        self._insert(pid, Entry(proc, start_ns // procfs.NS_PER_TICK, ktime, parent.start_tick))
+        e = Entry(proc, start_ns // procfs.NS_PER_TICK, ktime, parent.start_tick)
+        return e
 
     def mark_exited(self, pid: int, entry: Entry) -> None:
         entry.exited = True

@@ -7,9 +7,10 @@ attributed to the wrong binary. So an event first waits until it is `settle` sec
 time (the process sensor drains its ring buffer every poll interval, so by then it has seen every
 exec before the event), then is joined with the cache. A process still unknown waits in the bounded
 PendingEvents queue; when time runs out it is read from /proc, else the event is flagged
-`missing_process`: never dropped. The cache keeps one image per process: an event that happened
-before the process exec'd again (setpriv dropping privileges, then exec'ing its command) names the
-newer image and is flagged `image_replaced`.
+`missing_process`: never dropped. An event that happened before the process exec'd again (setpriv
+dropping privileges, then exec'ing its command) names the image that was running then
+(ProcessCache.image_at); only when the cache no longer knows that image is the newer one named,
+flagged `image_replaced`.
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ class ProcessJoin:
             self.missing += 1
             return build(Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid,
                                  flags=["missing_process"]), None)
+        # The process may have exec'd after the event (setpriv, sudo, a shell's exec, a fork's exec):
+        # name the image that was running at the event's time. When the cache no longer knows it, name
+        # the newer image, flagged, rather than pretend it did this.
+        entry, known = cache.image_at(entry, ktime)
         proc = entry.proc
-        if entry.exec_ktime is not None and entry.exec_ktime > ktime:
-            # The process exec'd again after the event (setpriv, sudo, a shell's exec): the cache holds
-            # only the newer image. Name it, flagged, rather than pretend it did this.
+        if not known:
             self.replaced += 1
             proc = msgspec.structs.replace(proc, flags=[*proc.flags, "image_replaced"])
         pe = cache.parent_of(entry)

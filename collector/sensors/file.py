@@ -281,13 +281,16 @@ class FileSensor(Sensor):
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
 
     def _lookup(self, pid: int, key):
-        """The cache entry of the image that made the event: same process start and same comm (an event
-        can be decoded before the exec that renamed the process; then it waits for that exec)."""
-        start_ns, comm = key
+        """The cache entry of the image that made the event: the image running at the event's time
+        (ProcessCache.image_at: an event from just before an exec belongs to the image before it), and
+        with the same comm (an event can be decoded before the exec that renamed the process; then it
+        waits for that exec)."""
+        start_ns, comm, ktime = key
         e = self.ctx.cache.get(pid, start_ns)
-        if e is not None and e.proc.comm == comm:
-            return e
-        return None
+        if e is None:
+            return None
+        e, _known = self.ctx.cache.image_at(e, ktime)
+        return e if e.proc.comm == comm else None
 
     def decode(self, raw: list[bytes]) -> list[Event]:
         events: list[Event] = self._early
@@ -341,11 +344,11 @@ class FileSensor(Sensor):
         def build(entry) -> list[Event]:
             return self._events(entry, body, ktime, pid, tid, start_ns, comm_s, killed, rule)
 
-        entry = self._lookup(pid, (start_ns, comm_s))
+        entry = self._lookup(pid, (start_ns, comm_s, ktime))
         if entry is None:
             # Not known yet (its exec is still on its way through the process sensor): wait for it, so
             # the event carries the same exec_id as the process_exec. Out of time, /proc is asked.
-            self._early.extend(_flat(self.pending.add(pid, (start_ns, comm_s), build)))
+            self._early.extend(_flat(self.pending.add(pid, (start_ns, comm_s, ktime), build)))
             return []
         return build(entry)
 

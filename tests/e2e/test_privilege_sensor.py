@@ -80,8 +80,9 @@ def test_uid_0_gained_through_setuid_root_helper(priv_agent, tmp_path):
     # setpriv itself (same pid, before it execs the helper) dropped to 65534: reported, and low
     events = _priv(priv_agent, p.pid, "setresuid")
     drop = [x for x in events if x["privilege"]["new_uid"] == 65534]
-    # the cache holds one image per process: setpriv's drop names the helper that replaced it, flagged
-    assert drop and drop[0]["severity"] == "low" and "image_replaced" in drop[0]["process"].get("flags", [])
+    # same pid, but the image running at the time: setpriv's drop names setpriv, not the helper it exec'd
+    assert drop and drop[0]["severity"] == "low" and "image_replaced" not in drop[0]["process"].get("flags", [])
+    assert drop[0]["process"]["binary"].endswith("/setpriv")
     (e,) = [x for x in _priv(priv_agent, p.pid, "setresuid") if x["privilege"]["new_uid"] == 0]
     assert e["severity"] == "high" and "image_replaced" not in e["process"].get("flags", [])
     assert e["privilege"]["old_uid"] == 65534 and e["privilege"]["new_uid"] == 0

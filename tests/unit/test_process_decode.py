@@ -502,3 +502,38 @@ def test_exit_parent_is_not_a_recycled_pid(h):
     h.one(exec_msg(300, ktime=4 * S, start=4 * S, filename=b"/bin/unrelated"))  # pid 300 reused
     out = h.one(exit_msg(400, ktime=5 * S, start=2 * S))
     assert out.parent is None or out.parent.exec_id == child.process.parent_exec_id
+
+
+def test_image_at_names_the_image_running_at_the_event(h):
+    # exec without fork: /bin/setpriv, then the same process execs /bin/true
+    first = h.one(exec_msg(900, ktime=10 * S, start=9 * S, filename=b"/bin/setpriv"))
+    second = h.one(exec_msg(900, ktime=12 * S, start=9 * S, filename=b"/bin/true"))
+    entry = h.cache.get(900)
+    img, known = h.cache.image_at(entry, 11 * S)  # between the two execs
+    assert known and img.proc.exec_id == first.process.exec_id
+    img, known = h.cache.image_at(entry, 13 * S)
+    assert known and img.proc.exec_id == second.process.exec_id
+    img, known = h.cache.image_at(entry, 9 * S + 1)  # before the first exec: not known any more
+    assert not known and img.proc.exec_id == second.process.exec_id
+
+
+def test_image_at_rebuilds_a_forked_child_before_its_exec(h):
+    h.one(exec_msg(950, ktime=20 * S, start=19 * S, filename=b"/bin/bash"))
+    h.decode(fork_msg(951, 950, ktime=21 * S, start=21 * S))
+    child = h.one(exec_msg(951, ppid=950, pstart=19 * S, ktime=22 * S, start=21 * S, filename=b"/bin/cat"))
+    img, known = h.cache.image_at(h.cache.get(951), 21 * S + 5)  # e.g. the shell child opening a redirect
+    assert known and img.proc.binary == "/bin/bash" and img.proc.pid == 951 and "clone" in img.proc.flags
+    assert img.proc.exec_id != child.process.exec_id
+
+
+def test_a_reused_namespace_inode_is_not_an_entry(h):
+    ns_a = (4026532901, 4026532902, 4026532903, 4026531837, 4026532904, 4026532905, 4026531835)
+    host = (4026531840, 4026531836, 4026531833, 4026531837, 4026531838, 4026531839, 4026531835)
+    h.one(exec_msg(1000, ppid=1, ktime=1 * S, start=1 * S, ns=host, filename=b"/bin/sh"))
+    h.one(exec_msg(1001, ppid=1000, pstart=1 * S, ktime=2 * S, start=2 * S, ns=ns_a, filename=b"/bin/init"))
+    joined = h.one(exec_msg(1002, ppid=1000, pstart=1 * S, ktime=3 * S, start=3 * S, ns=ns_a, filename=b"/bin/x"))
+    assert "namespace_entry" in joined.process.flags  # 1001 still lives in ns_a: 1002 joined it
+    h.decode(exit_msg(1001, ktime=4 * S, start=2 * S), exit_msg(1002, ktime=4 * S, start=3 * S))
+    # The namespaces are freed and the kernel hands the same inode numbers to a new container.
+    fresh = h.one(exec_msg(1003, ppid=1000, pstart=1 * S, ktime=5 * S, start=5 * S, ns=ns_a, filename=b"/bin/init"))
+    assert "namespace_entry" not in fresh.process.flags and fresh.process.entered_namespaces == []
