@@ -6,9 +6,9 @@ tests/unit/test_ecs_format.py checks every emitted field against the table and a
 definitions (ecs_flat.yml: existence, type, allowed values of event.kind/category/type). Canonical
 fields that ECS has no place for live under `siemhub.*`.
 
-Event types whose sensors have not landed yet (file, network, privilege, policy) already have their
-`event.*` classification in EVENT_CLASS, so their ECS bodies (`file.*`, `source.*`, `destination.*`,
-`network.*`) can be added beside `_process_fields` without touching the rest.
+File, network, privilege and policy events map to `file.*`, `source.*`/`destination.*`/`network.*`,
+`user.changes.*` and `rule.*` (see _body_fields); `event.type` and `event.action` follow the
+operation (a file write is a `change`, an unlink a `deletion`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,51 @@ FIELDS: dict[str, dict] = {
     "siemhub.status.lost_events": _LONG,
     "siemhub.status.dropped_events": _LONG,
     "siemhub.status.decode_errors": _LONG,
+    # file_access
+    "file.path": _KW_TEXT,
+    "file.name": _KW,
+    "file.directory": _KW,
+    "file.inode": _KW,
+    "file.mode": _KW,
+    "file.uid": _KW,
+    "file.gid": _KW,
+    "siemhub.file.flags": _KW,
+    "siemhub.file.target": _KW,
+    "siemhub.file.result": _LONG,
+    # network_*
+    "source.ip": {"type": "ip"},
+    "source.port": _LONG,
+    "source.bytes": _LONG,
+    "destination.ip": {"type": "ip"},
+    "destination.port": _LONG,
+    "destination.bytes": _LONG,
+    "network.transport": _KW,
+    "network.type": _KW,
+    "network.direction": _KW,
+    "dns.question.name": _KW,
+    # privilege_change
+    "user.changes.id": _KW,
+    "user.changes.group.id": _KW,
+    "siemhub.privilege.operation": _KW,
+    "siemhub.privilege.old_uid": _LONG,
+    "siemhub.privilege.new_caps": _KW,
+    "siemhub.privilege.target_pid": _LONG,
+    "siemhub.privilege.name": _KW,
+    "siemhub.privilege.source": _KW,
+    "siemhub.privilege.target": _KW,
+    "siemhub.privilege.result": _LONG,
+    # policy_action
+    "rule.name": _KW,
+    "rule.id": _KW,
+    "event.outcome": _KW,
+    "event.reason": _KW,
+    "siemhub.policy.action": _KW,
+    "siemhub.policy.enforced": _BOOL,
 }
+
+# file operation -> ECS event.type (allowed for category file: access, change, creation, deletion, info)
+_FILE_TYPE = {"open": "access", "read": "access", "write": "change", "unlink": "deletion", "rename": "change",
+              "chmod": "change", "chown": "change", "truncate": "change"}
 
 
 def mappings() -> dict:
@@ -301,8 +345,74 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
     if event.status is not None:
         sh["status"] = _status_fields(event.status.counters)
 
+    _body_fields(event, doc, ev, sh)
     doc["siemhub"] = sh
     return doc
+
+
+def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict[str, Any]) -> None:
+    """file.*, source/destination/network.*, user.changes.*, rule.* for the non-process bodies."""
+    f = event.file
+    if f is not None:
+        directory, _, name = f.path.rpartition("/")
+        fd: dict[str, Any] = {"path": f.path, "name": name, "directory": directory or "/"}
+        if f.inode is not None:
+            fd["inode"] = str(f.inode)
+        if f.mode is not None:
+            fd["mode"] = format(f.mode & 0o7777, "o")
+        if f.uid is not None:
+            fd["uid"] = str(f.uid)
+        if f.gid is not None:
+            fd["gid"] = str(f.gid)
+        doc["file"] = fd
+        ev["action"] = f.operation
+        ev["type"] = ["creation" if f.operation == "open" and "O_CREAT" in f.flags else _FILE_TYPE.get(f.operation, "info")]
+        sf = {k: v for k, v in (("flags", f.flags or None), ("target", f.target), ("result", f.result)) if v is not None}
+        if sf:
+            sh["file"] = sf
+        if f.result is not None:
+            ev["outcome"] = "failure" if f.result < 0 else "success"
+    n = event.network
+    if n is not None:
+        for side, ip, port in (("source", n.source_ip, n.source_port), ("destination", n.destination_ip, n.destination_port)):
+            d = {k: v for k, v in (("ip", ip), ("port", port)) if v is not None}
+            if d:
+                doc[side] = d
+        # Bytes from the local process' point of view: what it sent went from source to destination on
+        # an outbound connection, and from destination to source on an inbound one.
+        outbound = n.direction != "inbound"
+        for count, side in ((n.bytes_sent, "source" if outbound else "destination"),
+                            (n.bytes_received, "destination" if outbound else "source")):
+            if count is not None:
+                doc.setdefault(side, {})["bytes"] = count
+        nd: dict[str, Any] = {"transport": n.protocol, "type": n.family}
+        if n.direction:
+            nd["direction"] = "egress" if outbound else "ingress"
+        doc["network"] = nd
+        if n.duration_ns is not None:
+            ev["duration"] = n.duration_ns
+        if n.dns_query:
+            doc["dns"] = {"question": {"name": n.dns_query}}
+    pv = event.privilege
+    if pv is not None:
+        ev["action"] = pv.operation
+        if pv.new_uid is not None:
+            doc.setdefault("user", {})["changes"] = {"id": str(pv.new_uid)}
+        if pv.new_gid is not None:
+            doc.setdefault("user", {}).setdefault("changes", {})["group"] = {"id": str(pv.new_gid)}
+        sp = {k: v for k, v in (("operation", pv.operation), ("old_uid", pv.old_uid), ("new_caps", pv.new_caps or None),
+                                ("target_pid", pv.target_pid), ("name", pv.name), ("source", pv.source),
+                                ("target", pv.target), ("result", pv.result)) if v is not None}
+        sh["privilege"] = sp
+        if pv.result is not None:
+            ev["outcome"] = "failure" if pv.result < 0 else "success"
+    pol = event.policy
+    if pol is not None:
+        doc["rule"] = {k: v for k, v in (("name", pol.policy), ("id", pol.rule)) if v is not None}
+        ev["outcome"] = "success" if pol.enforced or pol.action in ("post", "notify") else "unknown"
+        if pol.reason:
+            ev["reason"] = pol.reason
+        sh["policy"] = {"action": pol.action, "enforced": pol.enforced}
 
 
 _encoder = msgspec.json.Encoder()

@@ -257,3 +257,27 @@ shutdown_deadline: 5
     assert doc["event"]["kind"] == "event" and doc["event"]["type"] == ["start"]
     assert doc["process"]["parent"]["pid"] > 0 and doc["process"]["entity_id"]
     assert doc["host"]["name"] and doc["@timestamp"]
+
+
+def test_file_network_privilege_and_policy_events_are_searchable(noida, es):
+    """The other sensors' bodies land in their ECS fields with the template's types (ip, long, keyword)."""
+    from tests.unit.test_ecs_format import EXTRA
+
+    evs = [decode_json(t) for t in EXTRA if '"type":"process_' not in t]
+    ex = make_exporter(noida.url, namespace="bodies", batch={"max_events": 50, "max_wait": 0.05})
+    runner = run_through_delivery(ex, evs)
+    assert runner.dropped == {} and runner.sent == len(evs)
+    es.indices.refresh(index="logs-siemhub.*-bodies")
+
+    def hits(query: dict) -> int:
+        return es.count(index="logs-siemhub.*-bodies", query=query)["count"]
+
+    assert hits({"term": {"file.path": "/etc/shadow"}}) == 1
+    file_change = {"bool": {"filter": [{"term": {"event.type": "change"}}, {"term": {"event.category": "file"}}]}}
+    assert hits({"term": {"event.type": "deletion"}}) == 0 and hits(file_change) == 1  # the rename
+    assert hits({"term": {"destination.ip": "::1"}}) == 1
+    assert hits({"range": {"destination.port": {"gte": 400, "lte": 500}}}) == 1
+    assert hits({"term": {"network.direction": "ingress"}}) == 1
+    assert hits({"term": {"user.changes.id": "0"}}) == 1
+    assert hits({"term": {"rule.name": "fim"}}) == 1
+    ex.close()

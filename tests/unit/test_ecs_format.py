@@ -64,6 +64,30 @@ EXTRA = [
     '"exit":{"signal":"SIGKILL","core_dumped":true,"duration_ns":5}}',
     '{"id":"x-5","time":"2023-11-14T22:13:29Z","type":"process_exec","severity":"critical",' + _BASE + ','
     '"process":{"exec_id":"e","pid":7,"comm":"kworker","flags":["procfs","missing_parent"]}}',
+    # the other sensors' bodies
+    '{"id":"x-6","time":"2023-11-14T22:13:30Z","type":"file_access","severity":"high",' + _BASE + ','
+    f'"process":{_PROC},"parent":{_PARENT},'
+    '"file":{"operation":"open","path":"/etc/shadow","flags":["O_RDONLY"],"inode":819,"result":3}}',
+    '{"id":"x-7","time":"2023-11-14T22:13:30Z","type":"file_access","severity":"info",' + _BASE + ','
+    f'"process":{_PROC},'
+    '"file":{"operation":"rename","path":"/etc/passwd.tmp","target":"/etc/passwd","flags":["O_CREAT"],'
+    '"mode":33188,"uid":0,"gid":0,"result":-13}}',
+    '{"id":"x-8","time":"2023-11-14T22:13:30Z","type":"network_close","severity":"info",' + _BASE + ','
+    f'"process":{_PROC},'
+    '"network":{"protocol":"tcp","family":"ipv6","direction":"outbound","source_ip":"::1","source_port":40000,'
+    '"destination_ip":"::1","destination_port":443,"bytes_sent":10,"bytes_received":20,"duration_ns":5,'
+    '"dns_query":"example.com"}}',
+    '{"id":"x-9","time":"2023-11-14T22:13:30Z","type":"network_accept","severity":"info",' + _BASE + ','
+    f'"process":{_PROC},'
+    '"network":{"protocol":"tcp","family":"ipv4","direction":"inbound","source_ip":"10.0.0.9","source_port":5555,'
+    '"destination_ip":"10.0.0.1","destination_port":22}}',
+    '{"id":"x-10","time":"2023-11-14T22:13:30Z","type":"privilege_change","severity":"high",' + _BASE + ','
+    f'"process":{_PROC},'
+    '"privilege":{"operation":"setresuid","old_uid":1000,"new_uid":0,"old_gid":1000,"new_gid":0,'
+    '"new_caps":["CAP_SYS_ADMIN"],"target_pid":7,"name":"m","source":"/dev/sda","target":"/mnt","result":0}}',
+    '{"id":"x-11","time":"2023-11-14T22:13:30Z","type":"policy_action","severity":"high",' + _BASE + ','
+    f'"process":{_PROC},"tags":["policy:fim"],'
+    '"policy":{"policy":"fim","rule":"shadow","action":"sigkill","enforced":true,"reason":"read /etc/shadow"}}',
 ]
 
 
@@ -91,10 +115,11 @@ _COMPATIBLE = {
     "long": {"long"},
     "boolean": {"boolean"},
     "object": {"flattened"},
+    "ip": {"ip"},
     "flattened": {"flattened"},
 }
 _PY = {"keyword": str, "wildcard": str, "constant_keyword": str, "date_nanos": str, "long": int,
-       "boolean": bool, "flattened": dict}
+       "boolean": bool, "flattened": dict, "ip": str}
 
 
 def _all_docs():
