@@ -175,7 +175,18 @@ def dashboard_events():
         _exec("/bin/sleep", ["sleep", "100"], etype="process_exit", exit_={"signal": "SIGKILL", "duration_ns": 10}),
         _exec("/bin/true", ["true"], etype="process_exit", exit_={"code": 0, "duration_ns": 10}),
         status,
+        *_sensor_bodies(),
     ]
+
+
+def _sensor_bodies() -> list[Event]:
+    """One event of each of the file, network and privilege sensors (the ECS format's test cases)."""
+    from tests.unit.test_ecs_format import EXTRA
+
+    bodies = [t for t in EXTRA if any(f'"type":"{k}' in t for k in ("file_", "network_", "privilege_"))]
+    connect = next(t for t in bodies if '"type":"network_close"' in t).replace(
+        '"type":"network_close"', '"type":"network_connect"').replace('"id":"x-8"', '"id":"x-8c"')
+    return [decode_json(t) for t in (*bodies, connect)]
 
 
 @pytest.fixture(scope="module")
