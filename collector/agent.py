@@ -41,6 +41,7 @@ class Pipeline:
         self._lock = threading.Lock()  # sensors emit from their own threads
         self._started: list[ExporterRunner] = []
         self.redactor = Redactor.from_config(getattr(cfg.agent, "redact", None))
+        self.policies = None  # policy.PolicyEngine: set by Agent (replay does not re-run policies)
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -59,6 +60,9 @@ class Pipeline:
             n = self.redactor.apply(events)
             if n:
                 self.metrics.redacted.inc(n)
+        engine = self.policies
+        if engine is not None and events and to is None:
+            events = engine.apply(events)  # after redaction: policy_action events carry redacted args
         with self._lock:
             if to is not None:
                 return {to: self.runners[to].put_many(list(events), wait)}
@@ -102,6 +106,10 @@ class Agent:
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
         )
+        engine = getattr(cfg, "policies", None)
+        if engine is not None:
+            engine.cache = self.cache  # follow_children walks the cache above the event's ancestors
+            self.pipeline.policies = engine
 
     def _build_sensors(self) -> None:
         """One sensor per section of `sensors:` that is set, found by name (entry points); the process
@@ -134,6 +142,12 @@ class Agent:
             except ValueError as exc:  # a setting the kernel side cannot apply (e.g. an ignore path)
                 raise StartupError(f"sensor {s.name}: {exc}") from None
             log.info("sensor %s loaded", s.name)
+        from siemhub.collector import policy
+
+        try:
+            policy.install(self.sensors, a, self.pipeline.policies)
+        except ValueError as exc:
+            raise StartupError(f"policies: {exc}") from None
         # Everything built so far (compiled programs, the /proc scan) lives as long as the agent: keep
         # it out of the cyclic collector's scans, and collect young objects less often. Event structs
         # are untracked (gc=False); what remains tracked per event is short-lived lists.
@@ -163,6 +177,10 @@ class Agent:
             counters[f"exporter_{name}_sent"] = r.sent
             for reason, n in r.dropped.items():
                 counters[f"exporter_{name}_dropped_{reason}"] = n
+        engine = getattr(self.pipeline, "policies", None)
+        if engine is not None:
+            for k, v in engine.counters().items():
+                counters[f"policy_{k}"] = v  # policy_ignored, policy_rate_limited... (not losses)
         lost = sum(v for k, v in counters.items() if "lost" in k or "dropped" in k or "decode_errors" in k)
         return Event(id=self.ids.new(), time=self.clock.now(), type="agent_status", schema_version=SCHEMA_VERSION,
                      severity="medium" if lost else "info", node=self.node, status=AgentStatus(counters=counters))
@@ -224,6 +242,16 @@ class Agent:
                 except ValueError as exc:
                     log.error("reload rejected: %s", exc)
                     return False
+        from siemhub.collector import policy
+
+        try:
+            policy.install(self.sensors, new.agent, new.policies)
+        except ValueError as exc:
+            log.error("reload rejected: policies: %s", exc)
+            return False
+        if new.policies is not None:
+            new.policies.cache = self.cache
+        self.pipeline.policies = new.policies
         log.info("reload: applied %s", source)
         return True
 

@@ -84,6 +84,8 @@ def validate(path: str) -> None:
     sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
     click.echo(f"{path}: OK ({len(cfg.exporters)} exporters, {len(a.routes)} routes, "
                f"sensors: {', '.join(sensors) or 'none'})")
+    if cfg.policies is not None:  # loaded and checked by config.load: errors exit 2 above
+        click.echo(f"{path}: policies: {cfg.policies.describe()}")
 
 
 @main.command()

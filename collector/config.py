@@ -216,6 +216,14 @@ class SourcesConfig(_Strict):
     kafka: KafkaSourceConfig | None = None
 
 
+class PoliciesConfig(_Strict):
+    """`policies:` (docs/policies.md). Absent: no policies. `{}`: the shipped library."""
+
+    library: bool = Field(True, description="load the policy library shipped with siemhub (policies/)")
+    paths: list[str] = Field([], description="policy files (.yaml/.yml) and directories of them")
+    disabled: list[str] = Field([], description="names of policies not to load")
+
+
 class AgentConfig(_Strict):
     node: NodeConfig = NodeConfig()
     sensors: SensorsConfig = SensorsConfig()
@@ -224,6 +232,7 @@ class AgentConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     sources: SourcesConfig = SourcesConfig()
     redact: RedactConfig = RedactConfig()
+    policies: PoliciesConfig | None = None
     status_interval: float = Field(60.0, ge=0, description="seconds between agent_status events (0: off)")
     shutdown_deadline: float = Field(10.0, ge=0, description="seconds to drain queues on SIGTERM")
 
@@ -233,6 +242,7 @@ class LoadedConfig:
     agent: AgentConfig
     exporters: dict[str, tuple[type[Exporter], ExporterConfig]]
     source: str
+    policies: Any = None  # policy.PolicyEngine when the config has a `policies:` section
 
 
 # --- YAML with positions -------------------------------------------------------------------------
@@ -385,7 +395,12 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
                     else f"unknown exporter {target!r}")
     if problems or agent is None:
         raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
-    return LoadedConfig(agent, exporters, source)
+    policies = None
+    if agent.policies is not None:
+        from siemhub.collector.policy import load_policy_set
+
+        policies = load_policy_set(agent.policies)  # PolicyError (a ConfigError): file:line: field
+    return LoadedConfig(agent, exporters, source, policies)
 
 
 def load(path: str | None) -> LoadedConfig:

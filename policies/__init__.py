@@ -1,0 +1,1 @@
+"""The shipped policy library: one YAML policy per file (docs/policies.md)."""

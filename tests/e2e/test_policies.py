@@ -1,0 +1,215 @@
+"""End-to-end, real kernel: policies on the running sensors. A post policy on a watched "secret" file,
+an ignore policy pushed down into the process sensor's kernel filter, a sigkill policy that kills a
+reader before it reads a byte, and policies reloaded by SIGHUP in a running `siemhub run` (a broken file
+is rejected, the running set stays)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.conftest import RunningAgent, bpf_unavailable
+
+pytestmark = pytest.mark.bpf
+
+CHILD = r"""
+import sys
+data = open(sys.argv[1]).read()
+sys.stdout.write(data)
+sys.stdout.flush()
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_agent(tmp_path_factory):
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    from siemhub.collector import config
+    from siemhub.collector.agent import Agent
+    from siemhub.collector.sensors import BPFUnavailable
+
+    base = tmp_path_factory.mktemp("policies")
+    secret = base / "secret.txt"
+    secret.write_text("TOP-SECRET\n")
+    guarded = base / "guarded"
+    guarded.mkdir()
+    (guarded / "key").write_text("PRIVATE-KEY\n")
+    quiet = base / "quiet-true"
+    shutil.copy("/bin/true", quiet)
+    pol = base / "pol"
+    pol.mkdir()
+    (pol / "secret.yaml").write_text(f"""
+name: secret-read
+description: reading the test secret
+rules:
+  - name: read
+    match: {{paths: ["{secret}"], operations: [open_read]}}
+    action: post
+    severity: high
+""")
+    (pol / "quiet.yaml").write_text(f"""
+name: quiet
+description: drop the quiet binary in the kernel
+rules:
+  - match: {{binaries: ["{quiet}"]}}
+    action: ignore
+""")
+    (pol / "guard.yaml").write_text(f"""
+name: guard
+description: nobody reads the guarded directory
+rules:
+  - name: no-read
+    match: {{paths: ["{guarded}/"], operations: [open_read]}}
+    action: sigkill
+""")
+    out = base / "events.jsonl"
+    text = f"""
+sensors:
+  process: {{poll_interval: 0.05}}
+  file: {{poll_interval: 0.05, watch: ["{base}/unrelated/"]}}
+exporters:
+  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
+routes:
+  - {{name: all, to: [out]}}
+metrics: {{enabled: false}}
+status_interval: 0
+policies: {{library: false, paths: ["{pol}"]}}
+"""
+    agent = Agent(config.parse(text, "<policy_agent>"))
+    try:
+        agent.start()
+    except BPFUnavailable as exc:
+        agent.shutdown()
+        bpf_unavailable(str(exc))
+    stop = threading.Event()
+
+    def housekeeping():
+        while not stop.wait(0.5):
+            agent.cache.evict()
+
+    threading.Thread(target=housekeeping, daemon=True).start()
+    running = RunningAgent(out, agent)
+    running.paths = {"secret": secret, "guarded": guarded, "quiet": quiet}
+    yield running
+    stop.set()
+    agent.shutdown()
+
+
+def test_post_policy_on_a_secret_file(policy_agent):
+    secret = policy_agent.paths["secret"]
+    p = subprocess.run(["/bin/cat", str(secret)], capture_output=True, check=True)
+    assert p.stdout == b"TOP-SECRET\n"
+    pa = policy_agent.wait_for(lambda e: e["type"] == "policy_action" and e["policy"]["policy"] == "secret-read")[0]
+    assert pa["severity"] == "high" and pa["policy"]["rule"] == "read" and pa["policy"]["action"] == "post"
+    assert pa["file"]["path"] == str(secret)
+    assert pa["process"]["binary"].endswith("/cat") and pa["process"]["args"] == ["/bin/cat", str(secret)]
+    assert pa["parent"]["pid"] == os.getpid()
+    fa = policy_agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"] == str(secret))[0]
+    assert fa["severity"] == "high" and "policy:secret-read" in fa["tags"]
+
+
+def test_ignore_policy_drops_execs_in_the_kernel(policy_agent):
+    quiet = policy_agent.paths["quiet"]
+    sensor = next(s for s in policy_agent.agent.sensors if s.name == "process")
+    assert str(quiet) in sensor.filters["binaries"]
+    sensor._check_lost()
+    before = policy_agent.agent.metrics.value("siemhub_kernel_filtered_events_total", sensor="process")
+    hidden = f"hidden-{time.monotonic_ns()}"
+    subprocess.run([str(quiet), hidden], check=True)
+    shown = f"shown-{time.monotonic_ns()}"
+    subprocess.run(["/bin/true", shown], check=True)
+    policy_agent.wait_for(lambda e: shown in (e.get("process") or {}).get("args", []))
+    time.sleep(0.3)
+    assert not [e for e in policy_agent.events() if hidden in (e.get("process") or {}).get("args", [])]
+    sensor._check_lost()
+    after = policy_agent.agent.metrics.value("siemhub_kernel_filtered_events_total", sensor="process")
+    assert after >= before + 1
+    assert policy_agent.agent.pipeline.policies.counters()["ignored"] == 0  # nothing reached user space
+
+
+def test_sigkill_policy_kills_before_a_byte_is_read(policy_agent):
+    key = policy_agent.paths["guarded"] / "key"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(key)], capture_output=True, timeout=30)
+    assert proc.returncode == -9, proc
+    assert proc.stdout == b""
+    pa = policy_agent.wait_for(lambda e: e["type"] == "policy_action" and e["file"]["path"] == str(key))[0]
+    assert pa["policy"]["policy"] == "guard" and pa["policy"]["rule"] == "no-read"
+    assert pa["policy"]["action"] == "sigkill" and pa["policy"]["enforced"] is True
+    assert pa["parent"]["pid"] == os.getpid()
+
+
+def test_sighup_reloads_policies_and_rejects_a_broken_file(tmp_path):
+    if os.geteuid() != 0:
+        bpf_unavailable("not root")
+    out = tmp_path / "events.jsonl"
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    one, two = tmp_path / "one-true", tmp_path / "two-true"
+    shutil.copy("/bin/true", one)
+    shutil.copy("/bin/true", two)
+
+    def policy_file(name, exe):
+        (pol / f"{name}.yaml").write_text(f"name: {name}\ndescription: d\nrules:\n"
+                                          f"  - match: {{types: [process_exec], binaries: ['{exe}']}}\n"
+                                          "    action: post\n    severity: high\n")
+    policy_file("p-one", one)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"sensors:\n  process: {{poll_interval: 0.05}}\n"
+                   f"exporters:\n  out: {{type: file, path: {out}, fsync: never, batch: {{max_wait: 0.05}}}}\n"
+                   f"routes:\n  - {{name: all, to: [out]}}\nmetrics: {{enabled: false}}\nstatus_interval: 0\n"
+                   f"policies: {{library: false, paths: [{pol}]}}\n")
+
+    def actions(exe, mark):
+        if not out.exists():
+            return []
+        return [e["policy"]["policy"] for e in map(msgspec.json.decode, out.read_bytes().splitlines())
+                if e["type"] == "policy_action" and mark in e["process"].get("args", [])]
+
+    def fires(exe, timeout=15.0):
+        """Run exe until its exec is seen (policy_action or not); returns the policies that fired."""
+        mark = f"m-{time.monotonic_ns()}"
+        deadline = time.monotonic() + timeout
+        subprocess.run([str(exe), mark])
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = out.exists() and mark.encode() in out.read_bytes()
+            if seen:
+                time.sleep(0.2)
+                return actions(exe, mark)
+        raise AssertionError(f"{exe} {mark} never showed up")
+
+    agent = subprocess.Popen([str(Path(sys.executable).with_name("siemhub")), "run", "-c", str(cfg)],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+            subprocess.run(["/bin/true"])
+            time.sleep(0.2)
+        assert fires(one) == ["p-one"] and fires(two) == []
+        (pol / "p-one.yaml").unlink()
+        policy_file("p-two", two)
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert fires(two) == ["p-two"] and fires(one) == []
+        (pol / "p-three.yaml").write_text("name: p-three\ndescription: d\nrules:\n  - match: {binaries: [x]}\n"
+                                          "    action: post\n    severity: urgent\n")
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert agent.poll() is None
+        assert fires(two) == ["p-two"]  # the old set keeps working
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert "reload: applied" in err
+    assert f"reload rejected: {pol}/p-three.yaml:6: rules[0].severity:" in err, err
+    assert "policies: 1 policies" in err and ("block: unavailable" in err or "block: available" in err)

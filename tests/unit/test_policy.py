@@ -1,0 +1,355 @@
+"""Policy engine: file format and errors (file:line: field), selectors, actions, kernel push-down,
+sigkill/block translation, rate limits, the config section, `siemhub validate`, and the hot-path cost."""
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from siemhub.collector import config, policy
+from siemhub.collector.event import (EVENT_BASE, Container, Event, File, Network, Node, Pod, Privilege,
+                                     Process)
+
+NODE = Node(name="t")
+_n = iter(range(1, 10**9))
+
+
+def proc(binary="/usr/bin/true", args=None, uid=1000, pid=None, ppid=1, **kw) -> Process:
+    pid = pid or next(_n) + 1000
+    return Process(exec_id=f"x{pid}", pid=pid, ppid=ppid, uid=uid, binary=binary,
+                   args=args if args is not None else [binary.rsplit("/", 1)[-1]], **kw)
+
+
+def ev(type_="process_exec", process=None, parent=None, **kw) -> Event:
+    return Event(id=f"e{next(_n)}", time="2026-01-01T00:00:00.000000000Z", type=type_, node=NODE,
+                 process=process or proc(), parent=parent, **EVENT_BASE, **kw)
+
+
+def fev(path, op="open", flags=("O_RDONLY",), binary="/usr/bin/cat", **kw) -> Event:
+    return ev("file_access", proc(binary), file=File(operation=op, path=path, flags=list(flags)), **kw)
+
+
+def no_block():
+    return False, "test: no BPF LSM"
+
+
+def engine_from(tmp_path, *texts) -> policy.PolicyEngine:
+    for i, t in enumerate(texts):
+        (tmp_path / f"p{i}.yaml").write_text(textwrap.dedent(t))
+    return policy.PolicyEngine(policy.load_files([str(tmp_path)]), block_support=no_block)
+
+
+@pytest.fixture(scope="module")
+def library():
+    return policy.PolicyEngine(policy.load_files([policy.library_dir()]), block_support=no_block)
+
+
+def actions(engine, *events):
+    out = engine.apply(list(events))
+    return [(e.policy.policy, e.policy.rule) for e in out if e.type == "policy_action"]
+
+
+# --- file format ---------------------------------------------------------------------------------
+
+
+def test_unknown_key_and_bad_action_name_file_line_field(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: x\ndescription: d\nrules:\n  - match: {types: [process_exec]}\n"
+                                       "    action: post\n    colour: red\n  - match: {binaries: [a]}\n    action: explode\n")
+    with pytest.raises(policy.PolicyError) as err:
+        policy.load_files([str(tmp_path)])
+    lines = err.value.problems
+    assert f"{tmp_path}/bad.yaml:6: rules[0].colour: unknown field" in lines
+    assert any(line.startswith(f"{tmp_path}/bad.yaml:8: rules[1].action:") for line in lines)
+
+
+def test_yaml_syntax_error_and_duplicate_names(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(policy.PolicyError, match=r"a.yaml:\d+: YAML syntax error"):
+        policy.load_files([str(tmp_path / "a.yaml")])
+    body = "name: same\ndescription: d\nrules: [{match: {binaries: [x]}, action: post}]\n"
+    (tmp_path / "b.yaml").write_text(body)
+    (tmp_path / "c.yaml").write_text(body)
+    with pytest.raises(policy.PolicyError, match=r"c.yaml:1: name: policy 'same' is also defined in .*b.yaml"):
+        policy.load_files([str(tmp_path / "b.yaml"), str(tmp_path / "c.yaml")])
+
+
+def test_sigkill_is_rejected_for_other_event_types_and_selectors(tmp_path):
+    with pytest.raises(policy.PolicyError, match=r"p0.yaml:5: rules\[0\].action: sigkill is not available for process_exec"):
+        engine_from(tmp_path, """\
+            name: k
+            description: d
+            rules:
+              - match: {types: [process_exec], binaries: [/bin/nc]}
+                action: sigkill
+            """)
+    with pytest.raises(policy.PolicyError, match="cannot be combined with binaries"):
+        engine_from(tmp_path, """\
+            name: k
+            description: d
+            rules:
+              - match: {paths: [/etc/x], binaries: [cat]}
+                action: sigkill
+            """)
+
+
+def test_every_library_policy_loads(library):
+    names = {lp.policy.name for lp in library.policies}
+    assert names >= {"fim-sensitive-files", "reverse-shell", "unexpected-outbound", "privilege-escalation",
+                     "container-escape", "crypto-miner", "kubectl-exec", "serviceaccount-token"}
+    assert all(lp.policy.description for lp in library.policies)
+
+
+# --- the library: positive and negative per policy -------------------------------------------------
+
+
+def test_fim(library):
+    assert actions(library, fev("/etc/shadow")) == [("fim-sensitive-files", "shadow-read")]
+    assert actions(library, fev("/etc/shadow", binary="/usr/sbin/unix_chkpwd")) == []
+    assert actions(library, fev("/etc/passwd", flags=["O_WRONLY"])) == [("fim-sensitive-files", "account-database-write")]
+    assert actions(library, fev("/etc/passwd")) == []  # everybody reads it
+    assert actions(library, fev("/etc/sudoers.d/evil", op="rename")) == [("fim-sensitive-files", "sudoers-write")]
+    assert actions(library, fev("/root/.ssh/authorized_keys", op="write")) == [("fim-sensitive-files", "ssh-keys-write")]
+    assert actions(library, fev("/home/bob/.ssh/authorized_keys", op="write")) == [("fim-sensitive-files", "ssh-keys-write")]
+    assert actions(library, fev("/etc/cron.d/job", flags=["O_WRONLY", "O_CREAT"])) == [("fim-sensitive-files", "cron-write")]
+    assert actions(library, fev("/etc/ld.so.preload", flags=["O_RDWR"])) == [("fim-sensitive-files", "ld-preload-write")]
+    assert actions(library, fev("/etc/systemd/system/x.service", op="write", binary="/usr/bin/vi")) == [
+        ("fim-sensitive-files", "systemd-unit-write")]
+    assert actions(library, fev("/etc/systemd/system/x.service", op="write", binary="/usr/bin/dpkg")) == []
+    assert actions(library, fev("/etc/hosts", op="write")) == []
+
+
+def test_reverse_shell(library):
+    nc = proc("/usr/bin/nc", ["nc", "-lvp", "4444"])
+    assert actions(library, ev(process=proc("/bin/bash", ["bash", "-i"]), parent=nc)) == [
+        ("reverse-shell", "interactive-shell-from-network-tool")]
+    assert actions(library, ev(process=proc("/bin/bash", ["bash", "-i"]), parent=proc("/usr/sbin/sshd"))) == []
+    assert actions(library, ev(process=proc("/bin/bash", ["bash", "-c", "ls --ignore x"]), parent=nc)) == []
+    assert actions(library, ev(process=proc("/usr/bin/ncat", ["ncat", "10.0.0.1", "4444", "-e", "/bin/sh"]))) == [
+        ("reverse-shell", "netcat-exec")]
+    assert actions(library, ev(process=proc("/usr/bin/ncat", ["ncat", "-l", "8080"]))) == []
+    assert actions(library, ev(process=proc("/usr/bin/socat", ["socat", "tcp:1.2.3.4:9", "EXEC:/bin/sh"]))) == [
+        ("reverse-shell", "socat-exec")]
+    conn = Network(protocol="tcp", family="ipv4", direction="outbound", destination_ip="1.2.3.4", destination_port=443)
+    assert actions(library, ev("network_connect", proc("/usr/bin/bash"), network=conn)) == [
+        ("reverse-shell", "shell-outbound-connection")]
+    assert actions(library, ev("network_connect", proc("/usr/bin/curl"), network=conn)) == []
+
+
+def test_unexpected_outbound(library):
+    conn = Network(protocol="tcp", family="ipv4", direction="outbound", destination_ip="1.2.3.4", destination_port=80)
+    assert actions(library, ev("network_connect", proc("/tmp/.x/implant"), network=conn)) == [
+        ("unexpected-outbound", "outbound-from-temp-dirs")]
+    assert actions(library, ev("network_connect", proc("/usr/bin/wget"), network=conn)) == []
+
+
+def test_privilege_escalation(library):
+    up = ev("privilege_change", proc("/tmp/exploit"), privilege=Privilege(operation="setuid", old_uid=1000, new_uid=0))
+    assert actions(library, up) == [("privilege-escalation", "uid-0-gained")]
+    assert actions(library, ev("privilege_change", privilege=Privilege(operation="setuid", old_uid=0, new_uid=0))) == []
+    assert actions(library, ev("privilege_change", privilege=Privilege(operation="setuid", old_uid=0, new_uid=33))) == []
+
+
+def test_container_escape(library):
+    c = Container(id="a" * 64, runtime="containerd")
+    mount = Privilege(operation="mount", source="/dev/sda1", target="/mnt")
+    assert actions(library, ev("privilege_change", proc("/bin/mount", container=c), privilege=mount)) == [
+        ("container-escape", "mount-in-container")]
+    assert actions(library, ev("privilege_change", proc("/bin/mount"), privilege=mount)) == []  # host
+    assert actions(library, ev("privilege_change", privilege=Privilege(operation="module_load", name="x.ko"))) == [
+        ("container-escape", "module-load")]
+    assert actions(library, fev("/proc/sys/kernel/core_pattern", flags=["O_WRONLY"])) == [("container-escape", "proc-sys-write")]
+    assert actions(library, fev("/proc/sys/kernel/core_pattern")) == []
+
+
+def test_crypto_miner(library):
+    assert actions(library, ev(process=proc("/tmp/xmrig", ["xmrig"]))) == [("crypto-miner", "miner-binary")]
+    assert actions(library, ev(process=proc("/tmp/sysupdate", ["sysupdate", "-o", "stratum+tcp://pool:3333"]))) == [
+        ("crypto-miner", "miner-arguments")]
+    assert actions(library, ev(process=proc("/usr/bin/python3", ["python3", "app.py", "--port", "3333"]))) == []
+
+
+def test_kubectl_exec(library):
+    c = Container(id="b" * 64, runtime="containerd")
+    e = ev(process=proc("/bin/sh", ["sh"], flags=["namespace_entry"], container=c))
+    assert actions(library, e) == [("kubectl-exec", "exec-into-container")]
+    assert "kubectl-exec" in e.tags and "policy:kubectl-exec" in e.tags
+    assert actions(library, ev(process=proc("/bin/sh", ["sh"], container=c))) == []
+
+
+def test_serviceaccount_token(library):
+    tok = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert actions(library, fev(tok)) == [("serviceaccount-token", "token-read")]
+    assert actions(library, fev(tok, binary="/usr/bin/kubelet")) == []
+
+
+# --- actions and selectors -------------------------------------------------------------------------
+
+
+def test_post_raises_severity_never_lowers_and_tags(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: p
+        description: d
+        rules:
+          - {name: r, match: {binaries: [cat]}, action: post, severity: high}
+          - {name: low, match: {binaries: [cat]}, action: post, severity: low}
+        """)
+    e = ev(process=proc("/usr/bin/cat"))
+    out = eng.apply([e])
+    assert e.severity == "high" and e.tags == ["policy:p"]
+    pas = [x for x in out if x.type == "policy_action"]
+    assert [(x.policy.rule, x.severity) for x in pas] == [("r", "high"), ("low", "high")]
+    assert pas[0].process is e.process and pas[0].policy.action == "post" and pas[0].policy.enforced is False
+    e2 = ev(process=proc("/usr/bin/cat"))
+    e2.severity = "critical"
+    eng.apply([e2])
+    assert e2.severity == "critical"
+
+
+def test_notify_tags_and_rate_limit_counts_suppressed(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: n
+        description: d
+        rules:
+          - {match: {binaries: ["/opt/*"]}, action: notify, tags: [team-a], rate_limit: {events: 2, per_seconds: 3600}}
+        """)
+    out = eng.apply([ev(process=proc("/opt/app/bin")) for _ in range(5)])
+    assert sum(e.type == "policy_action" for e in out) == 2
+    assert all("team-a" in e.tags for e in out)
+    assert eng.counters()["rate_limited"] == 3 and eng.counters()["matched"] == 5
+
+
+def test_ignore_in_user_space_and_pushdown(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: quiet
+        description: d
+        rules:
+          - {match: {binaries: [/usr/bin/noisy]}, action: ignore}
+          - {match: {ports: [53]}, action: ignore}
+          - {match: {types: [process_exec], binaries: [chatty], uids: [0]}, action: ignore}
+        """)
+    keep = ev(process=proc("/usr/bin/other"))
+    out = eng.apply([ev(process=proc("/usr/bin/noisy")), keep, ev(process=proc("/bin/chatty", uid=0))])
+    assert out == [keep] and eng.counters()["ignored"] == 2
+    assert eng.kernel.process_binaries == ["/usr/bin/noisy"] and eng.kernel.network_ports == [53]
+
+
+def test_follow_children_through_ancestors_and_cache(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: ci
+        description: d
+        rules:
+          - {match: {types: [process_exec], binaries: [/usr/bin/make], follow_children: true}, action: notify, tags: [build]}
+        """)
+    make = proc("/usr/bin/make", pid=50, ppid=1)
+    sh = proc("/bin/sh", pid=51, ppid=50)
+    cc = proc("/usr/bin/cc", pid=52, ppid=51)
+    ld = proc("/usr/bin/ld", pid=53, ppid=52)
+    assert actions(eng, ev(process=cc, parent=sh, ancestors=[make])) == [("ci", "rule0")]
+    assert actions(eng, ev(process=cc, parent=sh)) == []  # nothing above the parent known
+
+    class Cache:
+        def get(self, pid):
+            return {50: type("E", (), {"proc": make})(), 51: type("E", (), {"proc": sh})()}.get(pid)
+    eng.cache = Cache()
+    assert actions(eng, ev(process=ld, parent=cc)) == [("ci", "rule0")]
+    assert actions(eng, ev(process=proc("/usr/bin/ls", pid=60, ppid=1))) == []
+
+
+def test_selectors_cidrs_uids_pods_container(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: s
+        description: d
+        rules:
+          - {name: net, match: {cidrs: [10.0.0.0/8]}, action: notify}
+          - {name: pod, match: {types: [process_exec], namespaces: ["prod-*"], pod_labels: {app: web}, container: true}, action: notify}
+        """)
+    n = Network(protocol="tcp", family="ipv6", destination_ip="::ffff:10.1.2.3", destination_port=1)
+    assert actions(eng, ev("network_connect", network=n)) == [("s", "net")]
+    n2 = Network(protocol="tcp", family="ipv4", destination_ip="192.168.1.1", destination_port=1)
+    assert actions(eng, ev("network_connect", network=n2)) == []
+    c = Container(id="c" * 64)
+    web = Pod(namespace="prod-eu", name="w", labels={"app": "web", "x": "y"})
+    assert actions(eng, ev(process=proc(container=c, pod=web))) == [("s", "pod")]
+    assert actions(eng, ev(process=proc(container=c, pod=Pod(namespace="dev", name="w", labels={"app": "web"})))) == []
+
+
+def test_sigkill_and_block_become_file_enforce_rules(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: guard
+        description: d
+        rules:
+          - {name: secret, match: {paths: [/srv/secret], operations: [open_read]}, action: sigkill}
+          - {name: keys, match: {paths: [/srv/keys/]}, action: block}
+        """)
+    rules = eng.kernel.file_enforce
+    assert [(r.path, r.action, r.operations) for r in rules][0] == ("/srv/secret", "sigkill", ["open_read"])
+    assert rules[1].path == "/srv/keys/" and rules[1].action == "sigkill" and len(rules[1].operations) == 8
+    assert "block: unavailable (test: no BPF LSM), sigkill used instead" in eng.describe()
+    # the file sensor's own policy_action is renamed after the policy; no duplicate from the engine
+    fa = fev("/srv/secret", tags=["sigkill"])
+    from siemhub.collector.event import PolicyAction
+    pa = ev("policy_action", fa.process, file=fa.file,
+            policy=PolicyAction(policy="file.enforce", rule="/srv/secret", action="sigkill", enforced=True, reason="open /srv/secret"))
+    out = eng.apply([fa, pa])
+    assert len(out) == 2 and out[1].policy.policy == "guard" and out[1].policy.rule == "secret"
+    assert "policy:guard" in fa.tags and "policy:guard" in pa.tags
+
+
+# --- config and CLI --------------------------------------------------------------------------------
+
+BASE = "exporters: {o: {type: stdout}}\nroutes: [{name: a, to: [o]}]\n"
+
+
+def test_config_section_absent_means_no_policies_and_empty_means_library():
+    assert config.parse(BASE).policies is None
+    eng = config.parse(BASE + "policies: {}\n").policies
+    assert len(eng.policies) >= 8
+    eng = config.parse(BASE + "policies: {disabled: [crypto-miner]}\n").policies
+    assert "crypto-miner" not in {lp.policy.name for lp in eng.policies}
+
+
+def test_validate_reports_policy_errors_and_exits_2(tmp_path):
+    from siemhub.collector.cli import main
+
+    (tmp_path / "pol").mkdir()
+    (tmp_path / "pol" / "x.yaml").write_text("name: x\ndescription: d\nrules:\n  - match: {ports: [99999]}\n    action: post\n")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(BASE + f"policies: {{library: false, paths: [{tmp_path / 'pol'}]}}\n")
+    r = CliRunner().invoke(main, ["validate", "-c", str(cfg)])
+    assert r.exit_code == 2
+    assert f"{tmp_path}/pol/x.yaml:4: rules[0].match.ports: Value error, ports must be 1-65535" in r.output
+    (tmp_path / "pol" / "x.yaml").write_text("name: x\ndescription: d\nrules:\n  - match: {ports: [9]}\n    action: post\n")
+    r = CliRunner().invoke(main, ["validate", "-c", str(cfg)])
+    assert r.exit_code == 0 and "policies: 1 policies, 1 rules" in r.output
+
+
+def test_pipeline_applies_policies_after_redaction(tmp_path):
+    from siemhub.collector.agent import Pipeline
+
+    cfg = config.parse(f"exporters: {{o: {{type: file, path: {tmp_path}/o.jsonl}}}}\nroutes: [{{name: a, to: [o]}}]\n"
+                       "policies: {}\n")
+    p = Pipeline(cfg)
+    p.policies = cfg.policies
+    p.start()
+    p.emit([ev(process=proc("/tmp/xmrig", ["xmrig", "--password=hunter2"]))])
+    p.stop(5)
+    text = (tmp_path / "o.jsonl").read_text()
+    assert '"policy_action"' in text and "hunter2" not in text and "policy:crypto-miner" in text
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+
+def test_hot_path_cost_with_the_library(library):
+    """process_exec events that match nothing: reported in README (µs per event)."""
+    events = [ev(process=proc(f"/usr/bin/tool{i % 50}", [f"tool{i % 50}", "--flag", "value", f"/some/path/{i}"]),
+                 parent=proc("/usr/bin/bash", ["bash"])) for i in range(20000)]
+    library.apply(events[:1000])
+    t = time.perf_counter()
+    out = library.apply(events)
+    per = (time.perf_counter() - t) / len(events) * 1e6
+    assert out is events  # nothing matched, nothing copied
+    print(f"policy engine: {per:.2f} us per process_exec event (library, no match)")
+    assert per < 20
