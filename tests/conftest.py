@@ -23,6 +23,14 @@ def bpf_unavailable(reason: str):
     pytest.skip(f"eBPF unavailable: {reason}")
 
 
+def server_unavailable(reason: str):
+    """A test server (from the `servers` extra) or tool is missing: a skip on a developer's machine, a
+    failure in CI (SIEMHUB_REQUIRE_BPF=1: there `make test` installs them, so missing means broken)."""
+    if bpf_required():
+        pytest.fail(f"required in CI (SIEMHUB_REQUIRE_BPF=1) but missing: {reason}")
+    pytest.skip(reason)
+
+
 class RunningAgent:
     """An agent running in a background thread, writing native JSON lines to `path`."""
 

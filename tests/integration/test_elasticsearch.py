@@ -29,7 +29,14 @@ from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchEx
 from tests.servers.noida import NoidaServer, free_port, noida_binary
 from tests.unit.test_ecs_format import EVENTS
 
-pytestmark = pytest.mark.skipif(noida_binary() is None, reason="noida-db not installed (servers extra)")
+
+
+@pytest.fixture(autouse=True)
+def _noida_installed():
+    from tests.conftest import server_unavailable
+
+    if noida_binary() is None:
+        server_unavailable("noida-db not installed (servers extra)")
 
 
 @pytest.fixture(scope="session")

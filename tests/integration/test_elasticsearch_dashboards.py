@@ -192,7 +192,9 @@ def _sensor_bodies() -> list[Event]:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
     if noida_binary() is None:
-        pytest.skip("noida-db not installed (servers extra)")
+        from tests.conftest import server_unavailable
+
+        server_unavailable("noida-db not installed (servers extra)")
     from elasticsearch import Elasticsearch
 
     with NoidaServer(tmp_path_factory.mktemp("noida-dash") / "data") as server:

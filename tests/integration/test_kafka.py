@@ -33,7 +33,9 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="session")
 def tansu(tmp_path_factory):
     if tansu_binary() is None:
-        pytest.skip("tansu binary missing (install the 'servers' extra)")
+        from tests.conftest import server_unavailable
+
+        server_unavailable("tansu binary missing (install the 'servers' extra)")
     broker = Tansu(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
     yield broker
     broker.stop()
@@ -43,7 +45,9 @@ def tansu(tmp_path_factory):
 def kcat(tmp_path_factory):
     exe = shutil.which("kcat")
     if exe is None:
-        pytest.skip("kcat is not installed (apt-get install kcat)")
+        from tests.conftest import server_unavailable
+
+        server_unavailable("kcat is not installed (apt-get install kcat)")
     import confluent_kafka
 
     libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
