@@ -258,7 +258,9 @@ def _compose_positions(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> N
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            key = k.value
+            # A key that is itself a mapping or list (`{{}}: x`) is not a setting name: place it by
+            # its text so the validator can report it at its line (found by fuzzing).
+            key = k.value if isinstance(k, yaml.ScalarNode) else yaml.serialize(k).strip()
             _compose_positions(v, path + (key,), out)
             out[path + (key,)] = k.start_mark.line + 1  # the key's line, not the first line of its value
     elif isinstance(node, yaml.SequenceNode):
@@ -333,8 +335,10 @@ def parse(text: str, source: str = "<config>") -> LoadedConfig:
     _compose_positions(node, (), positions)
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}:1: YAML error: {exc}"]) from None
+    except yaml.YAMLError as exc:  # e.g. a mapping used as a key: one line, at the problem's line
+        mark = getattr(exc, "problem_mark", None)
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{source}:{mark.line + 1 if mark else 1}: YAML error: {reason}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: (top level): expected a mapping of settings"])
     env_problems: list[tuple[tuple, str]] = []

@@ -205,7 +205,12 @@ def parse_policy(text: str, source: str) -> tuple[Policy, dict[tuple, int]]:
         raise PolicyError([f"{source}:1: (top level): the file is empty"])
     positions: dict[tuple, int] = {}
     _compose_positions(node, (), positions)
-    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:  # e.g. a mapping used as a key (found by fuzzing)
+        mark = getattr(exc, "problem_mark", None)
+        raise PolicyError([f"{source}:{mark.line + 1 if mark else 1}: YAML error: "
+                           f"{getattr(exc, 'problem', None) or exc}"]) from None
     if not isinstance(data, dict):
         raise PolicyError([f"{source}:1: (top level): expected a mapping (name, description, rules)"])
     try:

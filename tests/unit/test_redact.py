@@ -141,3 +141,34 @@ def test_cost_is_small_without_candidates():
     R.apply(plain)
     per_event = (time.perf_counter() - t0) / len(plain)
     assert per_event < 20e-6, per_event  # ~1-2 µs here; generous for slow CI
+
+
+def test_planted_secrets_are_gone_from_every_output_format(tmp_path, monkeypatch):
+    """Redaction happens once, before routing: whatever format an exporter writes, the secrets of the
+    command line (process and parent) never reach it."""
+    monkeypatch.chdir(tmp_path)
+    from siemhub.collector.agent import Pipeline
+    from siemhub.exporters.formats import FORMATS
+
+    exporters = "\n".join(f'  {name}: {{type: file, path: "{tmp_path}/{name}.jsonl", format: {name}, fsync: never}}'
+                          for name in FORMATS)
+    cfg = config.parse(f"""
+exporters:
+{exporters}
+routes: [{{name: all, to: [{", ".join(FORMATS)}]}}]
+metrics: {{enabled: false}}
+""")
+    pipe = Pipeline(cfg)
+    pipe.start()
+    secrets = ["hunter2", "s3cret", "AKIAIOSFODNN7EXAMPLE/wJalrXUtnFEMI", "ghp_" + "q" * 36]
+    e = event(["app", "--password=hunter2", "https://u:s3cret@h/", "AWS_SECRET_ACCESS_KEY=" + secrets[2],
+               "Authorization: Bearer " + secrets[3]])
+    e.parent = e.process  # the parent's command line is redacted too
+    pipe.emit([e])
+    pipe.stop(2)
+    assert set(FORMATS) >= {"native", "ecs", "ocsf", "tetragon"}
+    for name in FORMATS:
+        text = (tmp_path / f"{name}.jsonl").read_text()
+        assert text.strip(), name
+        for s in secrets:
+            assert s not in text, f"{s!r} reached the {name} format"
