@@ -129,7 +129,10 @@ class Agent:
         if a.metrics.enabled:
             host, _, port = a.metrics.listen.rpartition(":")
             try:
-                self.metrics_server = self.metrics.serve(host.strip("[]"), int(port))
+                auth = a.metrics.auth
+                self.metrics_server = self.metrics.serve(host.strip("[]"), int(port),
+                                                         auth.username if auth else None,
+                                                         auth.password if auth else None)
             except OSError as exc:
                 raise StartupError(f"cannot serve /metrics on {a.metrics.listen}: {exc.strerror} "
                                    "(change metrics.listen or set metrics.enabled: false)") from None

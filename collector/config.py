@@ -197,9 +197,15 @@ class RouteConfig(_Strict):
     final: bool = False
 
 
+class MetricsAuth(_Strict):
+    username: str
+    password: str = Field(description="use ${ENV} or ${file:PATH}; never logged")
+
+
 class MetricsConfig(_Strict):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9464", description="host:port of /metrics (127.0.0.1 unless you mean it)")
+    auth: MetricsAuth | None = Field(None, description="require HTTP basic auth on /metrics")
 
     @field_validator("listen")
     @classmethod
@@ -247,7 +253,7 @@ class LoadedConfig:
 
 # --- YAML with positions -------------------------------------------------------------------------
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV = re.compile(r"\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?)\}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -270,14 +276,23 @@ def _compose_positions(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> N
 
 def _expand_env(value: Any, path: tuple, problems: list[tuple[tuple, str]],
                 expanded: dict[tuple, str]) -> Any:
-    """Replace ${NAME} references; `expanded` maps each changed location to its text as written, which
-    error messages show instead of the value (the value may be a secret)."""
+    """Replace ${NAME} (environment) and ${file:PATH} (the file's content, trailing newline removed:
+    Kubernetes secrets and systemd credentials are files) references; `expanded` maps each changed
+    location to its text as written, which error messages show instead of the value (it may be a secret)."""
     if isinstance(value, str):
         if _ENV.search(value):
             expanded[path] = value
 
         def sub(m: re.Match) -> str:
-            name, default = m.group(1), m.group(2)
+            secret_file, name, default = m.group(1), m.group(2), m.group(3)
+            if secret_file is not None:
+                try:
+                    with open(secret_file, encoding="utf-8") as f:
+                        return f.read().rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    problems.append((path, f"cannot read secret file {secret_file}: {reason}"))
+                    return ""
             if name in os.environ:
                 return os.environ[name]
             if default is not None:

@@ -50,6 +50,42 @@ class Metrics:
         v = self.registry.get_sample_value(name, labels)
         return 0.0 if v is None else v
 
-    def serve(self, host: str, port: int):
-        """Start the /metrics endpoint; returns (server, thread). Port 0 picks a free port."""
-        return start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, username: str | None = None, password: str | None = None):
+        """Start the /metrics endpoint; returns (server, thread). Port 0 picks a free port. With a
+        username and password, every request needs HTTP basic auth (401 otherwise)."""
+        if username is None:
+            return start_http_server(port, addr=host, registry=self.registry)
+        return _serve_with_auth(self.registry, host, port, username, password or "")
+
+
+def _serve_with_auth(registry, host: str, port: int, username: str, password: str):
+    import base64
+    import hmac
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    inner = make_wsgi_app(registry)
+    want = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+
+    def app(environ, start_response):
+        got = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if not hmac.compare_digest(got, want):  # constant time: no timing hint about the secret
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="siemhub"'),
+                                                ("Content-Type", "text/plain")])
+            return [b"authentication required\n"]
+        return inner(environ, start_response)
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, *args):  # requests are not logged (no credentials in logs)
+            pass
+
+    server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return server, thread

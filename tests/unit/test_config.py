@@ -271,3 +271,42 @@ def test_secret_not_echoed_when_its_own_field_fails(tmp_path, monkeypatch, old, 
     assert len(info.value.problems) == 1, info.value.problems
     assert info.value.problems[0].startswith(f"{path}:{line}: {prefix}"), info.value.problems[0]
     assert SECRET not in str(info.value)
+
+
+def test_secret_from_a_file(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t-from-file\n")
+    cfg = config.parse(
+        "exporters:\n  out: {type: file, path: /tmp/x.jsonl}\nroutes: [{name: all, to: [out]}]\n"
+        f"metrics: {{auth: {{username: prom, password: \"${{file:{secret}}}\"}}}}\n", "c.yaml")
+    assert cfg.agent.metrics.auth.password == "s3cr3t-from-file"
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(
+            "exporters:\n  out: {type: file, path: /tmp/x.jsonl}\nroutes: [{name: all, to: [out]}]\n"
+            f"metrics: {{auth: {{username: prom, password: \"${{file:{tmp_path}/missing}}\"}}}}\n", "c.yaml")
+    assert str(err.value).startswith("c.yaml:4: metrics.auth.password: cannot read secret file")
+
+
+def test_metrics_endpoint_with_basic_auth():
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from siemhub.collector.metrics import Metrics
+
+    m = Metrics()
+    m.events_unrouted.inc(3)
+    server, _thread = m.serve("127.0.0.1", 0, "prom", "pa55")
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=5)
+        assert denied.value.code == 401
+        bad = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"prom:nope").decode()})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(bad, timeout=5)
+        good = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"prom:pa55").decode()})
+        body = urllib.request.urlopen(good, timeout=5).read().decode()
+        assert "siemhub_events_unrouted_total 3.0" in body
+    finally:
+        server.shutdown()
