@@ -51,6 +51,7 @@ class TlsConfig(_Strict):
     key_file: str | None = Field(None, description="client private key (PEM)")
     key_password: SecretStr | None = None
     verify_hostname: bool = True
+    insecure: bool = Field(False, description="skip certificate verification entirely (logged as a warning)")
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -106,7 +107,14 @@ def client_config(conn: KafkaConnection) -> dict[str, PropertyValue]:
             conf["ssl.key.location"] = t.key_file or ""
         if t.key_password is not None:
             conf["ssl.key.password"] = t.key_password.get_secret_value()
-        conf["ssl.endpoint.identification.algorithm"] = "https" if t.verify_hostname else "none"
+        # Verification is on by default (librdkafka verifies the broker certificate and, with "https",
+        # its host name); turning either off is said out loud every time the client is built.
+        conf["ssl.endpoint.identification.algorithm"] = "https" if t.verify_hostname and not t.insecure else "none"
+        if t.insecure:
+            conf["enable.ssl.certificate.verification"] = False
+            log.warning("kafka: TLS certificate verification is OFF (tls.insecure: true)")
+        elif not t.verify_hostname:
+            log.warning("kafka: TLS host name verification is OFF (tls.verify_hostname: false)")
     conf.update(conn.properties)
     return conf
 

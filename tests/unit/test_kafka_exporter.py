@@ -184,3 +184,19 @@ def test_send_refused_at_produce_is_given_up():
                                 refuse=lambda v: KafkaError.MSG_SIZE_TOO_LARGE if b"id-0" in v else None)
     r = ex.send(payload)
     assert r.outcome is Outcome.DONE and r.items == [(0, Outcome.GIVE_UP, "kafka_msg_size_too_large")]
+
+
+def test_tls_verification_is_on_by_default_and_turning_it_off_is_logged(caplog):
+    _, cfg = _cfg("""    security:
+      protocol: ssl
+      tls: {ca_file: /etc/ca.pem}""")
+    conf = producer_config(cfg)
+    assert conf["ssl.endpoint.identification.algorithm"] == "https"
+    assert conf.get("enable.ssl.certificate.verification", True) is True
+    caplog.set_level("WARNING")
+    _, cfg = _cfg("""    security:
+      protocol: ssl
+      tls: {insecure: true}""")
+    conf = producer_config(cfg)
+    assert conf["enable.ssl.certificate.verification"] is False
+    assert "verification is OFF" in caplog.text
