@@ -118,7 +118,7 @@ class Agent:
 
         ctx = SensorContext(self.node, self.clock, self.ids, self.metrics, self.cache, self.pipeline.emit)
         sections = self.cfg.agent.sensors
-        names = sorted(sections.model_fields, key=lambda n: (n != "process", n))
+        names = sorted(type(sections).model_fields, key=lambda n: (n != "process", n))
         for name in names:
             cfg = getattr(sections, name)
             if cfg is not None:
