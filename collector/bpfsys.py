@@ -44,6 +44,11 @@ def _bpf(cmd: int, attr: _MapElemAttr) -> int:
     return _libc.syscall(_NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def u32(v: int) -> bytes:
+    """A u32 map key or value (array indexes, flags), as the kernel lays it out on this host."""
+    return v.to_bytes(4, "little")
+
+
 class Map:
     """A BPF map held by file descriptor. Keys and values are bytes of the map's sizes."""
 

@@ -19,7 +19,7 @@ import os
 import struct
 import time
 
-from siemhub.collector import ringbuf
+from siemhub.collector import bpfsys, ringbuf
 from siemhub.collector.bpfload import check_environment, compile_program
 from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import FileSensorConfig
@@ -74,8 +74,7 @@ _UNSET = 0xFFFFFFFF
 _WATCH_VAL = struct.Struct("<II")
 
 
-def _u32(v: int) -> bytes:
-    return v.to_bytes(4, "little")
+_u32 = bpfsys.u32
 
 
 def open_flag_names(flags: int) -> list[str]:

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import time
 
-from siemhub.collector import ringbuf
+from siemhub.collector import bpfsys, ringbuf
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import NetworkSensorConfig
@@ -59,8 +59,7 @@ _NET_UNPACK = m.NET.unpack_from
 _NET_SIZE = m.NET.size
 
 
-def _u32(v: int) -> bytes:
-    return v.to_bytes(4, "little")
+_u32 = bpfsys.u32
 
 
 def cidr_key(cidr: str) -> bytes:

@@ -21,7 +21,7 @@ import os
 import time
 
 from siemhub.collector import caps as capnames
-from siemhub.collector import ringbuf
+from siemhub.collector import bpfsys, ringbuf
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import PrivilegeSensorConfig
@@ -159,7 +159,7 @@ class PrivilegeSensor(Sensor):
         return len(raw)
 
     def _check_lost(self) -> None:
-        total = sum(self._bpf.maps["lost"].lookup_percpu_u64((0).to_bytes(4, "little")))
+        total = sum(self._bpf.maps["lost"].lookup_percpu_u64(bpfsys.u32(0)))
         if total > self.lost:
             self._m_lost.labels(self.name, "privilege").inc(total - self.lost)
             log.warning("privilege sensor: kernel could not queue %d messages (ring buffer full)", total - self.lost)

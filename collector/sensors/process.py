@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 
-from siemhub.collector import ringbuf
+from siemhub.collector import bpfsys, ringbuf
 from siemhub.collector.bpfload import compile_program
 from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import ProcessSensorConfig
@@ -115,8 +115,7 @@ _EXE_KEY = struct.Struct("<QI4x")
 _intern = sys.intern
 
 
-def _u32(v: int) -> bytes:
-    return v.to_bytes(4, "little")
+_u32 = bpfsys.u32
 
 
 _LOST_KINDS = {m.MSG_EXEC: "exec", m.MSG_FORK: "fork", m.MSG_EXIT: "exit"}
