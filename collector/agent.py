@@ -106,6 +106,7 @@ class Agent:
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
         )
+        self.metrics.watch_policies(lambda: self.pipeline.policies)
         engine = getattr(cfg, "policies", None)
         if engine is not None:
             engine.cache = self.cache  # follow_children walks the cache above the event's ancestors

@@ -45,6 +45,26 @@ class Metrics:
         self.cache_lookups = Counter("siemhub_process_cache_lookups", "Parent lookups in the process cache",
                                      ["result"], registry=r)
 
+    def watch_policies(self, engine_of) -> None:
+        """Expose the policy engine's counters (read at scrape time; `engine_of()` returns the engine in
+        force, which a reload replaces, or None)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        class _Policies:
+            def collect(self):
+                engine = engine_of()
+                if engine is None:
+                    return
+                c = engine.counters()
+                yield GaugeMetricFamily("siemhub_policy_rules", "Policy rules in force", value=c.get("rules", 0))
+                for key, doc in (("matched", "Events a policy rule matched"),
+                                 ("actions", "policy_action events emitted"),
+                                 ("ignored", "Events dropped by ignore rules in user space"),
+                                 ("rate_limited", "Matches suppressed by a rule's rate limit")):
+                    yield CounterMetricFamily(f"siemhub_policy_{key}", doc, value=c.get(key, 0))
+
+        self.registry.register(_Policies())
+
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the agent_status event read counters through this)."""
         v = self.registry.get_sample_value(name, labels)

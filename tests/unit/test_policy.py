@@ -353,3 +353,15 @@ def test_hot_path_cost_with_the_library(library):
     assert out is events  # nothing matched, nothing copied
     print(f"policy engine: {per:.2f} us per process_exec event (library, no match)")
     assert per < 20
+
+
+def test_policy_counters_are_prometheus_metrics(tmp_path):
+    from siemhub.collector import config as config_mod
+    from siemhub.collector.agent import Agent
+
+    cfg = config_mod.parse(
+        f"exporters: {{out: {{type: file, path: {tmp_path}/e.jsonl}}}}\nroutes: [{{name: all, to: [out]}}]\n"
+        "metrics: {enabled: false}\npolicies: {}\n", "p.yaml")
+    agent = Agent(cfg)
+    assert agent.metrics.value("siemhub_policy_rules") == len(agent.pipeline.policies.rules) > 0
+    assert agent.metrics.value("siemhub_policy_matched_total") == 0
