@@ -14,14 +14,13 @@ from siemhub.collector import btf as btfmod
 from siemhub.collector.btf import BTF, BTFError, cflags, resolve_offsets
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
-REQUIRE_BPF = os.environ.get("SIEMHUB_REQUIRE_BPF") == "1"
 
 
 def _skip_or_fail(msg: str) -> None:
-    # On CI machines that must exercise BPF, a missing prerequisite is a failure.
-    if REQUIRE_BPF:
-        pytest.fail(msg + " (SIEMHUB_REQUIRE_BPF=1)")
-    pytest.skip(msg)
+    # On CI machines that must exercise BPF, a missing prerequisite is a failure (conftest decides).
+    from tests.conftest import server_unavailable
+
+    server_unavailable(msg)
 
 
 # --------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def test_ecs_golden(etype):
     path = GOLDEN / f"ecs_{etype}.json"
     if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
         path.write_text(text, encoding="utf-8")
-        pytest.skip(f"golden file rewritten: {path.name} (review the diff)")
+        print(f"golden file rewritten: {path.name} (review the diff)")  # then compared as usual
     assert path.exists(), f"missing {path.name}; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert text == path.read_text(encoding="utf-8"), (
         f"the ECS document of {etype} changed; if deliberate, update docs/ecs-mapping.md and regenerate "

@@ -35,7 +35,7 @@ def test_schema_file_is_up_to_date():
     text = generate()
     if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
         SCHEMA_FILE.write_text(text, encoding="utf-8")
-        pytest.skip("docs/siemhub-event.schema.json rewritten (review the diff)")
+        print("docs/siemhub-event.schema.json rewritten (review the diff)")  # then compared as usual
     assert SCHEMA_FILE.exists(), "missing docs/siemhub-event.schema.json; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert SCHEMA_FILE.read_text(encoding="utf-8") == text, (
         "docs/siemhub-event.schema.json no longer matches collector/event.py: regenerate it with "

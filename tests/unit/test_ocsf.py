@@ -114,7 +114,7 @@ def test_ocsf_matches_golden(etype):
     path = GOLDEN / f"ocsf_{etype}.json"
     if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
         path.write_text(text, encoding="utf-8")
-        pytest.skip(f"golden file rewritten: {path.relative_to(REPO)} (review the diff)")
+        print(f"golden file rewritten: {path.name} (review the diff)")  # then compared as usual
     assert path.exists(), f"missing {path.relative_to(REPO)}; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert text == path.read_text(encoding="utf-8"), (
         f"the OCSF form of {etype} changed; if deliberate, regenerate with SIEMHUB_UPDATE_GOLDEN=1 and review")

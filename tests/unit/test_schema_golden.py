@@ -114,7 +114,7 @@ def test_native_json_matches_golden(events, etype):
     if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        pytest.skip(f"golden file rewritten: {path.relative_to(REPO)} (review the diff)")
+        print(f"golden file rewritten: {path.name} (review the diff)")  # then compared as usual
     assert path.exists(), f"missing golden file {path.relative_to(REPO)}; create it with SIEMHUB_UPDATE_GOLDEN=1"
     want_text = path.read_text(encoding="utf-8")
     want, got = json.loads(want_text), json.loads(text)
