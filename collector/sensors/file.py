@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import time
 
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import check_environment, compile_program
-from siemhub.collector.bpfloader import Loaded
+from siemhub.collector import bpfsys
+from siemhub.collector.bpfload import check_environment
 from siemhub.collector.config import FileSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
 from siemhub.collector.pending import PendingEvents
-from siemhub.collector.sensors import Sensor, SensorContext
+from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 
 log = logging.getLogger("siemhub.sensors.file")
@@ -160,26 +159,18 @@ def block_support() -> tuple[bool, str]:
     return True, "BPF LSM available"
 
 
-class FileSensor(Sensor):
+class FileSensor(KernelSensor):
     name = "file"
+    program = "file/file.bpf.c"
+    lost_kinds = {0: "file"}
 
     def __init__(self, config: FileSensorConfig, ctx: SensorContext) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.poll_interval = config.poll_interval
-        self._bpf: Loaded | None = None
-        self._rb: ringbuf.RingBuffer | None = None
-        self.decode_errors = 0
-        self.lost = 0
+        super().__init__(config, ctx)
         self.killed = 0
         self.watch_paths = 0
         self.watch_missing = 0
         self.block_available = False
         self._rules: list = list(config.enforce)
-        self._m_events = ctx.metrics.sensor_events.labels(self.name)
-        self._m_decode = ctx.metrics.decode_errors
-        self._m_lost = ctx.metrics.ringbuf_lost
-        self._next_check = 0.0
         self.pending = PendingEvents(self._lookup, max_items=config.pending.max_events,
                                      max_age=config.pending.max_wait)
         self._early: list[Event] = []
@@ -196,8 +187,7 @@ class FileSensor(Sensor):
             "SH_PATH_DEPTH": c.path_depth,
             "SH_LEGACY_SYSCALLS": int(legacy),
         }
-        self._bpf = compile_program("file/file.bpf.c", OFFSETS, defines, _MAPS)
-        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         self.set_watch(c.watch, c.enforce)
         self.block_available, why = block_support()
         if c.enforce:
@@ -227,48 +217,18 @@ class FileSensor(Sensor):
                  "for their creation%s", len(paths), len(entries), len(missing),
                  f": {', '.join(missing[:8])}" if missing else "")
 
-    def unload(self) -> None:
-        if self._bpf is not None:
-            self.poll(0)
-            left = _flat(self.pending.flush())
-            if left:
-                self.ctx.emit(left)
-            self._check_counters()
-            if self._rb is not None:
-                self._rb.close()
-                self._rb = None
-            self._bpf.close()
-            self._bpf = None
-
-    # --- reading ---
-
-    def poll(self, timeout: float) -> int:
-        if self._bpf is None:
-            return 0
-        if timeout > 0:
-            self._rb.wait(timeout)
-        raw = self._rb.drain()
+    def ready(self, raw: list[bytes]) -> list[Event]:
         events = self.decode(raw) if raw else []
-        if raw:
-            self._m_events.inc(len(raw))
         if self.pending:
             events.extend(_flat(self.pending.drain()))
-        if events:
-            self.ctx.emit(events)
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + 1.0
-            self._check_counters()
-        return len(raw)
+        return events
 
-    def _check_counters(self) -> None:
-        maps = self._bpf.maps
-        lost = sum(maps["lost"].lookup_percpu_u64(_u32(0)))
-        if lost > self.lost:
-            self._m_lost.labels(self.name, "file").inc(lost - self.lost)
-            log.warning("file sensor: kernel could not queue %d messages (ring buffer full)", lost - self.lost)
-            self.lost = lost
-        self.killed = sum(maps["killed"].lookup_percpu_u64(_u32(0)))
+    def flush(self) -> list[Event]:
+        return _flat(self.pending.flush())
+
+    def check_counters(self) -> None:
+        super().check_counters()
+        self.killed = sum(self._bpf.maps["killed"].lookup_percpu_u64(_u32(0)))
 
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "enforce_kills": self.killed,
@@ -303,10 +263,6 @@ class FileSensor(Sensor):
             except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
                 self._decode_error(type(exc).__name__)
         return events
-
-    def _decode_error(self, reason: str) -> None:
-        self.decode_errors += 1
-        self._m_decode.labels(self.name, reason).inc()
 
     def _file(self, msg: bytes) -> list[Event]:
         (_, size, ktime, pid, tid, start_ns, result, ino, dev, uid, gid, op, flags, mode, arg_uid, arg_gid,

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.bpfloader import Loaded
+from siemhub.collector import bpfsys
 from siemhub.collector.config import NetworkSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, Network, Process
-from siemhub.collector.sensors import Sensor, SensorContext
+from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 
@@ -76,23 +74,13 @@ def address(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-class NetworkSensor(Sensor):
+class NetworkSensor(KernelSensor):
     name = "network"
+    program = "network/network.bpf.c"
+    lost_kinds = _KINDS
 
     def __init__(self, config: NetworkSensorConfig, ctx: SensorContext) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.poll_interval = config.poll_interval
-        self._bpf: Loaded | None = None
-        self._rb: ringbuf.RingBuffer | None = None
-        self.decode_errors = 0
-        self.filtered = 0
-        self._lost_seen: dict[int, int] = {}
-        self._next_lost_check = 0.0
-        self._m_events = ctx.metrics.sensor_events.labels(self.name)
-        self._m_decode = ctx.metrics.decode_errors
-        self._m_lost = ctx.metrics.ringbuf_lost
-        self._m_filtered = ctx.metrics.kernel_filtered.labels(self.name)
+        super().__init__(config, ctx)
         self.join = ProcessJoin(ctx.cache, config.settle, config.pending.max_events, config.pending.max_wait)
         self._addr_cache: dict[bytes, str] = {}
 
@@ -102,21 +90,8 @@ class NetworkSensor(Sensor):
         c = self.config
         defines = {"SH_RINGBUF_PAGES": c.ringbuf_pages, "SH_WAKEUP_EVERY": c.wakeup_every,
                    "SH_MAX_CONNS": c.max_connections}
-        self._bpf = compile_program("network/network.bpf.c", OFFSETS, defines, _MAPS)
-        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
-
-    def unload(self) -> None:
-        if self._bpf is not None:
-            self.poll(0)
-            left = self.join.ready(force=True)
-            if left:
-                self.ctx.emit(left)
-            self._check_lost()
-            self._rb.close()
-            self._rb = None
-            self._bpf.close()
-            self._bpf = None
 
     def set_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
         """Replace the in-kernel ignore lists (start-up and run time)."""
@@ -137,40 +112,16 @@ class NetworkSensor(Sensor):
 
     # --- reading ---
 
-    def poll(self, timeout: float) -> int:
-        if self._bpf is None:
-            return 0
-        if timeout > 0:
-            self._rb.wait(timeout)
-        raw = self._rb.drain()
+    def ready(self, raw: list[bytes]) -> list[Event]:
         if raw:
-            self._m_events.inc(len(raw))
-            self.decode(raw)
-        events = self.join.ready()
-        if events:
-            self.ctx.emit(events)
-        now = time.monotonic()
-        if now >= self._next_lost_check:
-            self._next_lost_check = now + 1.0
-            self._check_lost()
-        return len(raw)
+            self.decode(raw)  # events wait in the join until their process can be named
+        return self.join.ready()
 
-    def _check_lost(self) -> None:
-        maps = self._bpf.maps
-        filtered = sum(maps["filtered"].lookup_percpu_u64(_u32(0)))
-        if filtered > self.filtered:
-            self._m_filtered.inc(filtered - self.filtered)
-            self.filtered = filtered
-        for kind, name in _KINDS.items():
-            total = sum(maps["lost"].lookup_percpu_u64(_u32(kind)))
-            new = total - self._lost_seen.get(kind, 0)
-            if new > 0:
-                self._lost_seen[kind] = total
-                self._m_lost.labels(self.name, name).inc(new)
-                log.warning("network sensor: kernel could not queue %d %s messages (ring buffer full)", new, name)
+    def flush(self) -> list[Event]:
+        return self.join.ready(force=True)
 
     def counters(self) -> dict[str, int]:
-        out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self._lost_seen.items()}
+        out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self.lost_seen.items()}
         out["decode_errors"] = self.decode_errors
         out["kernel_filtered"] = self.filtered
         out["missing_process"] = self.join.missing

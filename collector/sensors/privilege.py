@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from siemhub.collector import caps as capnames
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.bpfloader import Loaded
 from siemhub.collector.config import PrivilegeSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, Privilege, Process
-from siemhub.collector.sensors import Sensor, SensorContext
+from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 
@@ -91,22 +88,14 @@ def severity(op: int, old_uid: int, old_euid: int, new_uid: int, new_euid: int, 
     return "medium"
 
 
-class PrivilegeSensor(Sensor):
+class PrivilegeSensor(KernelSensor):
     name = "privilege"
+    program = "privilege/privilege.bpf.c"
+    lost_kinds = {0: "privilege"}
 
     def __init__(self, config: PrivilegeSensorConfig, ctx: SensorContext) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.poll_interval = config.poll_interval
-        self._bpf: Loaded | None = None
-        self._rb: ringbuf.RingBuffer | None = None
-        self.decode_errors = 0
-        self.lost = 0
+        super().__init__(config, ctx)
         self.own_bpf_loads = 0
-        self._next_lost_check = 0.0
-        self._m_events = ctx.metrics.sensor_events.labels(self.name)
-        self._m_decode = ctx.metrics.decode_errors
-        self._m_lost = ctx.metrics.ringbuf_lost
         self.join = ProcessJoin(ctx.cache, config.settle, config.pending.max_events, config.pending.max_wait)
         self.agent_pid = os.getpid()
         self.module_mode = "off"
@@ -122,48 +111,18 @@ class PrivilegeSensor(Sensor):
             modules = 1 if os.path.exists(_MODULE_TRACEPOINT) else 2
         self.module_mode = {0: "off", 1: "tracepoints", 2: "raw_syscalls"}[modules]
         defines = {"SH_RINGBUF_PAGES": c.ringbuf_pages, "SH_MODULES": modules}
-        self._bpf = compile_program("privilege/privilege.bpf.c", OFFSETS, defines, _MAPS)
-        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         log.info("privilege sensor: module loads watched through %s", self.module_mode)
-
-    def unload(self) -> None:
-        if self._bpf is not None:
-            self.poll(0)
-            left = self.join.ready(force=True)
-            if left:
-                self.ctx.emit(left)
-            self._check_lost()
-            self._rb.close()
-            self._rb = None
-            self._bpf.close()
-            self._bpf = None
 
     # --- reading ---
 
-    def poll(self, timeout: float) -> int:
-        if self._bpf is None:
-            return 0
-        if timeout > 0:
-            self._rb.wait(timeout)
-        raw = self._rb.drain()
+    def ready(self, raw: list[bytes]) -> list[Event]:
         if raw:
-            self._m_events.inc(len(raw))
-            self.decode(raw)
-        events = self.join.ready()
-        if events:
-            self.ctx.emit(events)
-        now = time.monotonic()
-        if now >= self._next_lost_check:
-            self._next_lost_check = now + 1.0
-            self._check_lost()
-        return len(raw)
+            self.decode(raw)  # events wait in the join until their process can be named
+        return self.join.ready()
 
-    def _check_lost(self) -> None:
-        total = sum(self._bpf.maps["lost"].lookup_percpu_u64(bpfsys.u32(0)))
-        if total > self.lost:
-            self._m_lost.labels(self.name, "privilege").inc(total - self.lost)
-            log.warning("privilege sensor: kernel could not queue %d messages (ring buffer full)", total - self.lost)
-            self.lost = total
+    def flush(self) -> list[Event]:
+        return self.join.ready(force=True)
 
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "missing_process": self.join.missing,

@@ -1,8 +1,9 @@
 """Process sensor: process_exec and process_exit events from bpf/process/process.bpf.c.
 
-Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py; bcc's per-record
-callback where that reader is unavailable) and decoded in a batch after each poll with
-struct.unpack_from, then joined with the process cache to name the parent. Forks are not emitted; they teach the cache about processes that have not exec'd yet.
+Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py, through the
+shared KernelSensor lifecycle) and decoded in a batch after each poll with struct.unpack_from, then
+joined with the process cache to name the parent. Forks are not emitted; they teach the cache about
+processes that have not exec'd yet.
 
 Caveats: the binary is the path given to execve (made absolute against cwd when relative), not the
 resolved target of symlinks; cwd is walked in the kernel up to `cwd_depth` components (deeper paths
@@ -18,9 +19,7 @@ import struct
 import sys
 import time
 
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.bpfloader import Loaded
+from siemhub.collector import bpfsys
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
 from siemhub.collector.event import (
@@ -28,7 +27,8 @@ from siemhub.collector.event import (
 )
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.process_cache import NO_AUID, NS_KINDS, binary_properties
-from siemhub.collector.sensors import Sensor, SensorContext  # noqa: F401 - SensorContext re-exported
+from siemhub.collector.sensors import SensorContext  # noqa: F401 - SensorContext re-exported
+from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 
 log = logging.getLogger("siemhub.sensors.process")
@@ -128,28 +128,18 @@ def signal_name(num: int) -> str:
         return f"SIG{num}"
 
 
-class ProcessSensor(Sensor):
+class ProcessSensor(KernelSensor):
     name = "process"
+    program = "process/process.bpf.c"
+    lost_kinds = _LOST_KINDS
 
     def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.poll_interval = config.poll_interval
-        self._bpf: Loaded | None = None
-        self._rb: ringbuf.RingBuffer | None = None
-        self.decode_errors = 0
-        self._lost_seen: dict[int, int] = {}
-        self._m_events = ctx.metrics.sensor_events.labels(self.name)
-        self._m_decode = ctx.metrics.decode_errors
-        self._m_lost = ctx.metrics.ringbuf_lost
-        self._next_lost_check = 0.0
+        super().__init__(config, ctx)
         self._ns_cache: dict[tuple[int, ...], Namespaces] = {}
         self.pending = PendingEvents(lambda pid, start: ctx.cache.get(pid, start),
                                      max_items=config.pending.max_events, max_age=config.pending.max_wait)
         self._early: list[Event] = []  # events the pending queue pushed out while decoding
-        self.filtered = 0
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
-        self._m_filtered = ctx.metrics.kernel_filtered.labels(self.name)
         self._containers: dict[str, Container] = {}
 
     # --- lifecycle ---
@@ -166,69 +156,21 @@ class ProcessSensor(Sensor):
         }
         # The loader child is a process like any other: learn it while it lives, so its exit (the first
         # event the sensor sees) names it instead of being a `missing_process`.
-        self._bpf = compile_program("process/process.bpf.c", _offsets(), defines, _MAPS,
-                                    before_release=self.ctx.cache.resolve)
-        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
+        self._open(_offsets(), defines, _MAPS, c.ringbuf_pages, before_release=self.ctx.cache.resolve)
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
             n = self.ctx.cache.scan_procfs()
             log.info("process sensor: %d running processes read from /proc in %.2fs", n, time.monotonic() - started)
 
-    def unload(self) -> None:
-        if self._bpf is not None:
-            self.poll(0)
-            left = self.pending.flush()
-            if left:
-                self.ctx.emit(left)
-            self._check_lost()
-            if self._rb is not None:
-                self._rb.close()
-                self._rb = None
-            self._bpf.close()  # closing the attachments detaches the programs
-            self._bpf = None
-
-    # --- reading ---
-
-    def _read(self, timeout: float) -> list[bytes]:
-        if timeout > 0:
-            self._rb.wait(timeout)
-        return self._rb.drain()  # wake-ups are batched: take whatever is there
-
-    def poll(self, timeout: float) -> int:
-        if self._bpf is None:
-            return 0
-        raw = self._read(timeout)
+    def ready(self, raw: list[bytes]) -> list[Event]:
         events = self.decode(raw) if raw else []
-        if raw:
-            self._m_events.inc(len(raw))
         if self.pending:
             events.extend(self.pending.drain())
-        if events:
-            self.ctx.emit(events)
-        self._maybe_check_lost()
-        return len(raw)
+        return events
 
-    def _maybe_check_lost(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_lost_check:
-            self._next_lost_check = now + 1.0
-            self._check_lost()
-
-    def _check_lost(self) -> None:
-        maps = self._bpf.maps
-        filtered = sum(maps["filtered"].lookup_percpu_u64(_u32(0)))
-        if filtered > self.filtered:
-            self._m_filtered.inc(filtered - self.filtered)
-            self.filtered = filtered
-        table = maps["lost"]
-        for kind, name in _LOST_KINDS.items():
-            total = sum(table.lookup_percpu_u64(_u32(kind)))
-            new = total - self._lost_seen.get(kind, 0)
-            if new > 0:
-                self._lost_seen[kind] = total
-                self._m_lost.labels(self.name, name).inc(new)
-                log.warning("process sensor: kernel could not queue %d %s messages (ring buffer full)", new, name)
+    def flush(self) -> list[Event]:
+        return self.pending.flush()
 
     def set_filters(self, binaries: list[str], cgroups: list[str]) -> None:
         """Replace the in-kernel ignore lists (at start-up and at run time). Binaries are matched by the
@@ -267,7 +209,7 @@ class ProcessSensor(Sensor):
         log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
 
     def counters(self) -> dict[str, int]:
-        out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self._lost_seen.items()}
+        out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self.lost_seen.items()}
         out["decode_errors"] = self.decode_errors
         out["kernel_filtered"] = self.filtered
         out["pending_resolved"] = self.pending.resolved
@@ -296,10 +238,6 @@ class ProcessSensor(Sensor):
             except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
                 self._decode_error(type(exc).__name__)
         return events
-
-    def _decode_error(self, reason: str) -> None:
-        self.decode_errors += 1
-        self._m_decode.labels(self.name, reason).inc()
 
     def _exec(self, msg: bytes) -> Event:
         # The hot path: one unpack, slices, and str.decode fast paths; the rare cases (non-UTF-8,

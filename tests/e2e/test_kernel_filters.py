@@ -39,7 +39,7 @@ def test_ignored_binary_never_reaches_user_space_and_filters_change_at_run_time(
         subprocess.run(["/bin/true", shown], check=True)  # a different inode: still reported
         assert bpf_agent.wait_for(lambda e: shown in (e.get("process") or {}).get("args", []))
         assert _seen(bpf_agent, hidden) == []  # neither the exec nor its exit
-        sensor._check_lost()
+        sensor.check_counters()
         assert sensor.filtered == before + 1
     finally:
         sensor.set_filters([], [])

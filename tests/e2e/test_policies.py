@@ -121,7 +121,7 @@ def test_ignore_policy_drops_execs_in_the_kernel(policy_agent):
     quiet = policy_agent.paths["quiet"]
     sensor = next(s for s in policy_agent.agent.sensors if s.name == "process")
     assert str(quiet) in sensor.filters["binaries"]
-    sensor._check_lost()
+    sensor.check_counters()
     before = policy_agent.agent.metrics.value("siemhub_kernel_filtered_events_total", sensor="process")
     hidden = f"hidden-{time.monotonic_ns()}"
     subprocess.run([str(quiet), hidden], check=True)
@@ -130,7 +130,7 @@ def test_ignore_policy_drops_execs_in_the_kernel(policy_agent):
     policy_agent.wait_for(lambda e: shown in (e.get("process") or {}).get("args", []))
     time.sleep(0.3)
     assert not [e for e in policy_agent.events() if hidden in (e.get("process") or {}).get("args", [])]
-    sensor._check_lost()
+    sensor.check_counters()
     after = policy_agent.agent.metrics.value("siemhub_kernel_filtered_events_total", sensor="process")
     assert after >= before + 1
     assert policy_agent.agent.pipeline.policies.counters()["ignored"] == 0  # nothing reached user space

@@ -1,0 +1,114 @@
+"""The lifecycle every BPF sensor shares.
+
+One program, compiled and attached in the loader child (collector/bpfload.py), its ring buffer read in
+batches (collector/ringbuf.py), and its per-CPU counters moved to metrics once a second: messages the
+kernel could not queue (`lost`, indexed by message kind) and events dropped by in-kernel filters
+(`filtered`, when the program has that map). A sensor subclass says what to compile and how to turn
+raw messages into events (`ready`), and what to flush at unload (`flush`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from siemhub.collector import bpfsys, ringbuf
+from siemhub.collector.bpfload import compile_program
+from siemhub.collector.bpfloader import Loaded
+from siemhub.collector.event import Event
+from siemhub.collector.sensors import Sensor, SensorContext
+
+log = logging.getLogger("siemhub.sensors")
+
+
+class KernelSensor(Sensor):
+    program: ClassVar[str]  # bpf/<program>, e.g. "network/network.bpf.c"
+    lost_kinds: ClassVar[dict[int, str]]  # index in the program's `lost` map -> metric label
+
+    def __init__(self, config: Any, ctx: SensorContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.poll_interval = config.poll_interval
+        self._bpf: Loaded | None = None
+        self._rb: ringbuf.RingBuffer | None = None
+        self.decode_errors = 0
+        self.lost_seen: dict[int, int] = {}
+        self.filtered = 0
+        self._next_check = 0.0
+        m = ctx.metrics
+        self._m_events = m.sensor_events.labels(self.name)
+        self._m_decode = m.decode_errors
+        self._m_lost = m.ringbuf_lost
+        self._m_filtered = m.kernel_filtered.labels(self.name)
+
+    # --- for subclasses ---
+
+    def ready(self, raw: list[bytes]) -> list[Event]:
+        """Decode `raw` (possibly empty) and return the events ready to go out."""
+        raise NotImplementedError
+
+    def flush(self) -> list[Event]:
+        """At unload: whatever still waits (for its process, for its settle time...)."""
+        return []
+
+    def _open(self, offsets: dict, defines: dict, maps: list[str], pages: int, before_release=None) -> None:
+        self._bpf = compile_program(self.program, offsets, defines, maps, before_release=before_release)
+        self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, pages * 4096)
+
+    def _decode_error(self, reason: str) -> None:
+        self.decode_errors += 1
+        self._m_decode.labels(self.name, reason).inc()
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_seen.values())
+
+    # --- shared lifecycle ---
+
+    def poll(self, timeout: float) -> int:
+        if self._bpf is None:
+            return 0
+        if timeout > 0:
+            self._rb.wait(timeout)
+        raw = self._rb.drain()  # wake-ups are batched: take whatever is there
+        if raw:
+            self._m_events.inc(len(raw))
+        events = self.ready(raw)
+        if events:
+            self.ctx.emit(events)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            self.check_counters()
+        return len(raw)
+
+    def check_counters(self) -> None:
+        """Move the kernel's per-CPU counters into metrics (and log losses)."""
+        maps = self._bpf.maps
+        if "filtered" in maps:
+            filtered = sum(maps["filtered"].lookup_percpu_u64(bpfsys.u32(0)))
+            if filtered > self.filtered:
+                self._m_filtered.inc(filtered - self.filtered)
+                self.filtered = filtered
+        for kind, name in self.lost_kinds.items():
+            total = sum(maps["lost"].lookup_percpu_u64(bpfsys.u32(kind)))
+            new = total - self.lost_seen.get(kind, 0)
+            if new > 0:
+                self.lost_seen[kind] = total
+                self._m_lost.labels(self.name, name).inc(new)
+                log.warning("%s sensor: kernel could not queue %d %s messages (ring buffer full)",
+                            self.name, new, name)
+
+    def unload(self) -> None:
+        if self._bpf is None:
+            return
+        self.poll(0)
+        left = self.flush()
+        if left:
+            self.ctx.emit(left)
+        self.check_counters()
+        self._rb.close()
+        self._rb = None
+        self._bpf.close()  # closing the attachments detaches the programs
+        self._bpf = None
