@@ -61,34 +61,32 @@ class RunningAgent:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def bpf_agent(tmp_path_factory):
+def running_agent(base: Path, sensors: str, extra: str = ""):
+    """Generator for fixtures: a real agent (these sensors, YAML under `sensors:`) writing native JSON
+    lines to base/events.jsonl, evicting its cache like the agent's main loop; yields a RunningAgent and
+    shuts the agent down after. eBPF missing: skip, or fail under SIEMHUB_REQUIRE_BPF=1."""
     if os.geteuid() != 0:
         bpf_unavailable("tests are not running as root")
     from siemhub.collector import config
     from siemhub.collector.agent import Agent
 
-    out = tmp_path_factory.mktemp("agent") / "events.jsonl"
-    # A process that exists before the agent starts: tests check it is known (flag procfs).
-    pre = __import__("subprocess").Popen(["/bin/sh", "-c", "read line; exec /bin/true pre-existing-child"],
-                                         stdin=__import__("subprocess").PIPE)
+    out = base / "events.jsonl"
     text = f"""
 sensors:
-  process: {{poll_interval: 0.05, ancestors: 4}}
+{sensors}
 exporters:
   out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
 routes:
   - {{name: all, to: [out]}}
 metrics: {{enabled: false}}
 status_interval: 0
+{extra}
 """
-    cfg = config.parse(text, "<bpf_agent>")
-    agent = Agent(cfg)
+    agent = Agent(config.parse(text, "<test agent>"))
     try:
         agent.start()
     except BPFUnavailable as exc:
         agent.shutdown()
-        pre.kill()
         bpf_unavailable(str(exc))
     stop = threading.Event()
 
@@ -96,11 +94,25 @@ status_interval: 0
         while not stop.wait(0.5):
             agent.cache.evict()
 
-    t = threading.Thread(target=housekeeping, daemon=True)
-    t.start()
-    running = RunningAgent(out, agent)
-    running.pre_existing = pre
-    yield running
-    stop.set()
-    pre.kill()
-    agent.shutdown()
+    threading.Thread(target=housekeeping, daemon=True).start()
+    try:
+        yield RunningAgent(out, agent)
+    finally:
+        stop.set()
+        agent.shutdown()
+
+
+@pytest.fixture(scope="session")
+def bpf_agent(tmp_path_factory):
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    import subprocess
+
+    # A process that exists before the agent starts: tests check it is known (flag procfs).
+    pre = subprocess.Popen(["/bin/sh", "-c", "read line; exec /bin/true pre-existing-child"], stdin=subprocess.PIPE)
+    try:
+        for running in running_agent(tmp_path_factory.mktemp("agent"), "  process: {poll_interval: 0.05, ancestors: 4}"):
+            running.pre_existing = pre
+            yield running
+    finally:
+        pre.kill()

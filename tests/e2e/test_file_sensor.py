@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningAgent, bpf_unavailable
+from tests.conftest import running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -23,12 +22,6 @@ CAT = os.path.realpath("/bin/cat")
 
 @pytest.fixture(scope="module")
 def file_agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        bpf_unavailable("tests are not running as root")
-    from siemhub.collector import config
-    from siemhub.collector.agent import Agent
-    from siemhub.collector.sensors import BPFUnavailable
-
     base = tmp_path_factory.mktemp("fim")
     watched = base / "watched"
     single = base / "single"
@@ -38,41 +31,15 @@ def file_agent(tmp_path_factory):
         d.mkdir()
     (protected / "secret").write_text("SECRET-CONTENT\n")
     (protected / "keep").write_text("ORIGINAL\n")
-    out = base / "events.jsonl"
-    text = f"""
-sensors:
-  process: {{poll_interval: 0.05}}
+    for running in running_agent(base, f"""  process: {{poll_interval: 0.05}}
   file:
     poll_interval: 0.05
     watch: ["/etc/shadow", "{watched}/", "{single}/passwd"]
     enforce:
       - {{path: "{protected}/secret", action: sigkill, operations: [open_read]}}
-      - {{path: "{protected}/keep", action: sigkill, operations: [open_write]}}
-exporters:
-  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
-routes:
-  - {{name: all, to: [out]}}
-metrics: {{enabled: false}}
-status_interval: 0
-"""
-    agent = Agent(config.parse(text, "<file_agent>"))
-    try:
-        agent.start()
-    except BPFUnavailable as exc:
-        agent.shutdown()
-        bpf_unavailable(str(exc))
-    stop = threading.Event()
-
-    def housekeeping():
-        while not stop.wait(0.5):
-            agent.cache.evict()
-
-    threading.Thread(target=housekeeping, daemon=True).start()
-    running = RunningAgent(out, agent)
-    running.dirs = {"watched": watched, "single": single, "protected": protected, "unwatched": unwatched}
-    yield running
-    stop.set()
-    agent.shutdown()
+      - {{path: "{protected}/keep", action: sigkill, operations: [open_write]}}"""):
+        running.dirs = {"watched": watched, "single": single, "protected": protected, "unwatched": unwatched}
+        yield running
 
 
 def _file_events(agent, pred=lambda f: True):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.conftest import RunningAgent, bpf_unavailable
+from tests.conftest import running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -49,38 +48,8 @@ c.close()
 
 @pytest.fixture(scope="module")
 def net_agent(tmp_path_factory):
-    import os
-
-    if os.geteuid() != 0:
-        bpf_unavailable("tests are not running as root")
-    from siemhub.collector import config
-    from siemhub.collector.agent import Agent
-    from siemhub.collector.sensors import BPFUnavailable
-
-    out = tmp_path_factory.mktemp("net-agent") / "events.jsonl"
-    text = f"""
-sensors:
-  process: {{poll_interval: 0.05}}
-  network: {{poll_interval: 0.05, settle: 0.2}}
-exporters:
-  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
-routes:
-  - {{name: all, to: [out]}}
-metrics: {{enabled: false}}
-status_interval: 0
-"""
-    agent = Agent(config.parse(text, "<net_agent>"))
-    try:
-        agent.start()
-    except BPFUnavailable as exc:
-        agent.shutdown()
-        bpf_unavailable(str(exc))
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: [agent.cache.evict() for _ in iter(lambda: stop.wait(0.5), True)], daemon=True)
-    t.start()
-    yield RunningAgent(out, agent)
-    stop.set()
-    agent.shutdown()
+    yield from running_agent(tmp_path_factory.mktemp("net-agent"), """  process: {poll_interval: 0.05}
+  network: {poll_interval: 0.05, settle: 0.2}""")
 
 
 def _exchange(host: str) -> tuple[subprocess.Popen, subprocess.Popen, int, int]:

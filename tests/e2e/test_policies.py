@@ -10,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from tests.conftest import RunningAgent, bpf_unavailable
+from tests.conftest import bpf_unavailable, running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -31,12 +30,6 @@ sys.stdout.flush()
 
 @pytest.fixture(scope="module")
 def policy_agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        bpf_unavailable("tests are not running as root")
-    from siemhub.collector import config
-    from siemhub.collector.agent import Agent
-    from siemhub.collector.sensors import BPFUnavailable
-
     base = tmp_path_factory.mktemp("policies")
     secret = base / "secret.txt"
     secret.write_text("TOP-SECRET\n")
@@ -71,37 +64,11 @@ rules:
     match: {{paths: ["{guarded}/"], operations: [open_read]}}
     action: sigkill
 """)
-    out = base / "events.jsonl"
-    text = f"""
-sensors:
-  process: {{poll_interval: 0.05}}
-  file: {{poll_interval: 0.05, watch: ["{base}/unrelated/"]}}
-exporters:
-  out: {{type: file, path: "{out}", format: native, fsync: never, batch: {{max_events: 64, max_wait: 0.05}}}}
-routes:
-  - {{name: all, to: [out]}}
-metrics: {{enabled: false}}
-status_interval: 0
-policies: {{library: false, paths: ["{pol}"]}}
-"""
-    agent = Agent(config.parse(text, "<policy_agent>"))
-    try:
-        agent.start()
-    except BPFUnavailable as exc:
-        agent.shutdown()
-        bpf_unavailable(str(exc))
-    stop = threading.Event()
-
-    def housekeeping():
-        while not stop.wait(0.5):
-            agent.cache.evict()
-
-    threading.Thread(target=housekeeping, daemon=True).start()
-    running = RunningAgent(out, agent)
-    running.paths = {"secret": secret, "guarded": guarded, "quiet": quiet}
-    yield running
-    stop.set()
-    agent.shutdown()
+    for running in running_agent(base, f"""  process: {{poll_interval: 0.05}}
+  file: {{poll_interval: 0.05, watch: ["{base}/unrelated/"]}}""",
+                                 f'policies: {{library: false, paths: ["{pol}"]}}'):
+        running.paths = {"secret": secret, "guarded": guarded, "quiet": quiet}
+        yield running
 
 
 def test_post_policy_on_a_secret_file(policy_agent):
