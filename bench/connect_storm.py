@@ -16,7 +16,6 @@ Run as root: `.venv/bin/python bench/connect_storm.py [--connects 10000]`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -28,32 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from measure import bpf_stats, proc_cpu  # bench/measure.py
+
 PROGRAMS = ("inet_sock_set_state", "sys_exit_accept4", "sys_exit_accept")
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
-    """(run_time_ns, run_cnt) per tracepoint the agent holds (bpftool perf show maps them to prog ids)."""
-    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
-                                         check=True).stdout)
-    ids: dict[int, str] = {}
-    for a in attached:
-        if a.get("pid") == agent_pid and "tracepoint" in a:
-            ids[a["prog_id"]] = a["tracepoint"]
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                                      check=True).stdout)
-    out: dict[str, tuple[int, int]] = {}
-    for p in progs:
-        name = ids.get(p["id"])
-        if name is not None:
-            rt, rc = out.get(name, (0, 0))
-            out[name] = (rt + p.get("run_time_ns", 0), rc + p.get("run_cnt", 0))  # one tracepoint, several sensors
-    return out
 
 
 def listener(sock: socket.socket) -> None:

@@ -13,7 +13,6 @@ Run as root: `make bench` or `.venv/bin/python bench/exec_storm.py [--execs 2000
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -24,13 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from measure import bpf_stats, proc_cpu, proc_cpu_path  # bench/measure.py
+
 PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -41,21 +36,6 @@ def thread_cpu(pid: int) -> dict[int, float]:
         except OSError:
             pass
     return out
-
-
-def proc_cpu_path(path: str) -> float:
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
-    """(run_time_ns, run_cnt) per tracepoint the agent attached (bpftool perf show maps them to ids)."""
-    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
-                                         check=True).stdout)
-    ids = {a["prog_id"]: a["tracepoint"] for a in attached if a.get("pid") == agent_pid and "tracepoint" in a}
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                                      check=True).stdout)
-    return {ids[p["id"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in progs if p["id"] in ids}
 
 
 TINY_TRUE_C = r"""

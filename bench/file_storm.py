@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from measure import bpf_stats, proc_cpu  # bench/measure.py
+
 
 WORKLOAD_C = r"""
 #include <fcntl.h>
@@ -54,20 +55,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
-    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
-                                         check=True).stdout)
-    ids = {a["prog_id"]: a["tracepoint"] for a in attached if a.get("pid") == agent_pid and "tracepoint" in a}
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                                      check=True).stdout)
-    return {ids[p["id"]]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in progs if p["id"] in ids}
 
 
 def run_workload(exe: str, mode: str, root: Path, n: int) -> float:

@@ -44,13 +44,19 @@ class KernelSensor(Sensor):
 
     # --- for subclasses ---
 
+    # Sensors whose events wait to be named (collector/sensors/attribution.py) set `self.join`; their
+    # decode() hands events to it. The defaults below then serve them as they are.
+    join: Any = None
+
     def ready(self, raw: list[bytes]) -> list[Event]:
         """Decode `raw` (possibly empty) and return the events ready to go out."""
-        raise NotImplementedError
+        if raw:
+            self.decode(raw)
+        return self.join.ready()
 
     def flush(self) -> list[Event]:
         """At unload: whatever still waits (for its process, for its settle time...)."""
-        return []
+        return self.join.ready(force=True) if self.join is not None else []
 
     def _open(self, offsets: dict, defines: dict, maps: list[str], pages: int, before_release=None) -> None:
         self._bpf = compile_program(self.program, offsets, defines, maps, before_release=before_release)

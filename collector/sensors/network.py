@@ -110,16 +110,6 @@ class NetworkSensor(KernelSensor):
         maps["filters_on"].update(_u32(0), _u32(1 if keys or wanted else 0))
         log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
 
-    # --- reading ---
-
-    def ready(self, raw: list[bytes]) -> list[Event]:
-        if raw:
-            self.decode(raw)  # events wait in the join until their process can be named
-        return self.join.ready()
-
-    def flush(self) -> list[Event]:
-        return self.join.ready(force=True)
-
     def counters(self) -> dict[str, int]:
         out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self.lost_seen.items()}
         out["decode_errors"] = self.decode_errors

@@ -114,16 +114,6 @@ class PrivilegeSensor(KernelSensor):
         self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         log.info("privilege sensor: module loads watched through %s", self.module_mode)
 
-    # --- reading ---
-
-    def ready(self, raw: list[bytes]) -> list[Event]:
-        if raw:
-            self.decode(raw)  # events wait in the join until their process can be named
-        return self.join.ready()
-
-    def flush(self) -> list[Event]:
-        return self.join.ready(force=True)
-
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "missing_process": self.join.missing,
                 "own_bpf_loads": self.own_bpf_loads}

@@ -1,0 +1,39 @@
+"""What every benchmark measures the same way: CPU time of a process (from /proc) and the in-kernel
+run time of the BPF programs an agent attached (kernel.bpf_stats_enabled=1, bpftool). Imported by the
+scripts beside it (`python bench/<script>.py` puts this folder on the path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_path(stat_path: str) -> float:
+    """user + system CPU seconds from a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_cpu(pid: int) -> float:
+    return proc_cpu_path(f"/proc/{pid}/stat")
+
+
+def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) per tracepoint the agent holds; `bpftool perf show` maps the agent's
+    attachments to program ids (names are truncated to 15 characters, so they cannot be used)."""
+    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
+                                         check=True).stdout)
+    ids = {a["prog_id"]: a["tracepoint"] for a in attached if a.get("pid") == agent_pid and "tracepoint" in a}
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                                      check=True).stdout)
+    out: dict[str, tuple[int, int]] = {}
+    for p in progs:
+        name = ids.get(p["id"])
+        if name is not None:
+            rt, rc = out.get(name, (0, 0))
+            out[name] = (rt + p.get("run_time_ns", 0), rc + p.get("run_cnt", 0))  # one tracepoint, several sensors
+    return out
