@@ -23,16 +23,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, proc_cpu, proc_cpu_path  # bench/measure.py
+from measure import bpf_stats, proc_cpu, proc_cpu_split  # bench/measure.py
 
 PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds per thread of pid."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            out[int(tid)] = proc_cpu_path(f"/proc/{pid}/task/{tid}/stat")
+            out[int(tid)] = proc_cpu_split(f"/proc/{pid}/task/{tid}/stat")
         except OSError:
             pass
     return out
@@ -160,8 +161,10 @@ def main() -> None:
     print(f"workload CPU: {work_cpu:.2f}s")
     print(f"agent user-space CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event, "
           f"{agent_cpu / max(events, 1) * 1e6:.1f} us per event (exec+exit)")
-    busy = sorted(((th1[t] - th0.get(t, 0.0), t) for t in th1), reverse=True)
-    print("agent CPU by thread (s):", ", ".join(f"{t}: {c:.2f}" for c, t in busy if c > 0))
+    busy = sorted(((th1[t][0] - th0.get(t, (0.0, 0.0))[0], th1[t][1] - th0.get(t, (0.0, 0.0))[1], t) for t in th1),
+                  key=lambda x: -(x[0] + x[1]))
+    print("agent CPU by thread, user + system (s):",
+          ", ".join(f"{t}: {u:.2f} + {s:.2f}" for u, s, t in busy if u + s > 0))
     for p, (rt, rc) in kernel.items():
         print(f"kernel {p}: {rc} runs, {rt / max(rc, 1) / 1000:.2f} us per run")
     print(f"kernel total per exec (exec+fork+exit programs): {kernel_ns / max(args.execs, 1) / 1000:.2f} us")

@@ -18,6 +18,12 @@ def proc_cpu_path(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_cpu_split(stat_path: str) -> tuple[float, float]:
+    """(user, system) CPU seconds from a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 def proc_cpu(pid: int) -> float:
     return proc_cpu_path(f"/proc/{pid}/stat")
 

@@ -31,25 +31,27 @@ from siemhub.collector.event import BinaryProperties, Caps, Clock, Container, Na
 from siemhub.collector.metrics import Metrics
 
 NO_AUID = 0xFFFFFFFF
+NS_PER_TICK = procfs.NS_PER_TICK
 S_ISUID, S_ISGID = 0o4000, 0o2000
 NS_KINDS = procfs.NS_KINDS
 _NS_OWNERS_MAX = 1 << 16
 _NO_ENTRY: list[str] = []  # shared by every process that entered nothing: never mutated
 
 
-class Entry:
-    __slots__ = ("proc", "start_tick", "parent_tick", "exec_ktime", "exited", "_summary", "prev")
+class Entry(msgspec.Struct, gc=False):
+    """One exec image of one process. A msgspec Struct for its C constructor (created for every exec);
+    not tracked by the cyclic GC: an entry refers only to Process objects and to the entry before it,
+    which never refers back (`prev` is cleared when it is handed on)."""
 
-    def __init__(self, proc: Process, start_tick: int, exec_ktime: int | None, parent_tick: int | None = None) -> None:
-        self.proc = proc
-        self.start_tick = start_tick  # process start, in clock ticks since boot (as /proc/<pid>/stat)
-        self.parent_tick = parent_tick  # the parent's start, when known: guards against a recycled ppid
-        self.exec_ktime = exec_ktime  # boot-time ns of the exec that made this image, if seen
-        self.exited = False
-        self._summary: Process | None = None
-        # The image this process ran before this exec, when the cache knew it (exec without fork, or a
-        # fork looked up before its exec): events from just before the exec belong to it. One level only.
-        self.prev: Entry | None = None
+    proc: Process
+    start_tick: int  # process start, in clock ticks since boot (as /proc/<pid>/stat)
+    exec_ktime: int | None  # boot-time ns of the exec that made this image, if seen
+    parent_tick: int | None = None  # the parent's start, when known: guards against a recycled ppid
+    exited: bool = False
+    _summary: Process | None = None
+    # The image this process ran before this exec, when the cache knew it (exec without fork, or a
+    # fork looked up before its exec): events from just before the exec belong to it. One level only.
+    prev: Entry | None = None
 
     def summary(self) -> Process:
         """The process as it appears in `parent` and `ancestors`: every field but the bulky `caps` and
@@ -65,6 +67,7 @@ class ProcessCache:
     def __init__(self, node: str, clock: Clock, metrics: Metrics, max_entries: int = 65536,
                  exit_delay: float = 30.0, proc_root: str = "/proc") -> None:
         self.node = node
+        self._node_prefix = f"{node}:".encode()
         self.clock = clock
         self.max_entries = max_entries
         self.exit_delay = exit_delay
@@ -84,7 +87,7 @@ class ProcessCache:
 
     def exec_id(self, pid: int, ktime: int) -> str:
         """Unique per node and process image: base64 of node:ktime:pid, the form Tetragon uses."""
-        return binascii.b2a_base64(f"{self.node}:{ktime}:{pid}".encode(), newline=False).decode()
+        return binascii.b2a_base64(b"%b%d:%d" % (self._node_prefix, ktime, pid), newline=False).decode("ascii")
 
     @staticmethod
     def tick(boot_ns: int) -> int:
@@ -105,7 +108,7 @@ class ProcessCache:
         if self._forks and pid in self._forks:
             self._materialize(pid)
         e = self._by_pid.get(pid)
-        if e is not None and start_ns is not None and e.start_tick != start_ns // procfs.NS_PER_TICK:
+        if e is not None and start_ns is not None and e.start_tick != start_ns // NS_PER_TICK:
             return None
         return e
 
@@ -139,7 +142,7 @@ class ProcessCache:
         if pid <= 0:
             return None
         e = self._from_procfs(pid)
-        if e is None or (start_ns is not None and e.start_tick != start_ns // procfs.NS_PER_TICK):
+        if e is None or (start_ns is not None and e.start_tick != start_ns // NS_PER_TICK):
             self.missing += 1
             return None
         self.from_procfs += 1
@@ -244,13 +247,19 @@ class ProcessCache:
     # --- kernel events ---
 
     def add_exec(self, proc: Process, start_ns: int, ktime: int, parent_start_ns: int | None = None) -> Entry:
-        self._forks.pop(proc.pid, None)
-        e = Entry(proc, start_ns // procfs.NS_PER_TICK, ktime,
-                  parent_start_ns // procfs.NS_PER_TICK if parent_start_ns is not None else None)
-        old = self._by_pid.get(proc.pid)
-        if old is not None and old.start_tick == e.start_tick:
+        pid = proc.pid
+        if self._forks:
+            self._forks.pop(pid, None)
+        tick = NS_PER_TICK
+        e = Entry(proc, start_ns // tick, ktime, parent_start_ns // tick if parent_start_ns is not None else None)
+        by_pid = self._by_pid
+        old = by_pid.pop(pid, None)
+        by_pid[pid] = e  # (re)inserted last: dict order is age order for the size bound
+        if old is None:
+            if len(by_pid) > self.max_entries:
+                self.evict(force=True)
+        elif old.start_tick == e.start_tick:
             e.prev, old.prev = old, None
-        self._insert(proc.pid, e)
         return e
 
     def image_at(self, entry: Entry, ktime: int) -> tuple[Entry, bool]:
@@ -295,7 +304,7 @@ class ProcessCache:
             pp, exec_id=self.exec_id(pid, ktime), pid=pid, tid=pid, ppid=pp.pid, parent_exec_id=pp.exec_id,
             start_time=self.clock.from_boot(start_ns), flags=flags, entered_namespaces=[],
         )
-        e = Entry(proc, start_ns // procfs.NS_PER_TICK, ktime, parent.start_tick)
+        e = Entry(proc, start_ns // NS_PER_TICK, ktime, parent.start_tick)
         return e
 
     def mark_exited(self, pid: int, entry: Entry) -> None:

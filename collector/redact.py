@@ -123,16 +123,19 @@ class Redactor:
         """Redact in place (each event's process/parent is replaced by a redacted copy, never
         mutated: the process cache shares them). Returns the number of events changed."""
         changed = 0
+        seen = self._seen.get  # the lookup of process() inlined: this runs for every event
         for e in events:
             hit = False
             p = e.process
             if p is not None and p.args:
-                q = self.process(p)
+                h = seen(id(p))
+                q = h[1] if h is not None and h[0] is p else self.process(p)
                 if q is not p:
                     e.process, hit = q, True
             p = e.parent
             if p is not None and p.args:
-                q = self.process(p)
+                h = seen(id(p))
+                q = h[1] if h is not None and h[0] is p else self.process(p)
                 if q is not p:
                     e.parent, hit = q, True
             changed += hit

@@ -118,6 +118,8 @@ _intern = sys.intern
 _u32 = bpfsys.u32
 
 
+_UNSEEN = object()
+
 _LOST_KINDS = {m.MSG_EXEC: "exec", m.MSG_FORK: "fork", m.MSG_EXIT: "exit"}
 
 
@@ -141,6 +143,9 @@ class ProcessSensor(KernelSensor):
         self._early: list[Event] = []  # events the pending queue pushed out while decoding
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
         self._containers: dict[str, Container] = {}
+        self._by_cgroup: dict[int, Container | None] = {}
+        self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
+        self._comms: dict[bytes, str | tuple[str, str]] = {}
 
     # --- lifecycle ---
 
@@ -248,43 +253,25 @@ class ProcessSensor(KernelSensor):
          comm) = _EXEC_UNPACK(msg)
         if size != len(msg) or _EXEC_SIZE + fn_len + args_len + cwd_len + cg_len > size:
             raise ValueError("length mismatch")
-        flags: list[str] = []
         a = _EXEC_SIZE + fn_len
         b = a + args_len
         c = b + cwd_len
-        raw_fn = msg[_EXEC_SIZE:a].split(b"\0", 1)[0] if fn_len else b""
-        if cwd_len:
-            parts = msg[b : c - 1].split(b"\0")  # leaf first, each NUL-terminated
-            parts.reverse()
-            raw_cwd = b"/" + b"/".join(parts)
-        else:
-            raw_cwd = None if kflags & m.EXEC_TRUNC_CWD else b"/"
-        if raw_fn[:1] != b"/" and raw_fn and raw_cwd is not None:
-            # Relative path: join the raw bytes, so escaping (if needed) happens once, on the result.
-            raw_fn = os.path.normpath(os.path.join(raw_cwd, raw_fn))
-            if kflags & m.EXEC_TRUNC_CWD:
-                flags.append("truncated_binary")
-        cwd = None
-        if raw_cwd is not None:
-            try:
-                cwd = _intern(raw_cwd.decode())
-            except UnicodeDecodeError:
-                cwd = escape_always(raw_cwd)
-                flags.append("non_utf8_cwd")
-        try:
-            binary = _intern(raw_fn.decode())  # thousands of processes share a few binaries and dirs
-        except UnicodeDecodeError:
-            binary = escape_always(raw_fn)
-            flags.append("non_utf8_binary")
+        # A host runs few distinct (binary, cwd) pairs: decode each once.
+        key = (msg[_EXEC_SIZE:a], msg[b:c], kflags & m.EXEC_TRUNC_CWD)
+        paths = self._paths.get(key)
+        if paths is None:
+            paths = self._decode_paths(key)
+        binary, cwd, path_flags = paths
+        flags: list[str] = [*path_flags] if path_flags else []
         args = _split_args(msg[a:b], flags) if args_len else []
         if kflags:
             flags.extend(name for bit, name in _KFLAGS if kflags & bit and name not in flags)
-        comm_raw = comm.split(b"\0", 1)[0]
-        try:
-            comm_s = _intern(comm_raw.decode())
-        except UnicodeDecodeError:
-            comm_s = escape_always(comm_raw)
-            flags.append("non_utf8_comm")
+        comm_s = self._comms.get(comm)
+        if comm_s is None:
+            comm_s = self._decode_comm(comm)
+        if comm_s.__class__ is tuple:  # not UTF-8: (escaped, flag)
+            flags.append(comm_s[1])
+            comm_s = comm_s[0]
 
         ctx = self.ctx
         cache = ctx.cache
@@ -303,13 +290,9 @@ class ProcessSensor(KernelSensor):
             entered = cache.entered_namespaces(pid, ns, parent.proc.ns if parent is not None else None)
             if entered:
                 flags.append("namespace_entry")
-        cont = None
-        if cg_len:
-            names = msg[c : c + cg_len].split(b"\0")
-            found = container.parse(names[0].decode("utf-8", "replace"),
-                                    names[1].decode("utf-8", "replace") if len(names) > 1 else "")
-            if found:
-                cont = self._container(found[0], found[1])
+        cont = self._by_cgroup.get(cgroup_id, _UNSEEN) if cg_len else None
+        if cont is _UNSEEN:
+            cont = self._container_of(cgroup_id, msg[c : c + cg_len])
         when = ctx.clock.from_boot(ktime)
         proc = Process(
             exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid, parent_exec_id=parent_exec_id,
@@ -324,6 +307,52 @@ class ProcessSensor(KernelSensor):
                      severity="info", node=ctx.node, process=proc, parent=pproc,
                      ancestors=cache.ancestors(entry, self.config.ancestors) if self.config.ancestors else [])
 
+    def _decode_paths(self, key: tuple[bytes, bytes, int]) -> tuple[str, str | None, tuple[str, ...]]:
+        """(binary, cwd, flags) from the kernel's filename and cwd components (leaf first, each
+        NUL-terminated) and its truncated-cwd bit; memoized in a bounded dict."""
+        raw_fn, raw_cwd_parts, trunc_cwd = key
+        flags: list[str] = []
+        raw_fn = raw_fn.split(b"\0", 1)[0]
+        if raw_cwd_parts:
+            parts = raw_cwd_parts[:-1].split(b"\0")
+            parts.reverse()
+            raw_cwd = b"/" + b"/".join(parts)
+        else:
+            raw_cwd = None if trunc_cwd else b"/"
+        if raw_fn[:1] != b"/" and raw_fn and raw_cwd is not None:
+            # Relative path: join the raw bytes, so escaping (if needed) happens once, on the result.
+            raw_fn = os.path.normpath(os.path.join(raw_cwd, raw_fn))
+            if trunc_cwd:
+                flags.append("truncated_binary")
+        cwd = None
+        if raw_cwd is not None:
+            try:
+                cwd = _intern(raw_cwd.decode())
+            except UnicodeDecodeError:
+                cwd = escape_always(raw_cwd)
+                flags.append("non_utf8_cwd")
+        try:
+            binary = _intern(raw_fn.decode())  # thousands of processes share a few binaries and dirs
+        except UnicodeDecodeError:
+            binary = escape_always(raw_fn)
+            flags.append("non_utf8_binary")
+        out = (binary, cwd, tuple(flags))
+        if len(self._paths) >= 4096:
+            self._paths.clear()
+        self._paths[key] = out
+        return out
+
+    def _decode_comm(self, comm: bytes) -> str | tuple[str, str]:
+        raw = comm.split(b"\0", 1)[0]
+        try:
+            out: str | tuple[str, str] = _intern(raw.decode())
+        except UnicodeDecodeError:
+            out = (escape_always(raw), "non_utf8_comm")
+        if len(self._comms) >= 4096:
+            self._comms.clear()
+        self._comms[comm] = out
+        return out
+
     def _ns(self, pid: int, inums: tuple[int, ...]) -> Namespaces | None:
         # Few distinct namespace sets exist on a host: share one object per set.
         if not any(inums):
@@ -337,6 +366,20 @@ class ProcessSensor(KernelSensor):
             # compared with its parent: a process that creates namespaces is their owner, not a joiner).
             self.ctx.cache.note_namespaces(pid, ns)
         return ns
+
+    def _container_of(self, cgroup_id: int, raw: bytes) -> Container | None:
+        """The container of a cgroup, from its leaf and parent directory names (parsed once per cgroup
+        id: a cgroup v2 id is the directory's inode number and is not reused while the cgroup exists;
+        the cache is dropped whole when it grows past its bound)."""
+        names = raw.split(b"\0")
+        found = container.parse(names[0].decode("utf-8", "replace"),
+                                names[1].decode("utf-8", "replace") if len(names) > 1 else "")
+        cont = self._container(found[0], found[1]) if found else None
+        if cgroup_id:
+            if len(self._by_cgroup) > 4096:
+                self._by_cgroup.clear()
+            self._by_cgroup[cgroup_id] = cont
+        return cont
 
     def _container(self, cid: str, runtime: str) -> Container:
         c = self._containers.get(cid)
@@ -356,17 +399,13 @@ class ProcessSensor(KernelSensor):
         _, size, ktime, pid, tid, code, start_ns = _EXIT_UNPACK(msg)
         if size != len(msg):
             raise ValueError("length mismatch")
-        cache = self.ctx.cache
-        entry = cache.get(pid, start_ns)
-
-        def build(entry) -> Event:
-            return self._exit_event(entry, ktime, pid, tid, code, start_ns)
-
+        entry = self.ctx.cache.get(pid, start_ns)
         if entry is None:
             # Not known (yet): wait briefly for it rather than emit a half-enriched event.
-            self._early.extend(self.pending.add(pid, start_ns, build))
+            self._early.extend(self.pending.add(
+                pid, start_ns, lambda e: self._exit_event(e, ktime, pid, tid, code, start_ns)))
             return None
-        return build(entry)
+        return self._exit_event(entry, ktime, pid, tid, code, start_ns)
 
     def _exit_event(self, entry, ktime: int, pid: int, tid: int, code: int, start_ns: int) -> Event:
         ctx = self.ctx

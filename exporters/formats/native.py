@@ -1,9 +1,13 @@
 """Native format: the canonical event exactly as docs/schema.md describes it.
 
-Process objects are immutable and shared: one exec image appears as `process` in its exec and exit
-events and as `parent` of every child it starts. Encoding it once and splicing the bytes into each
-event (msgspec.Raw) cuts the encoding work per event by about half on an exec storm. The output is
-byte-for-byte what encoding the Event directly gives (tests/unit/test_native_format.py checks it).
+Events are encoded directly by msgspec (about 1 us per event with a full process, capabilities and
+parent: bench/user_path.py). Process objects are immutable and shared: one exec image appears as
+`process` in its exec and exit events and as `parent` of every child it starts. When an image has a
+long argument list (a 10,000-argument exec is 100 KB of JSON), re-encoding it for every event that
+names it costs more than splicing its bytes, encoded once, into each event (msgspec.Raw); below that
+size building the splice costs more than it saves (measured: 4.1 vs 2.2 us per exec + exit pair), so
+only events that carry such an image take that path. The output is byte-for-byte what encoding the
+Event directly gives (tests/unit/test_native_format.py checks it).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 _encoder = msgspec.json.Encoder()
+_BIG_ARGS = 64  # images with more arguments than this are encoded once and spliced
 _CACHE_MAX = 4096  # recent images are the ones reused as parents
 # id(process) -> (process, its JSON). The process is kept referenced so that its id cannot be reused
 # by another object while the entry lives.
@@ -69,12 +74,20 @@ def _wire(e: Event) -> _Wire:
     )
 
 
+def _big(e: Event) -> bool:
+    p = e.process
+    if p is not None and len(p.args) > _BIG_ARGS:
+        return True
+    p = e.parent
+    return (p is not None and len(p.args) > _BIG_ARGS) or bool(e.ancestors)
+
+
 def encode_lines(batch: Sequence[Event]) -> bytes:
-    return _encoder.encode_lines([_wire(e) for e in batch])
+    return _encoder.encode_lines([_wire(e) if _big(e) else e for e in batch])
 
 
 def encode_one(event: Event) -> bytes:
-    return _encoder.encode(_wire(event))
+    return _encoder.encode(_wire(event) if _big(event) else event)
 
 
 def to_obj(event: Event) -> dict:

@@ -11,8 +11,9 @@ from siemhub.collector.event import (
 from siemhub.exporters.formats import native
 
 
-def _proc(pid: int, **kw) -> Process:
-    return Process(exec_id=f"e{pid}", pid=pid, ppid=pid - 1, uid=0, binary="/bin/x", args=["x", "\x1b[31m"],
+def _proc(pid: int, args: list[str] | None = None, **kw) -> Process:
+    return Process(exec_id=f"e{pid}", pid=pid, ppid=pid - 1, uid=0, binary="/bin/x",
+                   args=args if args is not None else ["x", "\x1b[31m"],
                    caps=Caps(effective=["CAP_SYS_ADMIN"]), ns=Namespaces(mnt=1, pid=2),
                    container=Container(id="c" * 64, runtime="docker"), **kw)
 
@@ -32,6 +33,11 @@ def _events() -> list[Event]:
 
 def test_cached_encoding_is_identical_to_direct_encoding():
     events = _events()
+    big = _proc(11, parent_exec_id="e9")
+    big = msgspec.structs.replace(big, args=[f"a{i}" for i in range(native._BIG_ARGS + 1)])
+    base = dict(schema_version=SCHEMA_VERSION, severity="info", node=Node(name="n"))
+    events.append(Event(id="5", time="t5", type="process_exec", process=big, parent=events[0].process, **base))
+    events.append(Event(id="6", time="t6", type="process_exec", process=_proc(12), parent=big, **base))
     for _ in range(2):  # second round: every process comes from the cache
         assert native.encode_lines(events) == encode_json_lines(events)
         for e in events:
@@ -47,6 +53,17 @@ def test_a_replaced_process_is_never_served_stale():
 
 def test_cache_stays_bounded():
     base = dict(schema_version=SCHEMA_VERSION, severity="info", node=Node(name="n"))
+    args = ["x"] * (native._BIG_ARGS + 1)
     for i in range(native._CACHE_MAX + 100):
-        native.encode_one(Event(id=str(i), time="t", type="process_exec", process=_proc(i), **base))
-    assert len(native._cache) <= native._CACHE_MAX
+        native.encode_one(Event(id=str(i), time="t", type="process_exec", process=_proc(i, args=args), **base))
+    assert 0 < len(native._cache) <= native._CACHE_MAX
+
+
+def test_only_images_with_long_argument_lists_are_cached():
+    native._cache.clear()
+    base = dict(schema_version=SCHEMA_VERSION, severity="info", node=Node(name="n"))
+    native.encode_one(Event(id="1", time="t", type="process_exec", process=_proc(1), **base))
+    assert not native._cache  # a small image: direct encoding is cheaper than the splice
+    native.encode_one(Event(id="2", time="t", type="process_exec",
+                            process=_proc(2, args=["x"] * (native._BIG_ARGS + 1)), **base))
+    assert len(native._cache) == 1
