@@ -76,6 +76,10 @@ class ProcessCache:
         self._forks: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, start_ns, ktime), not yet exec'd
         self._exited: deque[tuple[float, int, Entry]] = deque()
         self._ns_owner: dict[tuple[str, int], int] = {}  # (kind, inode) -> pid that first used it
+        # Processes forked and not exec'd are read from the kernel's forks map on demand (set by the
+        # process sensor); (pid, start_ns) pairs it did not hold are asked once each.
+        self.fork_source = None
+        self._not_forks: dict[tuple[int, int], None] = {}
         self._metrics = metrics
         self._m_size = metrics.cache_size
         # Plain integers on the hot path; sync_metrics() moves them to Prometheus once a second.
@@ -108,9 +112,30 @@ class ProcessCache:
         if self._forks and pid in self._forks:
             self._materialize(pid)
         e = self._by_pid.get(pid)
-        if e is not None and start_ns is not None and e.start_tick != start_ns // NS_PER_TICK:
+        if e is not None and (start_ns is None or e.start_tick == start_ns // NS_PER_TICK):
+            return e
+        if start_ns is not None and self.fork_source is not None:
+            return self._from_forks(pid, start_ns)
+        return None
+
+    def _from_forks(self, pid: int, start_ns: int) -> Entry | None:
+        """A process forked and not exec'd: the kernel keeps those in a map rather than sending them
+        (fork_source). Asked once per process: a miss means it exec'd (its exec message is on its way),
+        or it started before the agent (/proc), so it is remembered in a small negative cache."""
+        key = (pid, start_ns)
+        if key in self._not_forks:
             return None
-        return e
+        info = self.fork_source(pid)
+        if info is None or info[1] != start_ns:
+            if len(self._not_forks) >= 4096:
+                self._not_forks.clear()
+            self._not_forks[key] = None
+            return None
+        ppid, start, ktime = info
+        self.add_fork(pid, ppid, start, ktime)
+        self._materialize(pid)
+        e = self._by_pid.get(pid)
+        return e if e is not None and e.start_tick == start_ns // NS_PER_TICK else None
 
     def parent_of(self, entry: Entry) -> Entry | None:
         """The parent of an entry, if it is still the same process that started this one."""

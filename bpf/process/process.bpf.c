@@ -1,4 +1,5 @@
 /* Process sensor: exec, fork (new processes only, not threads) and exit (last thread of a process).
+ * A fork is kept in the `forks` map and sent only when its process exits without exec'ing.
  *
  * Kernel struct fields are read at offsets resolved from the running kernel's BTF
  * (collector/btf.py -> -DOFF_* cflags), never through the installed headers, which do not match.
@@ -44,6 +45,18 @@ BPF_HASH(ignore_exe, struct exe_key, u8, 1024);
 BPF_HASH(ignore_cgroup, u64, u8, 1024);
 BPF_TABLE("lru_hash", u32, u8, ignored_pids, 65536);  /* processes whose exec was filtered: drop their exit */
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* execs dropped by the filters */
+
+/* New processes that have not exec'd (yet). Most forks exec at once, and their exec message says
+ * everything the fork would have: so a fork is only recorded here, and becomes a message only if the
+ * process exits without exec'ing. User space reads this map for a forked process it is asked about
+ * before its exec or exit (ProcessSensor.fork_info). */
+struct fork_info {
+	u32 ppid;
+	u32 pad;
+	u64 start_boottime;
+	u64 ktime;
+};
+BPF_HASH(forks, u32, struct fork_info, 65536);  /* a plain hash: an LRU update costs twice as much here */
 BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists: skips all of this otherwise */
 
 static __always_inline u32 ns_inum(const void *nsproxy, int ptr_off, int ns_off)
@@ -145,6 +158,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->parent_start_boottime = rd_u64(parent, OFF_TASK_START_BOOTTIME);
 	m->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&m->comm, sizeof(m->comm));
+	forks.delete(&m->pid);  /* the process runs its own image now */
 	void *mm = rd_ptr(task, OFF_TASK_MM);
 
 	/* the executable's inode: setuid/setgid bits, owner, identity (and the filter key) */
@@ -257,14 +271,21 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	u32 tgid = rd_u32(child, OFF_TASK_TGID);
 	if (rd_u32(child, OFF_TASK_PID) != tgid)
 		return 0;  /* a new thread, not a new process */
-	struct sh_msg_fork m = {};
-	m.hdr.type = SH_MSG_FORK;
-	m.hdr.size = sizeof(m);
-	m.hdr.ktime = bpf_ktime_get_boot_ns();
-	m.pid = tgid;
-	m.ppid = rd_u32(rd_ptr(child, OFF_TASK_REAL_PARENT), OFF_TASK_TGID);
-	m.start_boottime = rd_u64(child, OFF_TASK_START_BOOTTIME);
-	submit(&m, sizeof(m), SH_MSG_FORK);
+	struct fork_info fi = {};
+	fi.ktime = bpf_ktime_get_boot_ns();
+	fi.ppid = rd_u32(rd_ptr(child, OFF_TASK_REAL_PARENT), OFF_TASK_TGID);
+	fi.start_boottime = rd_u64(child, OFF_TASK_START_BOOTTIME);
+	if (forks.update(&tgid, &fi) != 0) {
+		/* full (processes that fork and neither exec nor exit): send it as a message instead */
+		struct sh_msg_fork m = {};
+		m.hdr.type = SH_MSG_FORK;
+		m.hdr.size = sizeof(m);
+		m.hdr.ktime = fi.ktime;
+		m.pid = tgid;
+		m.ppid = fi.ppid;
+		m.start_boottime = fi.start_boottime;
+		submit(&m, sizeof(m), SH_MSG_FORK);
+	}
 	return 0;
 }
 
@@ -281,6 +302,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (on && *on && ignored_pids.lookup(&tgid)) {
 		ignored_pids.delete(&tgid);
 		return 0;
+	}
+	struct fork_info *fi = forks.lookup(&tgid);
+	if (fi) {
+		/* a fork that never exec'd: say so first, the exit names its parent's image */
+		struct sh_msg_fork f = {};
+		f.hdr.type = SH_MSG_FORK;
+		f.hdr.size = sizeof(f);
+		f.hdr.ktime = fi->ktime;
+		f.pid = tgid;
+		f.ppid = fi->ppid;
+		f.start_boottime = fi->start_boottime;
+		forks.delete(&tgid);
+		submit(&f, sizeof(f), SH_MSG_FORK);
 	}
 	struct sh_msg_exit m = {};
 	m.hdr.type = SH_MSG_EXIT;

@@ -2,8 +2,9 @@
 
 Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py, through the
 shared KernelSensor lifecycle) and decoded in a batch after each poll with struct.unpack_from, then
-joined with the process cache to name the parent. Forks are not emitted; they teach the cache about
-processes that have not exec'd yet.
+joined with the process cache to name the parent. Forks are not emitted: the kernel keeps them in a
+map that the cache reads for a process it is asked about before its exec (a fork that never execs is
+sent as a message when it exits), so the common fork + exec costs one message, not two.
 
 Caveats: the binary is the path given to execve (made absolute against cwd when relative), not the
 resolved target of symlinks; cwd is walked in the kernel up to `cwd_depth` components (deeper paths
@@ -108,7 +109,8 @@ _EXEC_SIZE = m.EXEC.size
 _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
 
-_MAPS = ["events", "lost", "filtered", "ignore_exe", "ignore_cgroup", "filters_on"]
+_MAPS = ["events", "lost", "filtered", "ignore_exe", "ignore_cgroup", "filters_on", "forks"]
+_FORK_INFO = struct.Struct("<I4xQQ")  # struct fork_info {u32 ppid; u32 pad; u64 start_boottime; u64 ktime}
 _EXE_KEY = struct.Struct("<QI4x")
 
 
@@ -144,6 +146,7 @@ class ProcessSensor(KernelSensor):
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
         self._containers: dict[str, Container] = {}
         self._by_cgroup: dict[int, Container | None] = {}
+        self._forks_map = None
         self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
         self._comms: dict[bytes, str | tuple[str, str]] = {}
 
@@ -162,6 +165,8 @@ class ProcessSensor(KernelSensor):
         # The loader child is a process like any other: learn it while it lives, so its exit (the first
         # event the sensor sees) names it instead of being a `missing_process`.
         self._open(_offsets(), defines, _MAPS, c.ringbuf_pages, before_release=self.ctx.cache.resolve)
+        self._forks_map = self._bpf.maps["forks"]
+        self.ctx.cache.fork_source = self.fork_info
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
@@ -176,6 +181,24 @@ class ProcessSensor(KernelSensor):
 
     def flush(self) -> list[Event]:
         return self.pending.flush()
+
+    def unload(self) -> None:
+        super().unload()
+        if self.ctx.cache.fork_source == self.fork_info:
+            self.ctx.cache.fork_source = None
+        self._forks_map = None
+
+    def fork_info(self, pid: int) -> tuple[int, int, int] | None:
+        """(ppid, start_ns, fork ktime) of a process forked and not exec'd yet, from the kernel's
+        `forks` map: forks are not sent as messages (most exec at once, and the exec says it all)."""
+        m = self._forks_map
+        if m is None:
+            return None
+        try:
+            raw = m.lookup(_u32(pid))
+        except OSError:
+            return None
+        return _FORK_INFO.unpack(raw) if raw is not None else None
 
     def set_filters(self, binaries: list[str], cgroups: list[str]) -> None:
         """Replace the in-kernel ignore lists (at start-up and at run time). Binaries are matched by the

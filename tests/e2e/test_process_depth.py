@@ -201,3 +201,62 @@ def test_container_id_from_the_cgroup(bpf_agent):
     finally:
         group.rmdir()
         group.parent.rmdir()
+
+
+FORKER = r"""
+import os, socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(4)
+port = srv.getsockname()[1]
+kids = []
+pid = os.fork()
+if pid == 0:  # a worker that never execs: connects, lives on a while (its event is named meanwhile), exits
+    import time
+    c = socket.create_connection(("127.0.0.1", port)); c.close(); time.sleep(1.5); os._exit(0)
+kids.append(pid)
+conn, _ = srv.accept(); conn.close()
+pid2 = os.fork()
+if pid2 == 0:  # never execs, exits with a code
+    os._exit(3)
+kids.append(pid2)
+for k in kids:
+    os.waitpid(k, 0)
+print(os.getpid(), kids[0], kids[1], port, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def fork_agent(tmp_path_factory):
+    from tests.conftest import running_agent
+
+    yield from running_agent(tmp_path_factory.mktemp("fork-agent"), """  process: {poll_interval: 0.05}
+  network: {poll_interval: 0.05, settle: 0.2}""")
+
+
+def test_fork_without_exec_is_named_from_the_kernels_fork_map(fork_agent):
+    """Forks are not sent as messages (the kernel keeps them in a map): a forked worker that never
+    execs is still named on another sensor's event (read from the map on demand), and its exit is
+    reported with its parent's image, flagged clone."""
+    out = subprocess.run([sys.executable, "-c", FORKER, _marker("forker")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    parent_pid, worker, quitter, port = map(int, out)
+    parent = fork_agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == parent_pid,
+                                 what="exec of the forking python")[-1]["process"]
+    conn = fork_agent.wait_for(lambda e: e["type"] == "network_connect" and e["process"]["pid"] == worker
+                               and e["network"].get("destination_port") == port, what="connect of the worker")[0]
+    p = conn["process"]
+    assert "clone" in p["flags"] and p["binary"] == parent["binary"] and p["args"] == parent["args"]
+    assert p["ppid"] == parent_pid and p["parent_exec_id"] == parent["exec_id"]
+    assert p["exec_id"] != parent["exec_id"]
+    deadline = time.monotonic() + 10
+    while True:
+        ends = {e["process"]["pid"]: e for e in fork_agent.wait_for(
+            lambda e: e["type"] == "process_exit" and e["process"]["pid"] in (worker, quitter), what="exits of the forks")}
+        if len(ends) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert set(ends) == {worker, quitter}
+    assert ends[quitter]["exit"]["code"] == 3
+    for pid in (worker, quitter):
+        q = ends[pid]["process"]
+        assert "clone" in q["flags"] and q["binary"] == parent["binary"] and q["parent_exec_id"] == parent["exec_id"]
+    assert ends[worker]["process"]["exec_id"] == p["exec_id"]  # one process, one exec_id on every event
