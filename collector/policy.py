@@ -44,7 +44,7 @@ from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SE
 log = logging.getLogger("siemhub.policy")
 
 ACTIONS = ("post", "notify", "ignore", "sigkill", "block")
-NETWORK_TYPES = ("network_connect", "network_accept", "network_close")
+NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "dns_query")
 PROCESS_TYPES = ("process_exec", "process_exit")
 PRIVILEGE_OPERATIONS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
                         "setfsgid", "capset", "ptrace", "module_load", "bpf_load", "mount", "memfd_exec")
@@ -76,6 +76,8 @@ class Selector(_Strict):
     operations: list[str] | None = Field(None, description="file or privilege operations")
     ports: list[int] | None = Field(None, description="network destination ports")
     cidrs: list[str] | None = Field(None, description="network destination addresses (CIDR or address)")
+    dns_names: list[str] | None = Field(None, description="dns_query names: the name or any name below it "
+                                        "('example.com' matches example.com and a.example.com), any case")
     uids: list[int] | None = Field(None, description="the process' real uid")
     old_uids: list[int] | None = Field(None, description="privilege_change: uid before")
     new_uids: list[int] | None = Field(None, description="privilege_change: uid after")
@@ -103,6 +105,17 @@ class Selector(_Strict):
             except ValueError as exc:
                 raise ValueError(f"{c!r}: {exc}") from None
         return v
+
+    @field_validator("dns_names")
+    @classmethod
+    def _dns_names(cls, v):
+        out = []
+        for name in v or ():
+            n = name.strip().rstrip(".").lower()
+            if not n or n.startswith(".") or ".." in n or "*" in n:
+                raise ValueError(f"{name!r}: a DNS name like 'example.com' (its subdomains match too; no wildcards)")
+            out.append(n)
+        return out if v is not None else v
 
     @field_validator("ports")
     @classmethod
@@ -145,7 +158,9 @@ class Selector(_Strict):
         ops = set(self.operations or ())
         if self.paths or ops & set(FILE_RULE_OPERATIONS):
             implied.append("file_access")
-        if self.ports or self.cidrs:
+        if self.dns_names:
+            implied.append("dns_query")
+        elif self.ports or self.cidrs:
             implied += NETWORK_TYPES
         if self.old_uids is not None or self.new_uids is not None or ops & set(PRIVILEGE_OPERATIONS):
             implied.append("privilege_change")
@@ -309,6 +324,14 @@ def _path_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return match
 
 
+def _escaped_at(name: str, i: int) -> bool:
+    """True when name[i] is escaped (`\\.`: a dot inside a label, in DNS presentation form)."""
+    n = 0
+    while i > n and name[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
 def _cmdline(p: Process | None) -> str:
     return " ".join(p.args) if p is not None and p.args else ""
 
@@ -387,6 +410,24 @@ class _Compiled:
                     ip = ip.ipv4_mapped
                 return any(ip in net for net in nets)
             checks.append(in_cidrs)
+        if s.dns_names:
+            suffixes = frozenset(s.dns_names)
+
+            def dns_name(e, _eng):
+                n = e.network
+                name = n.dns_query if n is not None else None
+                if not name:
+                    return False
+                name = name.lower()
+                if name in suffixes:
+                    return True
+                dot = name.find(".")
+                while dot >= 0:  # a.b.example.com -> b.example.com -> example.com -> com
+                    if name[dot + 1:] in suffixes and not _escaped_at(name, dot):
+                        return True
+                    dot = name.find(".", dot + 1)
+                return False
+            checks.append(dns_name)
         if s.namespaces:
             nrx = re.compile("|".join(fnmatch.translate(p) for p in s.namespaces)).match
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
@@ -683,6 +724,8 @@ def _reason(e: Event) -> str:
         return f"{who}: {e.file.operation} {e.file.path}"
     if e.network is not None:
         n = e.network
+        if n.dns_query is not None:
+            return f"{who}: {e.type} {n.dns_query} {n.dns.type if n.dns is not None else ''} via {n.destination_ip}".rstrip()
         return f"{who}: {e.type} {n.destination_ip}:{n.destination_port}"
     if e.privilege is not None:
         return f"{who}: {e.privilege.operation}"

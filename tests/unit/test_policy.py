@@ -365,3 +365,52 @@ def test_policy_counters_are_prometheus_metrics(tmp_path):
     agent = Agent(cfg)
     assert agent.metrics.value("siemhub_policy_rules") == len(agent.pipeline.policies.rules) > 0
     assert agent.metrics.value("siemhub_policy_matched_total") == 0
+
+
+def test_dns_names_match_the_name_and_below(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: d
+        description: d
+        rules:
+          - {name: c2, match: {dns_names: [Evil.Example., pastebin.com]}, action: post, severity: high}
+        """)
+    (cr,) = eng.rules
+    assert cr.types == ("dns_query",)
+
+    def q(name):
+        return ev("dns_query", network=Network(protocol="udp", family="ipv4", destination_ip="127.0.0.53",
+                                               destination_port=53, dns_query=name))
+    for hit in ("evil.example", "a.b.EVIL.example", "pastebin.com"):
+        out = eng.apply([e := q(hit)])
+        assert [x.policy.rule for x in out if x.type == "policy_action"] == ["c2"], hit
+        assert e.severity == "high" and "policy:d" in e.tags
+        assert out[-1].policy.reason.startswith("/usr/bin/true: dns_query " + hit)
+    for miss in ("notevil.example", "example", "evil.example.net", "pastebin.com.evil.net",
+                 "x\\.pastebin.com", None):
+        assert actions(eng, q(miss)) == [], miss
+    assert actions(eng, q("x\\\\.pastebin.com")) == [("d", "c2")]  # an escaped backslash, then a real dot
+    assert actions(eng, ev("network_connect", network=Network(protocol="tcp", family="ipv4"))) == []
+
+
+def test_dns_names_are_validated_and_ports_cover_dns_queries(tmp_path):
+    with pytest.raises(policy.PolicyError, match=r"p0.yaml:4: rules\[0\].match.dns_names: .*'\*.example.com'"):
+        engine_from(tmp_path, """\
+            name: d
+            description: d
+            rules:
+              - {match: {dns_names: ["*.example.com"]}, action: post}
+            """)
+    (tmp_path / "p0.yaml").unlink()
+    eng = engine_from(tmp_path, """\
+        name: q
+        description: d
+        rules:
+          - {match: {cidrs: [10.0.0.0/8]}, action: ignore}
+          - {match: {types: [network_connect, network_accept, network_close], ports: [5353]}, action: ignore}
+        """)
+    # a cidrs-only ignore covers every network type, DNS queries included: pushed into the kernel, whose
+    # filter drops all of them; an explicit list without dns_query stays in user space
+    assert eng.kernel.network_cidrs == ["10.0.0.0/8"] and eng.kernel.network_ports == []
+    dns = ev("dns_query", network=Network(protocol="udp", family="ipv4", destination_ip="10.1.1.1",
+                                          destination_port=53, dns_query="x.corp"))
+    assert eng.apply([dns]) == []
