@@ -306,3 +306,31 @@ def test_getaddrinfo_through_glibc(net_agent, tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+ONE_QUERY = r"""
+import socket, struct, sys
+host, qid = sys.argv[1], int(sys.argv[2])
+q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x06ignore\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(q, (host, 53))
+"""
+
+
+def test_dns_to_an_ignored_server_never_reaches_user_space(net_agent):
+    sensor = next(s for s in net_agent.agent.sensors if s.name == "network")
+    sensor.set_filters(["127.0.0.0/8"], [])
+    try:
+        before = sensor.filtered
+        hidden = subprocess.run([sys.executable, "-c", ONE_QUERY, "127.0.0.1", "30001"], timeout=10)
+        marker = subprocess.Popen([sys.executable, "-c", ONE_QUERY, "::1", "30002"])
+        assert hidden.returncode == 0 and marker.wait(10) == 0
+        (m,) = _dns(net_agent, marker.pid, 1)
+        assert m["network"]["dns"]["id"] == 30002 and m["network"]["dns_query"] == "ignore"
+        assert not [e for e in net_agent.events() if e["type"] == "dns_query" and e["network"]["dns"].get("id") == 30001]
+        deadline = time.monotonic() + 3  # the counter is read from the kernel once a second
+        while sensor.filtered == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sensor.filtered - before >= 1
+    finally:
+        sensor.set_filters([], [])
