@@ -7,8 +7,10 @@ process, in phases of N sends each (one agent run, phases side by side):
   udp_sendto_other   sendto() to 127.53.0.1:5353, an unconnected UDP socket (rejected on the sockaddr's port)
   udp_send_other     send() on a UDP socket connected to 127.53.0.1:5353 (rejected after the fd walk)
   tcp_send           send() of 100 bytes on a connected TCP socket (rejected after the fd walk: not UDP)
+  file_write         write() of 100 bytes to /dev/null (rejected by one hash lookup)
   dns_sendto         sendto() of an A query to 127.53.0.1:53: reported
   dns_sendmmsg       sendmmsg() of an A and an AAAA query on a connected socket (N/2 calls): reported
+  dns_write          write() of an A query on a connected socket (as Go's resolver): reported
 Non-reading sinks are bound on 127.53.0.1, so no ICMP errors are generated. For each phase: the
 workload's own CPU per send (this process), in-kernel run time per program run (kernel.bpf_stats_enabled)
 and, for the DNS phases, events delivered vs expected and the agent's user-space CPU per event.
@@ -33,7 +35,8 @@ from pathlib import Path
 
 from measure import bpf_stats, proc_cpu  # bench/measure.py
 
-PROGRAMS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_enter_sendmmsg")
+PROGRAMS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_enter_sendmmsg", "sys_enter_write", "sys_enter_writev",
+            "sys_enter_connect")
 SINK = "127.53.0.1"
 
 
@@ -127,6 +130,10 @@ def main() -> None:
         vec = (_Mmsghdr * 2)(*[_Mmsghdr(_Msghdr(None, 0, ctypes.pointer(iovs[i]), 1, None, 0, 0), 0)
                                for i in range(2)])
         data = b"x" * 100
+        null = os.open("/dev/null", os.O_WRONLY)
+        dw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dw.connect((SINK, 53))  # after the agent started: sys_enter_connect remembers it
+        q_write = query(6, b"write.bench.test", 1)
 
         def drain_tcp():
             peer.setblocking(False)
@@ -141,7 +148,9 @@ def main() -> None:
             ("udp_send_other", n, lambda: uc.send(q_other), None),
             ("tcp_send", n, lambda: tc.send(data), None),
             ("dns_sendto", n, lambda: u.sendto(q_sendto, (SINK, 53)), (b"sendto.bench.test", n)),
+            ("file_write", n, lambda: os.write(null, data), None),
             ("dns_sendmmsg", n // 2, lambda: libc.sendmmsg(dc.fileno(), vec, 2, 0), (b"mmsg.bench.test", n)),
+            ("dns_write", n, lambda: os.write(dw.fileno(), q_write), (b"write.bench.test", n)),
         ]
         for name, calls, send, expect in phases:
             a0, k0, w0 = proc_cpu(agent.pid), bpf_stats(agent.pid), cpu_self()

@@ -138,6 +138,7 @@ struct sh_msg_net {
 #define SH_DNS_SENDTO   1                  /* sh_msg_dns.call: the syscall (send() is sendto) */
 #define SH_DNS_SENDMSG  2
 #define SH_DNS_SENDMMSG 3
+#define SH_DNS_WRITE    4                  /* write() or writev() on a socket connected to the DNS port */
 #define SH_DNS_MORE_IOV (1U << 0)          /* sh_msg_dns.flags: the datagram spans several iovecs, only the first is copied */
 #define SH_DNS_UNREADABLE (1U << 1)        /* the payload could not be read from user memory */
 

@@ -19,6 +19,9 @@
  * Only UDP datagrams to SH_DNS_PORT go further: a datagram with a sockaddr costs one 4-byte user read
  * to reject, one without costs the descriptor walk. What passes (and the ignore filters) gets a
  * bounded prefix of its payload copied into an sh_msg_dns; user space parses the query.
+ * write()/writev() on a connected UDP socket (Go's resolver sends that way) are far too hot for a
+ * descriptor walk each: sys_enter_connect remembers (process, fd) of sockets connected to the DNS port
+ * in `dns_fds`, and a write costs one hash lookup unless it is on one of those.
  */
 #include "siemhub.h"
 #include "sh_bpf.h"
@@ -71,6 +74,7 @@ BPF_TABLE("lru_hash", u64, struct conn, conns, SH_MAX_CONNS);
 BPF_LPM_TRIE(ignore_cidrs, struct cidr_key, u8, 1024);
 BPF_ARRAY(ignore_ports, u8, 65536);
 BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists */
+BPF_TABLE("lru_hash", u64, u8, dns_fds, 4096);  /* tgid << 32 | fd of sockets connect()ed to the DNS port */
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* connections dropped by the filters */
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
 BPF_PERCPU_ARRAY(lost, u64, 5);            /* indexed by SH_NET_*, SH_NET_DNS */
@@ -313,7 +317,8 @@ struct sh_iovec {
 
 /* One datagram the process is sending on fd: to the sockaddr `uaddr` when it names one, else to the
  * socket's peer. Reports it when it is UDP to the DNS port and not filtered. Returns -1 when fd is not
- * a UDP socket at all (sendmmsg then skips the rest of its vector). */
+ * a UDP socket at all (sendmmsg then skips the rest of its vector), -2 when it is a UDP socket that
+ * is not connected to the DNS port and no sockaddr was given. */
 static __always_inline int dns_send(u64 fd, const void *uaddr, const void *buf, u64 len, u8 call, u8 index,
 				     u8 flags)
 {
@@ -338,7 +343,7 @@ static __always_inline int dns_send(u64 fd, const void *uaddr, const void *buf, 
 		return -1;
 	if (!uaddr) {
 		if (rd_u16(sk, OFF_SKC_DPORT) != __builtin_bswap16(SH_DNS_PORT))
-			return 0;
+			return -2;
 		family = rd_u16(sk, OFF_SKC_FAMILY);
 		if (family == SH_AF_INET)
 			bpf_probe_read_kernel(remote, 4, (char *)sk + OFF_SKC_DADDR);
@@ -347,7 +352,9 @@ static __always_inline int dns_send(u64 fd, const void *uaddr, const void *buf, 
 		else
 			return 0;
 	}
-	if (!is_socket(file) || ignored(remote, family, SH_DNS_PORT))
+	if (!is_socket(file))
+		return -1;
+	if (ignored(remote, family, SH_DNS_PORT))
 		return 0;
 
 	struct sh_msg_dns *m = events.ringbuf_reserve(sizeof(struct sh_msg_dns));
@@ -425,5 +432,49 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
 		if (i >= vlen || dns_msghdr(args->fd, v + i * SH_MMSGHDR_SIZE, SH_DNS_SENDMMSG, i) < 0)
 			break;
 	}
+	return 0;
+}
+
+/* connect() of a socket to the DNS port: remember it, so that its write()s are looked at. What was
+ * connected before the agent started, or is written through another descriptor (dup, fork), is not seen
+ * by write() (sendto/sendmsg/sendmmsg do not depend on this). */
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+	u16 sa[2] = {};
+	if (!args->uservaddr || bpf_probe_read_user(sa, sizeof(sa), args->uservaddr) != 0)
+		return 0;
+	if (sa[1] != __builtin_bswap16(SH_DNS_PORT) || (sa[0] != SH_AF_INET && sa[0] != SH_AF_INET6))
+		return 0;
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+	u8 one = 1;
+	dns_fds.update(&key, &one);
+	return 0;
+}
+
+/* write()/writev() on a descriptor connect()ed to the DNS port (one hash lookup otherwise). */
+static __always_inline void dns_write(u64 fd, const void *buf, u64 len, u8 call, u8 flags)
+{
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)fd;
+	if (!dns_fds.lookup(&key))
+		return;
+	if (dns_send(fd, 0, buf, len, call, 0, flags) < 0)
+		dns_fds.delete(&key);  /* closed and reused, reconnected elsewhere, or not UDP: forget it */
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+	dns_write(args->fd, args->buf, args->count, SH_DNS_WRITE, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+	if (!dns_fds.lookup(&key))
+		return 0;
+	struct sh_iovec iov = {};
+	if (args->vlen > 0)
+		bpf_probe_read_user(&iov, sizeof(iov), args->vec);
+	dns_write(args->fd, iov.base, iov.len, SH_DNS_WRITE, args->vlen > 1 ? SH_DNS_MORE_IOV : 0);
 	return 0;
 }

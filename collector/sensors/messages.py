@@ -63,7 +63,7 @@ DNS_FIELDS = {
     "pid": 16, "tid": 20, "start_boottime": 24, "len": 32, "family": 36, "local_port": 38, "remote_port": 40,
     "payload_len": 42, "call": 44, "index": 45, "flags": 46, "local_addr": 48, "remote_addr": 64, "payload": 80,
 }
-DNS_SENDTO, DNS_SENDMSG, DNS_SENDMMSG = 1, 2, 3
+DNS_SENDTO, DNS_SENDMSG, DNS_SENDMMSG, DNS_WRITE = 1, 2, 3, 4
 DNS_MORE_IOV, DNS_UNREADABLE = 1 << 0, 1 << 1
 
 # struct sh_msg_priv: hdr, u32 pid, u32 tid, u64 start_boottime, u32 op, u32 target_pid, s64 result,

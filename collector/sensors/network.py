@@ -189,8 +189,10 @@ class NetworkSensor(KernelSensor):
         fam = _FAMILIES.get(family)
         if fam is None:
             raise ValueError("unknown_kind")
-        qid, name, qtype, flags = parse_query(payload[:copied], sent)
-        if kflags & m.DNS_MORE_IOV:
+        # `sent` counts the first iovec only: with more, the datagram goes on past what was copied
+        more = kflags & m.DNS_MORE_IOV
+        qid, name, qtype, flags = parse_query(payload[:copied], max(sent, copied + 1) if more else sent)
+        if more:
             flags.append("split_payload")
         if kflags & m.DNS_UNREADABLE:
             flags.append("unreadable_payload")

@@ -208,6 +208,15 @@ vec = (mmsghdr * 2)(*[mmsghdr(msghdr(None, 0, ctypes.pointer(iovs[i]), 1, None, 
 libc = ctypes.CDLL(None, use_errno=True)
 assert libc.sendmmsg(c4.fileno(), vec, 2, 0) == 2, ctypes.get_errno()
 
+# write() and writev() on a connected socket: Go's resolver sends this way
+w6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+w6.connect(("::1", 53))
+os.write(w6.fileno(), query(0x7777, "write.siemhub.test", 1))
+w4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+w4.connect((sink_ip, 53))
+q = query(0x7778, "writev.siemhub.test", 28)
+os.writev(w4.fileno(), [q[:12], q[12:]])
+os.write(c4.fileno(), b"")  # not a query: the sensor reports the datagram as malformed
 u4.sendto(query(0x5555, "notdns.siemhub.test", 1), ("127.0.0.1", 5353))
 u4.sendto(query(0x6666, "last.siemhub.test", 1), ("127.0.0.1", 53))  # reported after the one above
 print(u4.getsockname()[1], c4.getsockname()[1], sink_ip, flush=True)
@@ -231,16 +240,25 @@ def test_dns_queries_sendto_send_sendmsg_sendmmsg(net_agent):
     u4_port, c4_port = int(u4_port), int(c4_port)
     assert client.wait(10) == 0
     c_exec = _exec_of(net_agent, client.pid)
-    events = _dns(net_agent, client.pid, 6)
+    events = _dns(net_agent, client.pid, 9)
+    (empty,) = [e for e in events if "id" not in e["network"]["dns"]]
+    assert empty["network"]["dns"]["flags"] == ["malformed"] and "dns_query" not in empty["network"]
+    events.remove(empty)
     by_id = {e["network"]["dns"]["id"]: e for e in events}
-    assert sorted(by_id) == [0x1111, 0x2222, 0x3333, 0x4444, 0x4445, 0x6666]  # not 0x5555 (port 5353)
-    assert len(events) == 6
+    assert sorted(by_id) == [0x1111, 0x2222, 0x3333, 0x4444, 0x4445, 0x6666, 0x7777, 0x7778]  # not 0x5555
+    assert len(events) == 8
+    n = by_id[0x7777]["network"]
+    assert (n["family"], n["destination_ip"], n["dns_query"], n["dns"]["type"]) == (
+        "ipv6", "::1", "write.siemhub.test", "A")
+    n = by_id[0x7778]["network"]  # only the first iovec (the header) is read
+    assert (n["destination_ip"], n["dns"]["flags"]) == (sink_ip, ["truncated_name", "split_payload"])
+    assert "dns_query" not in n
     for e in events:
         assert e["process"]["exec_id"] == c_exec["process"]["exec_id"]
         assert e["parent"]["exec_id"] == c_exec["parent"]["exec_id"]
         assert e["network"]["protocol"] == "udp" and e["network"]["direction"] == "outbound"
         assert e["network"]["destination_port"] == 53
-        assert "flags" not in e["network"]["dns"]
+        assert "flags" not in e["network"]["dns"] or e["network"]["dns"]["id"] == 0x7778
 
     n = by_id[0x1111]["network"]
     assert (n["family"], n["destination_ip"], n["dns_query"], n["dns"]["type"]) == (

@@ -185,6 +185,9 @@ def test_dns_name_longer_than_255_octets_is_malformed(h):
 def test_dns_split_payload_is_flagged(h):
     (e,) = decode(h, dns_msg(query(), kflags=m.DNS_MORE_IOV))
     assert e.network.dns_query == "example.com" and e.network.dns.flags == ["split_payload"]
+    # the first iovec held only the header: the name is cut there, not malformed
+    (e,) = decode(h, dns_msg(query()[:12], kflags=m.DNS_MORE_IOV))
+    assert e.network.dns_query is None and e.network.dns.flags == ["truncated_name", "split_payload"]
 
 
 @pytest.mark.parametrize("msg,reason", [
