@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -732,24 +733,86 @@ def _reason(e: Event) -> str:
     return f"{who}: {e.type}"
 
 
-def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None) -> None:
-    """Push the engine's kernel-side parts into the running sensors, merged with the config's own
-    settings (start-up and reload). Raises ValueError when a sensor refuses them."""
-    k = engine.kernel if engine is not None else KernelFilters()
+# What install() last put into each sensor (setter name, arguments): what a failed reload restores.
+_INSTALLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -> list[tuple[Any, str, tuple]]:
+    """(sensor, setter, arguments): the config's own kernel settings merged with the engine's."""
     sc = agent_cfg.sensors
-    names = {s.name for s in sensors}
+    out: list[tuple[Any, str, tuple]] = []
     for s in sensors:
         if s.name == "process" and sc.process is not None:
             # an ignore policy naming a binary that does not exist (yet) stays a user-space drop
             kb = [b for b in k.process_binaries if os.path.exists(b)]
-            s.set_filters(list(dict.fromkeys([*sc.process.ignore.binaries, *kb])), sc.process.ignore.cgroups)
+            out.append((s, "filters", (list(dict.fromkeys([*sc.process.ignore.binaries, *kb])),
+                                       list(sc.process.ignore.cgroups))))
         elif s.name == "network" and sc.network is not None:
             ig = sc.network.ignore
-            s.set_filters(list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
-                          list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)
+            out.append((s, "filters", (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
+                                       list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)))
         elif s.name == "file" and sc.file is not None:
-            s.set_watch(list(dict.fromkeys([*sc.file.watch, *k.file_watch])), [*sc.file.enforce, *k.file_enforce])
-    if k.file_enforce and "file" not in names:
+            out.append((s, "watch", (list(dict.fromkeys([*sc.file.watch, *k.file_watch])),
+                                     [*sc.file.enforce, *k.file_enforce])))
+    return out
+
+
+def _loaded_settings(s: Any, what: str) -> tuple | None:
+    """The settings a sensor's load() applied from its own config (before any install)."""
+    c = getattr(s, "config", None)
+    if c is None:
+        return None
+    if s.name == "process":
+        return list(c.ignore.binaries), list(c.ignore.cgroups)
+    if s.name == "network":
+        return list(c.ignore.cidrs), list(c.ignore.ports), c.ignore.loopback
+    if s.name == "file":
+        return list(c.watch), list(c.enforce)
+    return None
+
+
+def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None) -> None:
+    """Push the engine's kernel-side parts into the running sensors, merged with the config's own
+    settings (start-up and reload). All or nothing: every sensor first checks its new settings without
+    touching the kernel (`check_filters` / `check_watch`); only when all accept are they applied, and a
+    sensor that still refuses while applying (a path gone since the check, a kernel map error) makes
+    the sensors changed before it go back to what they had. Raises ValueError naming the sensor."""
+    k = engine.kernel if engine is not None else KernelFilters()
+    plan = _sensor_settings(sensors, agent_cfg, k)
+    problems = []
+    for s, what, args in plan:
+        check = getattr(s, f"check_{what}", None)
+        if check is None:
+            continue
+        try:
+            check(*args)
+        except ValueError as exc:
+            problems.append(f"sensor {s.name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    done: list[tuple[Any, str, tuple | None]] = []
+    for s, what, args in plan:
+        before = _INSTALLED.get(s, _loaded_settings(s, what))
+        try:
+            getattr(s, f"set_{what}")(*args)
+        except Exception as exc:
+            _roll_back([*done, (s, what, before)])
+            raise ValueError(f"sensor {s.name}: {exc}") from exc
+        done.append((s, what, before))
+    for s, what, args in plan:
+        _INSTALLED[s] = args
+    if k.file_enforce and "file" not in {s.name for s in sensors}:
         log.warning("policies: %d sigkill rules need the file sensor (sensors.file): not enforced", len(k.file_enforce))
     if engine is not None:
         log.info("policies: %s", engine.describe())
+
+
+def _roll_back(changed: list[tuple[Any, str, tuple | None]]) -> None:
+    for s, what, before in reversed(changed):
+        if before is None:
+            log.error("policies: sensor %s: no earlier settings to restore", s.name)
+            continue
+        try:
+            getattr(s, f"set_{what}")(*before)
+        except Exception as exc:  # noqa: BLE001 - keep restoring the others
+            log.error("policies: sensor %s: could not restore its earlier kernel settings: %s", s.name, exc)

@@ -100,9 +100,17 @@ class NetworkSensor(KernelSensor):
         self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
 
+    def check_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
+        """The trie keys set_filters would install, without changing anything (ValueError on a bad CIDR
+        or port): lets a reload check every sensor before it changes any."""
+        bad = [p for p in ports if not 0 <= p < 65536]
+        if bad:
+            raise ValueError(f"ignore.ports: not a port: {bad}")
+        return [cidr_key(c) for c in [*cidrs, *(_LOOPBACK if loopback else [])]]
+
     def set_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
         """Replace the in-kernel ignore lists (start-up and run time)."""
-        keys = [cidr_key(c) for c in [*cidrs, *(_LOOPBACK if loopback else [])]]  # ValueError on a bad one
+        keys = self.check_filters(cidrs, ports, loopback)  # raises before any change
         maps = self._bpf.maps
         trie, port_map = maps["ignore_cidrs"], maps["ignore_ports"]
         trie.clear()

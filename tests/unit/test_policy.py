@@ -414,3 +414,49 @@ def test_dns_names_are_validated_and_ports_cover_dns_queries(tmp_path):
     dns = ev("dns_query", network=Network(protocol="udp", family="ipv4", destination_ip="10.1.1.1",
                                           destination_port=53, dns_query="x.corp"))
     assert eng.apply([dns]) == []
+
+
+def test_install_is_all_or_nothing_across_sensors():
+    """Three sensors; the last one refuses: at check time nothing is applied, at apply time the first two
+    get back what the previous install gave them."""
+    from types import SimpleNamespace
+
+    class Fake:
+        def __init__(self, name, what):
+            self.name, self.what, self.applied, self.refuse = name, what, [], None
+            setattr(self, f"set_{what}", self._set)
+            setattr(self, f"check_{what}", self._check)
+
+        def _check(self, *args):
+            if self.refuse == "check":
+                raise ValueError("no")
+
+        def _set(self, *args):
+            if self.refuse == "set":
+                raise ValueError("kernel said no")
+            self.applied.append(args)
+
+    def cfg(n):
+        ig = SimpleNamespace(binaries=[f"/b{n}"], cgroups=[], cidrs=[f"10.{n}.0.0/16"], ports=[n], loopback=False)
+        return SimpleNamespace(sensors=SimpleNamespace(process=SimpleNamespace(ignore=ig),
+                                                       network=SimpleNamespace(ignore=ig),
+                                                       file=SimpleNamespace(watch=[f"/w{n}"], enforce=[])))
+    sensors = [Fake("process", "filters"), Fake("network", "filters"), Fake("file", "watch")]
+    policy.install(sensors, cfg(1), None)
+    first = [s.applied[-1] for s in sensors]
+    assert first[1] == (["10.1.0.0/16"], [1], False) and first[2] == (["/w1"], [])
+
+    sensors[2].refuse = "check"
+    with pytest.raises(ValueError, match="sensor file: no"):
+        policy.install(sensors, cfg(2), None)
+    assert [len(s.applied) for s in sensors] == [1, 1, 1]
+
+    sensors[2].refuse = "set"
+    with pytest.raises(ValueError, match="sensor file: kernel said no"):
+        policy.install(sensors, cfg(3), None)
+    assert [s.applied[-1] for s in sensors[:2]] == first[:2]  # applied (3), then restored (1)
+    assert [len(s.applied) for s in sensors] == [3, 3, 1]
+
+    sensors[2].refuse = None
+    policy.install(sensors, cfg(4), None)
+    assert sensors[2].applied[-1] == (["/w4"], [])
