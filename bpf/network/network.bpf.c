@@ -41,6 +41,7 @@
 #define SH_IPPROTO_TCP 6
 #define SH_IPPROTO_UDP 17
 #define SH_SOCK_STREAM 1
+#define SH_SOCK_DGRAM 2
 #ifndef SH_DNS_PORT
 #define SH_DNS_PORT 53
 #endif
@@ -339,7 +340,8 @@ static __always_inline int dns_send(u64 fd, const void *uaddr, const void *buf, 
 	void *task = (void *)bpf_get_current_task();
 	void *file = fd_file(task, fd);
 	void *sk = file_sock(file);
-	if (!sk || rd_u16(sk, OFF_SOCK_PROTOCOL) != SH_IPPROTO_UDP)
+	/* UDP datagram sockets only (a raw socket of protocol UDP carries the UDP header in its payload) */
+	if (!sk || rd_u16(sk, OFF_SOCK_PROTOCOL) != SH_IPPROTO_UDP || rd_u16(sk, OFF_SOCK_TYPE) != SH_SOCK_DGRAM)
 		return -1;
 	if (!uaddr) {
 		if (rd_u16(sk, OFF_SKC_DPORT) != __builtin_bswap16(SH_DNS_PORT))
