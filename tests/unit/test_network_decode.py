@@ -198,3 +198,52 @@ def test_bad_dns_messages_are_counted(h, msg, reason):
     assert decode(h, msg) == []
     assert h.net.decode_errors == 1
     assert h.metrics.value("siemhub_decode_errors_total", sensor="network", reason=reason) == 1
+
+
+# --- the DNS parser on hostile input (hypothesis) --------------------------------------------------------
+
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from siemhub.collector.sensors.dns import NAME_MAX, parse_query  # noqa: E402
+
+
+@given(st.binary(max_size=300), st.integers(0, 400))
+def test_dns_parser_never_raises_and_names_stay_printable(payload, more):
+    qid, name, qtype, flags = parse_query(payload, len(payload) + more)
+    assert name is None or all(0x21 <= ord(c) <= 0x7E for c in name)
+    assert qtype is None or qtype.isalnum()
+    assert ("truncated_name" in flags or "truncated_payload" in flags) <= (more > 0)
+
+
+def _labels_of(name: str) -> list[bytes]:
+    """Presentation form back to labels: `\\DDD`, `\\X`, and unescaped dots between labels."""
+    labels, cur, i = [], bytearray(), 0
+    while i < len(name):
+        c = name[i]
+        if c == "\\":
+            if name[i + 1].isdigit():
+                cur.append(int(name[i + 1:i + 4]))
+                i += 4
+            else:
+                cur += name[i + 1].encode()
+                i += 2
+        elif c == ".":
+            labels.append(bytes(cur))
+            cur = bytearray()
+            i += 1
+        else:
+            cur += c.encode()
+            i += 1
+    return [*labels, bytes(cur)]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=5), st.integers(0, 65535))
+def test_dns_names_survive_exactly(labels, qtype):
+    assume(sum(len(x) + 1 for x in labels) + 1 <= NAME_MAX)
+    wire = b"".join(bytes([len(x)]) + x for x in labels) + b"\0"
+    payload = struct.pack(">6H", 7, 0x0100, 1, 0, 0, 0) + wire + struct.pack(">HH", qtype, 1)
+    qid, name, qtype_name, flags = parse_query(payload, len(payload))
+    assert qid == 7 and qtype_name is not None and flags in ([], ["escaped_name"])
+    assert _labels_of(name) == labels
+    assert ("escaped_name" in flags) == any(b < 0x21 or b > 0x7E for x in labels for b in x)
