@@ -247,3 +247,32 @@ routes: [{{name: all, to: [out]}}]
     finally:
         policy.install(sensors, two_sensor_agent.agent.cfg.agent, None)
     assert _kernel_filters(process, network)[:2] == before[:2]
+
+
+def test_dns_names_policy_on_a_real_query(tmp_path):
+    """A dns_names rule fires on the query a process sends (the network sensor's dns_query event), for the
+    name and the names below it only."""
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "dns.yaml").write_text("name: paste-sites\ndescription: d\nrules:\n"
+                                  "  - {name: paste, match: {dns_names: [paste.siemhub.test]}, action: post, "
+                                  "severity: high}\n")
+    send = ("import socket, struct, sys\n"
+            "for i, name in enumerate(sys.argv[1:]):\n"
+            "    q = struct.pack('>6H', 100 + i, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode()"
+            " for p in name.split('.')) + b'\\0\\0\\x01\\0\\x01'\n"
+            "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(q, ('127.0.0.1', 53))\n")
+    for running in running_agent(tmp_path, "  process: {poll_interval: 0.05}\n  network: {poll_interval: 0.05, settle: 0.1}",
+                                 f"policies: {{library: false, paths: [{pol}]}}"):
+        p = subprocess.run([sys.executable, "-c", send, "x.paste.siemhub.test", "notpaste.siemhub.test",
+                            "paste.siemhub.test.evil"], timeout=10)
+        assert p.returncode == 0
+        qs = running.wait_for(lambda e: e["type"] == "dns_query" and e["network"]["dns"]["id"] == 102,
+                              what="the last query")
+        events = [e for e in running.events() if e.get("process", {}).get("pid") == qs[0]["process"]["pid"]]
+        hit = [e for e in events if e["type"] == "dns_query" and e["network"]["dns"]["id"] == 100]
+        assert len(hit) == 1 and hit[0]["severity"] == "high" and "policy:paste-sites" in hit[0]["tags"]
+        (action,) = [e for e in events if e["type"] == "policy_action"]
+        assert action["policy"]["rule"] == "paste" and action["network"]["dns_query"] == "x.paste.siemhub.test"
+        assert not [e for e in events if e["type"] == "dns_query" and e["network"]["dns"]["id"] != 100
+                    and "policy:paste-sites" in e.get("tags", [])]
