@@ -15,6 +15,12 @@ Non-reading sinks are bound on 127.53.0.1, so no ICMP errors are generated. For 
 workload's own CPU per send (this process), in-kernel run time per program run (kernel.bpf_stats_enabled)
 and, for the DNS phases, events delivered vs expected and the agent's user-space CPU per event.
 Run as root: `.venv/bin/python bench/dns_storm.py [--sends 20000]`.
+
+Measured (three runs, 2-vCPU VM shared with other sessions, kernel 6.18; docs/sensors/network.md): in the
+kernel per send 0.17-0.19 us (UDP sendto to another port), 0.32-0.33 us (connected UDP, another port),
+0.28-0.29 us (TCP send), 0.08-0.11 us (write to a file), 0.86-1.21 us (a DNS query by sendto), 0.79-0.97 us
+(by write), 1.70-2.02 us per sendmmsg of two; 20,000/20,000 queries delivered in every DNS phase;
+agent 7-12 us of user-space CPU per dns_query event.
 """
 
 from __future__ import annotations
