@@ -6,6 +6,7 @@ and the closes must carry the byte counts and a duration."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -301,7 +302,7 @@ while True:
 def test_getaddrinfo_through_glibc(net_agent, tmp_path):
     """The real resolver: glibc reads a resolv.conf naming our server (bind-mounted over /etc/resolv.conf in
     a private mount namespace, so the host is untouched) and sends A and AAAA queries."""
-    server_ip = "127.53.53.53"
+    server_ip = f"127.54.{(os.getpid() >> 8) & 255}.{os.getpid() & 255}"  # unique to this test run
     server = subprocess.Popen([sys.executable, "-c", NXDOMAIN_SERVER, server_ip], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
