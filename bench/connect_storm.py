@@ -29,7 +29,7 @@ from pathlib import Path
 
 from measure import bpf_stats, proc_cpu  # bench/measure.py
 
-PROGRAMS = ("inet_sock_set_state", "sys_exit_accept4", "sys_exit_accept")
+PROGRAMS = ("inet_sock_set_state", "sys_exit_accept4", "sys_exit_accept", "sys_enter_sendto")  # sendto: the DNS check
 
 
 def listener(sock: socket.socket) -> None:

@@ -224,8 +224,9 @@ class Agent:
             signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
 
     def reload(self) -> bool:
-        """Re-read the config file and apply what can change at run time (today: the process sensor's
-        in-kernel ignore lists). A bad file is reported and the running settings stay in force."""
+        """Re-read the config file and apply what can change at run time (the sensors' in-kernel filters
+        and watch lists, the policies). A bad file, or settings a sensor refuses, is reported and the
+        running settings stay in force in every sensor."""
         from siemhub.collector import config as config_mod
 
         source = self.cfg.source
@@ -238,14 +239,7 @@ class Agent:
             for line in exc.problems:
                 log.error("reload rejected: %s", line)
             return False
-        pcfg = new.agent.sensors.process
-        for s in self.sensors:
-            if s.name == "process" and pcfg is not None:
-                try:
-                    s.set_filters(pcfg.ignore.binaries, pcfg.ignore.cgroups)
-                except ValueError as exc:
-                    log.error("reload rejected: %s", exc)
-                    return False
+        # install() applies the new config's kernel filters with the policies', all sensors or none
         from siemhub.collector import policy
 
         try:

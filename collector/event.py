@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "network_connect",
     "network_accept",
     "network_close",
+    "dns_query",
     "privilege_change",
     "policy_action",
     "agent_status",
@@ -131,8 +132,17 @@ class File(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     result: int | None = None  # syscall return value when known (negative errno)
 
 
+class Dns(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """dns_query: the query in a UDP datagram sent to port 53 (the name is Network.dns_query)."""
+    id: int | None = None  # the query's 16-bit id (matches the answer)
+    type: str | None = None  # question type: A, AAAA, PTR, TXT, ... or TYPE<n> (RFC 3597)
+    # truncated_name, escaped_name, malformed, response, no_question, multiple_questions, opcode_<n>,
+    # class_<name>, truncated_payload, split_payload, unreadable_payload
+    flags: list[str] = []
+
+
 class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
-    """network_connect / network_accept / network_close body (network sensor)."""
+    """network_connect / network_accept / network_close / dns_query body (network sensor)."""
     protocol: str  # tcp, udp
     family: str  # ipv4, ipv6
     direction: str | None = None  # outbound, inbound
@@ -143,7 +153,8 @@ class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     bytes_sent: int | None = None
     bytes_received: int | None = None
     duration_ns: int | None = None
-    dns_query: str | None = None
+    dns_query: str | None = None  # dns_query: the queried name, in DNS presentation form
+    dns: Dns | None = None  # dns_query: the rest of the query
 
 
 class Privilege(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

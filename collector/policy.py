@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,7 +45,7 @@ from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SE
 log = logging.getLogger("siemhub.policy")
 
 ACTIONS = ("post", "notify", "ignore", "sigkill", "block")
-NETWORK_TYPES = ("network_connect", "network_accept", "network_close")
+NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "dns_query")
 PROCESS_TYPES = ("process_exec", "process_exit")
 PRIVILEGE_OPERATIONS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
                         "setfsgid", "capset", "ptrace", "module_load", "bpf_load", "mount", "memfd_exec")
@@ -76,6 +77,8 @@ class Selector(_Strict):
     operations: list[str] | None = Field(None, description="file or privilege operations")
     ports: list[int] | None = Field(None, description="network destination ports")
     cidrs: list[str] | None = Field(None, description="network destination addresses (CIDR or address)")
+    dns_names: list[str] | None = Field(None, description="dns_query names: the name or any name below it "
+                                        "('example.com' matches example.com and a.example.com), any case")
     uids: list[int] | None = Field(None, description="the process' real uid")
     old_uids: list[int] | None = Field(None, description="privilege_change: uid before")
     new_uids: list[int] | None = Field(None, description="privilege_change: uid after")
@@ -103,6 +106,17 @@ class Selector(_Strict):
             except ValueError as exc:
                 raise ValueError(f"{c!r}: {exc}") from None
         return v
+
+    @field_validator("dns_names")
+    @classmethod
+    def _dns_names(cls, v):
+        out = []
+        for name in v or ():
+            n = name.strip().rstrip(".").lower()
+            if not n or n.startswith(".") or ".." in n or "*" in n:
+                raise ValueError(f"{name!r}: a DNS name like 'example.com' (its subdomains match too; no wildcards)")
+            out.append(n)
+        return out if v is not None else v
 
     @field_validator("ports")
     @classmethod
@@ -145,7 +159,9 @@ class Selector(_Strict):
         ops = set(self.operations or ())
         if self.paths or ops & set(FILE_RULE_OPERATIONS):
             implied.append("file_access")
-        if self.ports or self.cidrs:
+        if self.dns_names:
+            implied.append("dns_query")
+        elif self.ports or self.cidrs:
             implied += NETWORK_TYPES
         if self.old_uids is not None or self.new_uids is not None or ops & set(PRIVILEGE_OPERATIONS):
             implied.append("privilege_change")
@@ -309,6 +325,14 @@ def _path_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return match
 
 
+def _escaped_at(name: str, i: int) -> bool:
+    """True when name[i] is escaped (`\\.`: a dot inside a label, in DNS presentation form)."""
+    n = 0
+    while i > n and name[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
 def _cmdline(p: Process | None) -> str:
     return " ".join(p.args) if p is not None and p.args else ""
 
@@ -387,6 +411,24 @@ class _Compiled:
                     ip = ip.ipv4_mapped
                 return any(ip in net for net in nets)
             checks.append(in_cidrs)
+        if s.dns_names:
+            suffixes = frozenset(s.dns_names)
+
+            def dns_name(e, _eng):
+                n = e.network
+                name = n.dns_query if n is not None else None
+                if not name:
+                    return False
+                name = name.lower()
+                if name in suffixes:
+                    return True
+                dot = name.find(".")
+                while dot >= 0:  # a.b.example.com -> b.example.com -> example.com -> com
+                    if name[dot + 1:] in suffixes and not _escaped_at(name, dot):
+                        return True
+                    dot = name.find(".", dot + 1)
+                return False
+            checks.append(dns_name)
         if s.namespaces:
             nrx = re.compile("|".join(fnmatch.translate(p) for p in s.namespaces)).match
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
@@ -683,30 +725,94 @@ def _reason(e: Event) -> str:
         return f"{who}: {e.file.operation} {e.file.path}"
     if e.network is not None:
         n = e.network
+        if n.dns_query is not None:
+            return f"{who}: {e.type} {n.dns_query} {n.dns.type if n.dns is not None else ''} via {n.destination_ip}".rstrip()
         return f"{who}: {e.type} {n.destination_ip}:{n.destination_port}"
     if e.privilege is not None:
         return f"{who}: {e.privilege.operation}"
     return f"{who}: {e.type}"
 
 
-def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None) -> None:
-    """Push the engine's kernel-side parts into the running sensors, merged with the config's own
-    settings (start-up and reload). Raises ValueError when a sensor refuses them."""
-    k = engine.kernel if engine is not None else KernelFilters()
+# What install() last put into each sensor (setter name, arguments): what a failed reload restores.
+_INSTALLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -> list[tuple[Any, str, tuple]]:
+    """(sensor, setter, arguments): the config's own kernel settings merged with the engine's."""
     sc = agent_cfg.sensors
-    names = {s.name for s in sensors}
+    out: list[tuple[Any, str, tuple]] = []
     for s in sensors:
         if s.name == "process" and sc.process is not None:
             # an ignore policy naming a binary that does not exist (yet) stays a user-space drop
             kb = [b for b in k.process_binaries if os.path.exists(b)]
-            s.set_filters(list(dict.fromkeys([*sc.process.ignore.binaries, *kb])), sc.process.ignore.cgroups)
+            out.append((s, "filters", (list(dict.fromkeys([*sc.process.ignore.binaries, *kb])),
+                                       list(sc.process.ignore.cgroups))))
         elif s.name == "network" and sc.network is not None:
             ig = sc.network.ignore
-            s.set_filters(list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
-                          list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)
+            out.append((s, "filters", (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
+                                       list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)))
         elif s.name == "file" and sc.file is not None:
-            s.set_watch(list(dict.fromkeys([*sc.file.watch, *k.file_watch])), [*sc.file.enforce, *k.file_enforce])
-    if k.file_enforce and "file" not in names:
+            out.append((s, "watch", (list(dict.fromkeys([*sc.file.watch, *k.file_watch])),
+                                     [*sc.file.enforce, *k.file_enforce])))
+    return out
+
+
+def _loaded_settings(s: Any, what: str) -> tuple | None:
+    """The settings a sensor's load() applied from its own config (before any install)."""
+    c = getattr(s, "config", None)
+    if c is None:
+        return None
+    if s.name == "process":
+        return list(c.ignore.binaries), list(c.ignore.cgroups)
+    if s.name == "network":
+        return list(c.ignore.cidrs), list(c.ignore.ports), c.ignore.loopback
+    if s.name == "file":
+        return list(c.watch), list(c.enforce)
+    return None
+
+
+def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None) -> None:
+    """Push the engine's kernel-side parts into the running sensors, merged with the config's own
+    settings (start-up and reload). All or nothing: every sensor first checks its new settings without
+    touching the kernel (`check_filters` / `check_watch`); only when all accept are they applied, and a
+    sensor that still refuses while applying (a path gone since the check, a kernel map error) makes
+    the sensors changed before it go back to what they had. Raises ValueError naming the sensor."""
+    k = engine.kernel if engine is not None else KernelFilters()
+    plan = _sensor_settings(sensors, agent_cfg, k)
+    problems = []
+    for s, what, args in plan:
+        check = getattr(s, f"check_{what}", None)
+        if check is None:
+            continue
+        try:
+            check(*args)
+        except ValueError as exc:
+            problems.append(f"sensor {s.name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    done: list[tuple[Any, str, tuple | None]] = []
+    for s, what, args in plan:
+        before = _INSTALLED.get(s, _loaded_settings(s, what))
+        try:
+            getattr(s, f"set_{what}")(*args)
+        except Exception as exc:
+            _roll_back([*done, (s, what, before)])
+            raise ValueError(f"sensor {s.name}: {exc}") from exc
+        done.append((s, what, before))
+    for s, what, args in plan:
+        _INSTALLED[s] = args
+    if k.file_enforce and "file" not in {s.name for s in sensors}:
         log.warning("policies: %d sigkill rules need the file sensor (sensors.file): not enforced", len(k.file_enforce))
     if engine is not None:
         log.info("policies: %s", engine.describe())
+
+
+def _roll_back(changed: list[tuple[Any, str, tuple | None]]) -> None:
+    for s, what, before in reversed(changed):
+        if before is None:
+            log.error("policies: sensor %s: no earlier settings to restore", s.name)
+            continue
+        try:
+            getattr(s, f"set_{what}")(*before)
+        except Exception as exc:  # noqa: BLE001 - keep restoring the others
+            log.error("policies: sensor %s: could not restore its earlier kernel settings: %s", s.name, exc)

@@ -17,6 +17,7 @@ enum sh_msg_type {
 	SH_MSG_EXIT = 3,
 	SH_MSG_FILE = 30,          /* file sensor (sh_msg_file.op) */
 	SH_MSG_NET = 10,           /* network sensor: connect, accept, close (sh_msg_net.kind) */
+	SH_MSG_DNS = 11,           /* network sensor: a UDP datagram sent to port 53 (sh_msg_dns) */
 	SH_MSG_PRIV = 20,          /* privilege sensor (sh_msg_priv.op) */
 };
 
@@ -129,6 +130,35 @@ struct sh_msg_net {
 	__u16 remote_port;
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
+};
+
+/* DNS: one message per UDP datagram sent to the DNS port (sendto, sendmsg, each of sendmmsg's messages),
+ * with a bounded prefix of the payload; user space parses the query. Addresses as in sh_msg_net. */
+#define SH_DNS_PAYLOAD 272                 /* bytes of the datagram copied: header (12), the longest name (255), type and class (4) */
+#define SH_DNS_SENDTO   1                  /* sh_msg_dns.call: the syscall (send() is sendto) */
+#define SH_DNS_SENDMSG  2
+#define SH_DNS_SENDMMSG 3
+#define SH_DNS_WRITE    4                  /* write() or writev() on a socket connected to the DNS port */
+#define SH_DNS_MORE_IOV (1U << 0)          /* sh_msg_dns.flags: the datagram spans several iovecs, only the first is copied */
+#define SH_DNS_UNREADABLE (1U << 1)        /* the payload could not be read from user memory */
+
+struct sh_msg_dns {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid of the sender */
+	__u32 tid;
+	__u64 start_boottime;  /* the process' task->start_boottime (cache key) */
+	__u32 len;           /* bytes the process handed over (sendto's len, the first iovec's length) */
+	__u16 family;        /* AF_INET 2, AF_INET6 10: of the destination */
+	__u16 local_port;    /* 0 when the socket is not bound yet (autobind happens in the send) */
+	__u16 remote_port;
+	__u16 payload_len;   /* bytes of payload[] copied */
+	__u8 call;           /* SH_DNS_SENDTO... */
+	__u8 index;          /* sendmmsg: the message's index in the vector */
+	__u8 flags;          /* SH_DNS_MORE_IOV... */
+	__u8 pad;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u8 payload[SH_DNS_PAYLOAD];
 };
 
 /* Privilege: one message per operation (sh_msg_priv.op). Credentials before and after for the

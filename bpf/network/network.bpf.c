@@ -12,6 +12,16 @@
  * Filtering happens here: a connection whose remote address is in `ignore_cidrs` (an LPM trie of
  * IPv6 or IPv4-mapped addresses) or whose destination port is in `ignore_ports` is never remembered,
  * so neither it nor its close reach user space.
+ *
+ * DNS queries: sys_enter_sendto (send() is sendto), sys_enter_sendmsg and sys_enter_sendmmsg (glibc
+ * sends A and AAAA in one sendmmsg on a connected socket). The destination is the sockaddr the call
+ * names or, when it names none, the connected socket's (fd -> file -> socket -> sock, BTF offsets).
+ * Only UDP datagrams to SH_DNS_PORT go further: a datagram with a sockaddr costs one 4-byte user read
+ * to reject, one without costs the descriptor walk. What passes (and the ignore filters) gets a
+ * bounded prefix of its payload copied into an sh_msg_dns; user space parses the query.
+ * write()/writev() on a connected UDP socket (Go's resolver sends that way) are far too hot for a
+ * descriptor walk each: sys_enter_connect remembers (process, fd) of sockets connected to the DNS port
+ * in `dns_fds`, and a write costs one hash lookup unless it is on one of those.
  */
 #include "siemhub.h"
 #include "sh_bpf.h"
@@ -29,7 +39,16 @@
 #define SH_AF_INET 2
 #define SH_AF_INET6 10
 #define SH_IPPROTO_TCP 6
+#define SH_IPPROTO_UDP 17
 #define SH_SOCK_STREAM 1
+#define SH_SOCK_DGRAM 2
+#ifndef SH_DNS_PORT
+#define SH_DNS_PORT 53
+#endif
+#ifndef SH_DNS_MMSG_MAX
+#define SH_DNS_MMSG_MAX 8                  /* sendmmsg: messages looked at per call */
+#endif
+#define SH_NET_DNS 4                       /* index of DNS messages in `lost` */
 #define SH_TCP_ESTABLISHED 1
 #define SH_TCP_SYN_SENT 2
 #define SH_TCP_CLOSE 7
@@ -56,9 +75,10 @@ BPF_TABLE("lru_hash", u64, struct conn, conns, SH_MAX_CONNS);
 BPF_LPM_TRIE(ignore_cidrs, struct cidr_key, u8, 1024);
 BPF_ARRAY(ignore_ports, u8, 65536);
 BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter exists */
+BPF_TABLE("lru_hash", u64, u8, dns_fds, 4096);  /* tgid << 32 | fd of sockets connect()ed to the DNS port */
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* connections dropped by the filters */
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
-BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by SH_NET_* */
+BPF_PERCPU_ARRAY(lost, u64, 5);            /* indexed by SH_NET_*, SH_NET_DNS */
 
 static __always_inline u64 wake_flag(void)
 {
@@ -195,19 +215,39 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	return 0;
 }
 
+/* The struct file behind descriptor fd of the current task (0 when there is none). */
+static __always_inline void *fd_file(void *task, u64 fd)
+{
+	void *files = rd_ptr(task, OFF_TASK_FILES);
+	void *fdt = rd_ptr(files, OFF_FILES_FDT);
+	void **fdarr = rd_ptr(fdt, OFF_FDT_FD);
+	void *file = 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdarr[fd & 0xFFFFF]);
+	return file;
+}
+
+/* The struct sock of a socket's file. private_data of any other file is something else: callers that
+ * do not know the descriptor is a socket confirm it with is_socket() before trusting what they read. */
+static __always_inline void *file_sock(void *file)
+{
+	void *socket = file ? rd_ptr(file, OFF_FILE_PRIVATE_DATA) : 0;
+	return socket ? rd_ptr(socket, OFF_SOCKET_SK) : 0;
+}
+
+#define SH_S_IFMT 0170000
+#define SH_S_IFSOCK 0140000
+static __always_inline bool is_socket(void *file)
+{
+	return (rd_u16(rd_ptr(file, OFF_FILE_INODE), OFF_INODE_MODE) & SH_S_IFMT) == SH_S_IFSOCK;
+}
+
 /* accept(2)/accept4(2) returned a descriptor: find its socket and report the connection. */
 static __always_inline int on_accept(long ret)
 {
 	if (ret < 0)
 		return 0;
 	void *task = (void *)bpf_get_current_task();
-	void *files = rd_ptr(task, OFF_TASK_FILES);
-	void *fdt = rd_ptr(files, OFF_FILES_FDT);
-	void **fdarr = rd_ptr(fdt, OFF_FDT_FD);
-	void *file = 0;
-	bpf_probe_read_kernel(&file, sizeof(file), &fdarr[ret & 0xFFFFF]);
-	void *socket = file ? rd_ptr(file, OFF_FILE_PRIVATE_DATA) : 0;
-	void *sk = socket ? rd_ptr(socket, OFF_SOCKET_SK) : 0;
+	void *sk = file_sock(fd_file(task, ret));  /* accept returned it: a socket */
 	if (!sk)
 		return 0;
 	if (rd_u16(sk, OFF_SOCK_PROTOCOL) != SH_IPPROTO_TCP || rd_u16(sk, OFF_SOCK_TYPE) != SH_SOCK_STREAM)
@@ -258,4 +298,185 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
 TRACEPOINT_PROBE(syscalls, sys_exit_accept)
 {
 	return on_accept(args->ret);
+}
+
+/* --- DNS queries ------------------------------------------------------------------------------------ */
+
+/* The user-space ABI structs the send calls take (x86_64 and every 64-bit Linux ABI). */
+struct sh_user_msghdr {
+	void *name;
+	int namelen;
+	int pad;
+	void *iov;
+	u64 iovlen;
+};
+struct sh_iovec {
+	void *base;
+	u64 len;
+};
+#define SH_MMSGHDR_SIZE 64                 /* struct mmsghdr: user_msghdr (56) + msg_len + padding */
+
+/* One datagram the process is sending on fd: to the sockaddr `uaddr` when it names one, else to the
+ * socket's peer. Reports it when it is UDP to the DNS port and not filtered. Returns -1 when fd is not
+ * a UDP socket at all (sendmmsg then skips the rest of its vector), -2 when it is a UDP socket that
+ * is not connected to the DNS port and no sockaddr was given. */
+static __always_inline int dns_send(u64 fd, const void *uaddr, const void *buf, u64 len, u8 call, u8 index,
+				     u8 flags)
+{
+	u16 family = 0;
+	u8 remote[16] = {};
+	if (uaddr) {
+		u16 sa[2] = {};  /* sa_family, sin_port/sin6_port (network byte order) */
+		if (bpf_probe_read_user(sa, sizeof(sa), uaddr) != 0 || sa[1] != __builtin_bswap16(SH_DNS_PORT))
+			return 0;
+		family = sa[0];
+		if (family == SH_AF_INET)
+			bpf_probe_read_user(remote, 4, (const char *)uaddr + 4);
+		else if (family == SH_AF_INET6)
+			bpf_probe_read_user(remote, 16, (const char *)uaddr + 8);
+		else
+			return 0;
+	}
+	void *task = (void *)bpf_get_current_task();
+	void *file = fd_file(task, fd);
+	void *sk = file_sock(file);
+	/* UDP datagram sockets only (a raw socket of protocol UDP carries the UDP header in its payload) */
+	if (!sk || rd_u16(sk, OFF_SOCK_PROTOCOL) != SH_IPPROTO_UDP || rd_u16(sk, OFF_SOCK_TYPE) != SH_SOCK_DGRAM)
+		return -1;
+	if (!uaddr) {
+		if (rd_u16(sk, OFF_SKC_DPORT) != __builtin_bswap16(SH_DNS_PORT))
+			return -2;
+		family = rd_u16(sk, OFF_SKC_FAMILY);
+		if (family == SH_AF_INET)
+			bpf_probe_read_kernel(remote, 4, (char *)sk + OFF_SKC_DADDR);
+		else if (family == SH_AF_INET6)
+			bpf_probe_read_kernel(remote, 16, (char *)sk + OFF_SKC_V6_DADDR);
+		else
+			return 0;
+	}
+	if (!is_socket(file))
+		return -1;
+	if (ignored(remote, family, SH_DNS_PORT))
+		return 0;
+
+	struct sh_msg_dns *m = events.ringbuf_reserve(sizeof(struct sh_msg_dns));
+	if (!m) {
+		u32 k = SH_NET_DNS;
+		u64 *n = lost.lookup(&k);
+		if (n)
+			*n += 1;
+		return 0;
+	}
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	m->hdr.type = SH_MSG_DNS;
+	m->hdr.pad0 = 0;
+	m->hdr.pad1 = 0;
+	m->hdr.size = sizeof(*m);
+	m->hdr.ktime = bpf_ktime_get_boot_ns();
+	m->pid = pid_tgid >> 32;
+	m->tid = (u32)pid_tgid;
+	m->start_boottime = rd_u64(rd_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);
+	m->len = len > 0xFFFFFFFF ? 0xFFFFFFFF : len;
+	m->family = family;
+	m->local_port = rd_u16(sk, OFF_SKC_NUM);  /* host byte order; 0 until bound */
+	m->remote_port = SH_DNS_PORT;
+	m->call = call;
+	m->index = index;
+	m->pad = 0;
+	__builtin_memcpy(m->remote_addr, remote, 16);
+	__builtin_memset(m->local_addr, 0, 16);
+	if (family == SH_AF_INET)
+		bpf_probe_read_kernel(m->local_addr, 4, (char *)sk + OFF_SKC_RCV_SADDR);
+	else
+		bpf_probe_read_kernel(m->local_addr, 16, (char *)sk + OFF_SKC_V6_RCV_SADDR);
+	u32 n = len < SH_DNS_PAYLOAD ? len : SH_DNS_PAYLOAD;
+	if (n > SH_DNS_PAYLOAD)  /* cannot happen; tells the verifier the bound */
+		n = SH_DNS_PAYLOAD;
+	if (bpf_probe_read_user(m->payload, n, buf) != 0) {
+		n = 0;
+		flags |= SH_DNS_UNREADABLE;
+	}
+	m->payload_len = n;
+	m->flags = flags;
+	events.ringbuf_submit(m, wake_flag());
+	return 0;
+}
+
+/* The first iovec of a user_msghdr at `umsg`, then dns_send. */
+static __always_inline int dns_msghdr(u64 fd, const void *umsg, u8 call, u8 index)
+{
+	struct sh_user_msghdr h = {};
+	struct sh_iovec iov = {};
+	if (bpf_probe_read_user(&h, sizeof(h), umsg) != 0)
+		return 0;
+	if (h.iovlen > 0)
+		bpf_probe_read_user(&iov, sizeof(iov), h.iov);
+	return dns_send(fd, h.name, iov.base, iov.len, call, index, h.iovlen > 1 ? SH_DNS_MORE_IOV : 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+	dns_send(args->fd, args->addr, args->buff, args->len, SH_DNS_SENDTO, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+	dns_msghdr(args->fd, args->msg, SH_DNS_SENDMSG, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+	u32 vlen = args->vlen;
+	const char *v = (const char *)args->mmsg;
+	for (u32 i = 0; i < SH_DNS_MMSG_MAX; i++) {
+		if (i >= vlen || dns_msghdr(args->fd, v + i * SH_MMSGHDR_SIZE, SH_DNS_SENDMMSG, i) < 0)
+			break;
+	}
+	return 0;
+}
+
+/* connect() of a socket to the DNS port: remember it, so that its write()s are looked at. What was
+ * connected before the agent started, or is written through another descriptor (dup, fork), is not seen
+ * by write() (sendto/sendmsg/sendmmsg do not depend on this). */
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+	u16 sa[2] = {};
+	if (!args->uservaddr || bpf_probe_read_user(sa, sizeof(sa), args->uservaddr) != 0)
+		return 0;
+	if (sa[1] != __builtin_bswap16(SH_DNS_PORT) || (sa[0] != SH_AF_INET && sa[0] != SH_AF_INET6))
+		return 0;
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+	u8 one = 1;
+	dns_fds.update(&key, &one);
+	return 0;
+}
+
+/* write()/writev() on a descriptor connect()ed to the DNS port (one hash lookup otherwise). */
+static __always_inline void dns_write(u64 fd, const void *buf, u64 len, u8 call, u8 flags)
+{
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)fd;
+	if (!dns_fds.lookup(&key))
+		return;
+	if (dns_send(fd, 0, buf, len, call, 0, flags) < 0)
+		dns_fds.delete(&key);  /* closed and reused, reconnected elsewhere, or not UDP: forget it */
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+	dns_write(args->fd, args->buf, args->count, SH_DNS_WRITE, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+	u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+	if (!dns_fds.lookup(&key))
+		return 0;
+	struct sh_iovec iov = {};
+	if (args->vlen > 0)
+		bpf_probe_read_user(&iov, sizeof(iov), args->vec);
+	dns_write(args->fd, iov.base, iov.len, SH_DNS_WRITE, args->vlen > 1 ? SH_DNS_MORE_IOV : 0);
+	return 0;
 }

@@ -198,10 +198,15 @@ class FileSensor(KernelSensor):
             log.info("file sensor: no enforce rules; block: %s", "available" if self.block_available
                      else f"unavailable ({why})")
 
+    def check_watch(self, watch: list[str], enforce: list) -> tuple[dict, dict]:
+        """The trie entries set_watch would install, without changing anything (ValueError when the
+        settings cannot be applied): lets a reload check every sensor before it changes any."""
+        entries = build_watch_entries(watch, enforce)
+        return entries, {lpm_key(k): _WATCH_VAL.pack(*v) for k, v in entries.items()}
+
     def set_watch(self, watch: list[str], enforce: list) -> None:
         """Replace the watch list and enforce rules in the kernel (at start-up and at run time)."""
-        entries = build_watch_entries(watch, enforce)
-        keys = {lpm_key(k): _WATCH_VAL.pack(*v) for k, v in entries.items()}  # raises before any change
+        entries, keys = self.check_watch(watch, enforce)  # raises before any change
         wmap = self._bpf.maps["watch"]
         for old in wmap.keys():
             if old not in keys:

@@ -51,6 +51,20 @@ NET_FIELDS = {
 }
 NET_CONNECT, NET_ACCEPT, NET_CLOSE = 1, 2, 3
 NET_OUTBOUND = 1 << 0
+NET_DNS = 4  # index of DNS messages in the network program's `lost` map
+
+# struct sh_msg_dns: hdr, u32 pid, u32 tid, u64 start_boottime, u32 len, u16 family, u16 local_port,
+# u16 remote_port, u16 payload_len, u8 call, u8 index, u8 flags, u8 pad, u8 local_addr[16],
+# u8 remote_addr[16], u8 payload[272]
+MSG_DNS = 11
+DNS_PAYLOAD = 272
+DNS = struct.Struct("<BxxxIQ" "2IQ" "I4H" "BBBx" "16s16s" f"{DNS_PAYLOAD}s")
+DNS_FIELDS = {
+    "pid": 16, "tid": 20, "start_boottime": 24, "len": 32, "family": 36, "local_port": 38, "remote_port": 40,
+    "payload_len": 42, "call": 44, "index": 45, "flags": 46, "local_addr": 48, "remote_addr": 64, "payload": 80,
+}
+DNS_SENDTO, DNS_SENDMSG, DNS_SENDMMSG, DNS_WRITE = 1, 2, 3, 4
+DNS_MORE_IOV, DNS_UNREADABLE = 1 << 0, 1 << 1
 
 # struct sh_msg_priv: hdr, u32 pid, u32 tid, u64 start_boottime, u32 op, u32 target_pid, s64 result,
 # u64 arg, 12 x u32 credentials, 3 x u64 capabilities, char name[64], source[256], target[256]
@@ -89,3 +103,5 @@ FILE_ENF = {"open_read": 1 << 0, "open_write": 1 << 1, "write": 1 << 2, "unlink"
             "chmod": 1 << 5, "chown": 1 << 6, "truncate": 1 << 7}
 SIZES["sh_msg_file"] = FILE.size
 FIELDS["sh_msg_file"] = FILE_FIELDS
+SIZES["sh_msg_dns"] = DNS.size
+FIELDS["sh_msg_dns"] = DNS_FIELDS

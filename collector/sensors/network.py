@@ -1,6 +1,8 @@
-"""Network sensor: network_connect, network_accept and network_close events from bpf/network/network.bpf.c.
+"""Network sensor: network_connect, network_accept, network_close and dns_query events from
+bpf/network/network.bpf.c.
 
-TCP over IPv4 and IPv6. The kernel side remembers, per socket, the process that connected or accepted
+TCP over IPv4 and IPv6, and the DNS queries processes send over UDP to port 53 (sendto, sendmsg,
+sendmmsg; the kernel copies a bounded prefix of each datagram, collector/sensors/dns.py parses it). The kernel side remembers, per socket, the process that connected or accepted
 (the only moments the running task is the right one), reports the connection once it is established,
 and its close with the byte counters of the tcp_sock and the time it was open. Filters (remote CIDRs,
 destination ports, loopback) are applied in the kernel and can be replaced at run time.
@@ -16,11 +18,12 @@ import logging
 
 from siemhub.collector import bpfsys
 from siemhub.collector.config import NetworkSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Event, Network, Process
+from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
+from siemhub.collector.sensors.dns import parse_query
 
 log = logging.getLogger("siemhub.sensors.network")
 
@@ -46,15 +49,19 @@ OFFSETS = {
     "OFF_TCP_SND_UNA": ("tcp_sock", "snd_una"),
     "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
     "OFF_SOCK_SHUTDOWN": ("sock", "sk_shutdown"),
+    "OFF_FILE_INODE": ("file", "f_inode"),
+    "OFF_INODE_MODE": ("inode", "i_mode"),
 }
 
 _MAPS = ["events", "lost", "filtered", "ignore_cidrs", "ignore_ports", "filters_on"]
-_KINDS = {m.NET_CONNECT: "connect", m.NET_ACCEPT: "accept", m.NET_CLOSE: "close"}
+_KINDS = {m.NET_CONNECT: "connect", m.NET_ACCEPT: "accept", m.NET_CLOSE: "close", m.NET_DNS: "dns"}
 _TYPES = {m.NET_CONNECT: "network_connect", m.NET_ACCEPT: "network_accept", m.NET_CLOSE: "network_close"}
 _FAMILIES = {2: "ipv4", 10: "ipv6"}
 _LOOPBACK = ["127.0.0.0/8", "::1/128"]
 _NET_UNPACK = m.NET.unpack_from
 _NET_SIZE = m.NET.size
+_DNS_UNPACK = m.DNS.unpack_from
+_DNS_SIZE = m.DNS.size
 
 
 _u32 = bpfsys.u32
@@ -93,9 +100,17 @@ class NetworkSensor(KernelSensor):
         self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
 
+    def check_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
+        """The trie keys set_filters would install, without changing anything (ValueError on a bad CIDR
+        or port): lets a reload check every sensor before it changes any."""
+        bad = [p for p in ports if not 0 <= p < 65536]
+        if bad:
+            raise ValueError(f"ignore.ports: not a port: {bad}")
+        return [cidr_key(c) for c in [*cidrs, *(_LOOPBACK if loopback else [])]]
+
     def set_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
         """Replace the in-kernel ignore lists (start-up and run time)."""
-        keys = [cidr_key(c) for c in [*cidrs, *(_LOOPBACK if loopback else [])]]  # ValueError on a bad one
+        keys = self.check_filters(cidrs, ports, loopback)  # raises before any change
         maps = self._bpf.maps
         trie, port_map = maps["ignore_cidrs"], maps["ignore_ports"]
         trie.clear()
@@ -124,9 +139,13 @@ class NetworkSensor(KernelSensor):
         """Decode kernel messages; their events come out of self.join.ready() once their process is known."""
         for msg in raw:
             try:
-                if msg[0] != m.MSG_NET:
+                t = msg[0]
+                if t == m.MSG_NET:
+                    self._net(msg)
+                elif t == m.MSG_DNS:
+                    self._dns(msg)
+                else:
                     raise ValueError("unknown_type")
-                self._net(msg)
             except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
                 self.decode_errors += 1
                 self._m_decode.labels(self.name, str(exc) if isinstance(exc, ValueError) else type(exc).__name__).inc()
@@ -167,5 +186,34 @@ class NetworkSensor(KernelSensor):
         def build(proc: Process, parent: Process | None) -> Event:
             return Event(id=ctx.ids.new(), time=when, type=etype, schema_version=SCHEMA_VERSION, severity="info",
                          node=ctx.node, process=proc, parent=parent, network=body)
+
+        self.join.add(ktime, pid, tid, start_ns, build)
+
+    def _dns(self, msg: bytes) -> None:
+        (_, size, ktime, pid, tid, start_ns, sent, family, lport, rport, copied, _call, _index, kflags,
+         laddr, raddr, payload) = _DNS_UNPACK(msg)
+        if size != len(msg) or size != _DNS_SIZE or copied > m.DNS_PAYLOAD:
+            raise ValueError("length_mismatch")
+        fam = _FAMILIES.get(family)
+        if fam is None:
+            raise ValueError("unknown_kind")
+        # `sent` counts the first iovec only: with more, the datagram goes on past what was copied
+        more = kflags & m.DNS_MORE_IOV
+        qid, name, qtype, flags = parse_query(payload[:copied], max(sent, copied + 1) if more else sent)
+        if more:
+            flags.append("split_payload")
+        if kflags & m.DNS_UNREADABLE:
+            flags.append("unreadable_payload")
+        local = self._addr(family, laddr)
+        body = Network(protocol="udp", family=fam, direction="outbound",
+                       source_ip=local if local not in ("0.0.0.0", "::") else None, source_port=lport or None,
+                       destination_ip=self._addr(family, raddr), destination_port=rport,
+                       dns_query=name, dns=Dns(id=qid, type=qtype, flags=flags))
+        ctx = self.ctx
+        when = ctx.clock.from_boot(ktime)
+
+        def build(proc: Process, parent: Process | None) -> Event:
+            return Event(id=ctx.ids.new(), time=when, type="dns_query", schema_version=SCHEMA_VERSION,
+                         severity="info", node=ctx.node, process=proc, parent=parent, network=body)
 
         self.join.add(ktime, pid, tid, start_ns, build)

@@ -205,6 +205,12 @@ class ProcessSensor(KernelSensor):
         device and inode of the file (a path that is replaced later is not followed); cgroups by the id
         of a cgroup v2 directory, given as a path under the cgroup2 mount or absolute. Raises ValueError,
         leaving the current filters in force, when a path cannot be resolved."""
+        keys, ids = self.check_filters(binaries, cgroups)
+        self._apply_filters(binaries, cgroups, keys, ids)
+
+    def check_filters(self, binaries: list[str], cgroups: list[str]) -> tuple[list, list]:
+        """What set_filters would put in the kernel, without changing anything (ValueError when a path
+        cannot be resolved): lets a reload check every sensor before it changes any."""
         keys, ids, problems = [], [], []
         for path in binaries:
             try:
@@ -223,6 +229,9 @@ class ProcessSensor(KernelSensor):
                 problems.append(f"ignore.cgroups: {full}: {exc.strerror}")
         if problems:
             raise ValueError("; ".join(problems))
+        return keys, ids
+
+    def _apply_filters(self, binaries: list[str], cgroups: list[str], keys: list, ids: list) -> None:
         maps = self._bpf.maps
         exe_map, cg_map = maps["ignore_exe"], maps["ignore_cgroup"]
         exe_map.clear()

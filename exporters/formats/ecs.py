@@ -36,6 +36,7 @@ EVENT_CLASS: dict[str, tuple[str, list[str] | None, list[str] | None, str, str]]
     "network_connect": ("event", ["network"], ["start", "connection"], "connect", "network"),
     "network_accept": ("event", ["network"], ["start", "connection"], "accept", "network"),
     "network_close": ("event", ["network"], ["end", "connection"], "close", "network"),
+    "dns_query": ("event", ["network"], ["connection", "protocol"], "dns_query", "network"),
     "privilege_change": ("event", ["process"], ["change"], "privilege_change", "process"),
     "policy_action": ("alert", ["intrusion_detection"], ["denied"], "policy_action", "policy"),
 }
@@ -156,7 +157,12 @@ FIELDS: dict[str, dict] = {
     "network.transport": _KW,
     "network.type": _KW,
     "network.direction": _KW,
+    "network.protocol": _KW,
     "dns.question.name": _KW,
+    "dns.question.type": _KW,
+    "dns.id": _KW,
+    "dns.type": _KW,
+    "siemhub.dns.flags": _KW,
     # privilege_change
     "user.changes.id": _KW,
     "user.changes.group.id": _KW,
@@ -393,6 +399,18 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
             ev["duration"] = n.duration_ns
         if n.dns_query:
             doc["dns"] = {"question": {"name": n.dns_query}}
+        q = n.dns
+        if q is not None:
+            # a query as sent (dns.type: query); the answer is not observed
+            nd["protocol"] = "dns"
+            dns = doc.setdefault("dns", {})
+            dns["type"] = "query"
+            if q.id is not None:
+                dns["id"] = str(q.id)
+            if q.type:
+                dns.setdefault("question", {})["type"] = q.type
+            if q.flags:
+                sh["dns"] = {"flags": q.flags}
     pv = event.privilege
     if pv is not None:
         ev["action"] = pv.operation

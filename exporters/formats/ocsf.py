@@ -2,6 +2,9 @@
 
 - process_exec -> Process Activity (class_uid 1007, category 1 System Activity), activity Launch (1);
   process_exit -> Process Activity, activity Terminate (2), with exit_code and duration.
+- dns_query -> DNS Activity (class_uid 4003, category 4 Network Activity), activity Query (1): `query`
+  {hostname, type, packet_uid (the query id)}, source and destination endpoints, `connection_info`
+  (outbound UDP), `actor.process` the process that sent it; the sensor's dns flags in `unmapped.dns_flags`.
 - Every other type (agent_status, and sensors that have no OCSF mapping here yet) -> Base Event
   (class_uid 0, activity Other; the node name in `unmapped.node`), so a topic always holds one OCSF
   event per siemhub event.
@@ -28,6 +31,9 @@ OCSF_VERSION = "1.3.0"
 PROCESS_ACTIVITY = 1007
 SYSTEM_ACTIVITY = 1
 LAUNCH, TERMINATE, OTHER = 1, 2, 99
+DNS_ACTIVITY = 4003
+NETWORK_ACTIVITY = 4
+DNS_QUERY = 1
 
 _SEVERITY = {"info": (1, "Informational"), "low": (2, "Low"), "medium": (3, "Medium"),
              "high": (4, "High"), "critical": (5, "Critical")}
@@ -125,6 +131,8 @@ def to_obj(e: Event) -> dict:
     meta = {"uid": e.id, "version": OCSF_VERSION, "product": _PRODUCT, "original_time": e.time,
             "log_name": e.type, "labels": [f"siemhub_schema_version:{e.schema_version}"]}
     device = {"hostname": e.node.name, "name": e.node.name, "type_id": 0, "type": "Unknown"}
+    if e.type == "dns_query" and e.network is not None and e.process is not None:
+        return _dns_activity(e, meta, device, severity_id, severity)
     if activity is None or e.process is None:
         out = {"class_uid": 0, "class_name": "Base Event", "category_uid": 0, "category_name": "Uncategorized",
                "activity_id": OTHER, "activity_name": e.type, "type_uid": OTHER, "type_name": f"Base Event: {e.type}",
@@ -158,6 +166,46 @@ def to_obj(e: Event) -> dict:
             out["duration"] = e.exit.duration_ns // 1_000_000
         out["process"]["terminated_time"] = out["time"]
     unmapped = _unmapped(e)
+    if unmapped:
+        out["unmapped"] = unmapped
+    return out
+
+
+def _dns_activity(e: Event, meta: dict, device: dict, severity_id: int, severity: str) -> dict:
+    n = e.network
+    src: dict = {"hostname": e.node.name}
+    if n.source_ip:
+        src["ip"] = n.source_ip
+    if n.source_port is not None:
+        src["port"] = n.source_port
+    dst = {k: v for k, v in (("ip", n.destination_ip), ("port", n.destination_port)) if v is not None}
+    out = {
+        "class_uid": DNS_ACTIVITY, "class_name": "DNS Activity",
+        "category_uid": NETWORK_ACTIVITY, "category_name": "Network Activity",
+        "activity_id": DNS_QUERY, "activity_name": "Query",
+        "type_uid": DNS_ACTIVITY * 100 + DNS_QUERY, "type_name": "DNS Activity: Query",
+        "time": epoch_ms(e.time), "severity_id": severity_id, "severity": severity,
+        "metadata": meta, "device": device, "actor": {"process": _process(e.process, e.parent)},
+        "src_endpoint": src, "dst_endpoint": dst,
+        "connection_info": {"direction_id": 2, "direction": "Outbound", "protocol_name": n.protocol,
+                            "protocol_num": 17 if n.protocol == "udp" else 6,
+                            "protocol_ver_id": 6 if n.family == "ipv6" else 4},
+    }
+    # actor and device come with the host profile in the Network Activity classes
+    meta["profiles"] = ["host", "container"] if e.process.container is not None else ["host"]
+    q = n.dns
+    if n.dns_query is not None:  # hostname is required in a query object: none when the name was unreadable
+        query: dict = {"hostname": n.dns_query}
+        if q is not None and q.type:
+            query["type"] = q.type
+        if q is not None and q.id is not None:
+            query["packet_uid"] = q.id
+        out["query"] = query
+    unmapped = _unmapped(e)
+    if q is not None and q.flags:
+        unmapped["dns_flags"] = list(q.flags)
+    if q is not None and q.id is not None and n.dns_query is None:
+        unmapped["dns_id"] = q.id
     if unmapped:
         out["unmapped"] = unmapped
     return out

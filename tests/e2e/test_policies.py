@@ -180,3 +180,99 @@ def test_sighup_reloads_policies_and_rejects_a_broken_file(tmp_path):
     assert "reload: applied" in err
     assert f"reload rejected: {pol}/p-three.yaml:6: rules[0].severity:" in err, err
     assert "policies: 1 policies" in err and ("block: unavailable" in err or "block: available" in err)
+
+
+# --- reload: all sensors or none -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_sensor_agent(tmp_path_factory):
+    yield from running_agent(tmp_path_factory.mktemp("staged"), """  process: {poll_interval: 0.05}
+  network: {poll_interval: 0.05, settle: 0.1}""")
+
+
+def _kernel_filters(process, network):
+    """What the two sensors' kernel maps hold: process binaries (inode keys), network ignored ports."""
+    from siemhub.collector.bpfsys import u32
+
+    ports = network._bpf.maps["ignore_ports"]
+    return (sorted(process._bpf.maps["ignore_exe"].keys()),
+            [p for p in (4444, 5555) if (ports.lookup(u32(p)) or b"\0")[0]],
+            network._bpf.maps["filters_on"].lookup(u32(0)))
+
+
+@pytest.mark.parametrize("refuses", ["check_filters", "set_filters"])
+def test_reload_refused_by_the_second_sensor_leaves_the_first_unchanged(two_sensor_agent, tmp_path, monkeypatch,
+                                                                        refuses):
+    """The process sensor comes first and accepts its new ignore list; the network sensor refuses its own,
+    either when asked to check it (nothing is applied) or only while applying it (the process sensor's
+    new list is rolled back). Either way the process sensor's kernel filter is what it was, and an exec
+    of the binary the refused reload would have ignored is still reported."""
+    from siemhub.collector import config, policy
+
+    sensors = two_sensor_agent.agent.sensors
+    names = [s.name for s in sensors]
+    assert names.index("process") < names.index("network")
+    process, network = sensors[names.index("process")], sensors[names.index("network")]
+    quiet = tmp_path / "would-be-quiet"
+    shutil.copy("/bin/true", quiet)
+    new = config.parse(f"""
+sensors:
+  process: {{ignore: {{binaries: ["{quiet}"]}}}}
+  network: {{ignore: {{ports: [4444, 5555]}}}}
+exporters: {{out: {{type: stdout}}}}
+routes: [{{name: all, to: [out]}}]
+""", "<reload>")
+    before = _kernel_filters(process, network)
+    assert before[1] == []
+
+    def refuse(*_a, **_k):
+        raise ValueError("refused for the test")
+    monkeypatch.setattr(network, refuses, refuse)
+    with pytest.raises(ValueError, match="refused for the test") as refused:
+        policy.install(sensors, new.agent, None)
+    assert _kernel_filters(process, network) == before
+    assert process.filters["binaries"] == []
+    assert str(refused.value).startswith("sensor network: ")
+
+    mark = f"still-seen-{time.monotonic_ns()}"
+    subprocess.run([str(quiet), mark], check=True)
+    two_sensor_agent.wait_for(lambda e: e["type"] == "process_exec" and mark in e["process"].get("args", []),
+                              what="the exec the refused reload would have dropped")
+
+    monkeypatch.undo()  # the same settings, accepted by both: applied to both
+    policy.install(sensors, new.agent, None)
+    try:
+        after = _kernel_filters(process, network)
+        assert len(after[0]) == len(before[0]) + 1 and after[1] == [4444, 5555]
+    finally:
+        policy.install(sensors, two_sensor_agent.agent.cfg.agent, None)
+    assert _kernel_filters(process, network)[:2] == before[:2]
+
+
+def test_dns_names_policy_on_a_real_query(tmp_path):
+    """A dns_names rule fires on the query a process sends (the network sensor's dns_query event), for the
+    name and the names below it only."""
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "dns.yaml").write_text("name: paste-sites\ndescription: d\nrules:\n"
+                                  "  - {name: paste, match: {dns_names: [paste.siemhub.test]}, action: post, "
+                                  "severity: high}\n")
+    send = ("import socket, struct, sys\n"
+            "for i, name in enumerate(sys.argv[1:]):\n"
+            "    q = struct.pack('>6H', 100 + i, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode()"
+            " for p in name.split('.')) + b'\\0\\0\\x01\\0\\x01'\n"
+            "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(q, ('127.0.0.1', 53))\n")
+    for running in running_agent(tmp_path, "  process: {poll_interval: 0.05}\n  network: {poll_interval: 0.05, settle: 0.1}",
+                                 f"policies: {{library: false, paths: [{pol}]}}"):
+        p = subprocess.run([sys.executable, "-c", send, "x.paste.siemhub.test", "notpaste.siemhub.test",
+                            "paste.siemhub.test.evil"], timeout=10)
+        assert p.returncode == 0
+        qs = running.wait_for(lambda e: e["type"] == "dns_query" and e["network"]["dns"]["id"] == 102,
+                              what="the last query")
+        events = [e for e in running.events() if e.get("process", {}).get("pid") == qs[0]["process"]["pid"]]
+        hit = [e for e in events if e["type"] == "dns_query" and e["network"]["dns"]["id"] == 100]
+        assert len(hit) == 1 and hit[0]["severity"] == "high" and "policy:paste-sites" in hit[0]["tags"]
+        (action,) = [e for e in events if e["type"] == "policy_action"]
+        assert action["policy"]["rule"] == "paste" and action["network"]["dns_query"] == "x.paste.siemhub.test"
+        assert not [e for e in events if e["type"] == "dns_query" and e["network"]["dns"]["id"] != 100
+                    and "policy:paste-sites" in e.get("tags", [])]

@@ -81,6 +81,11 @@ EXTRA = [
     f'"process":{_PROC},'
     '"network":{"protocol":"tcp","family":"ipv4","direction":"inbound","source_ip":"10.0.0.9","source_port":5555,'
     '"destination_ip":"10.0.0.1","destination_port":22}}',
+    '{"id":"x-12","time":"2023-11-14T22:13:30Z","type":"dns_query","severity":"info",' + _BASE + ','
+    f'"process":{_PROC},'
+    '"network":{"protocol":"udp","family":"ipv4","direction":"outbound","source_ip":"10.0.0.5","source_port":41000,'
+    '"destination_ip":"10.0.0.53","destination_port":53,"dns_query":"exa\\\\\\\\mple.com",'
+    '"dns":{"id":48879,"type":"AAAA","flags":["escaped_name"]}}}',
     '{"id":"x-10","time":"2023-11-14T22:13:30Z","type":"privilege_change","severity":"high",' + _BASE + ','
     f'"process":{_PROC},'
     '"privilege":{"operation":"setresuid","old_uid":1000,"new_uid":0,"old_gid":1000,"new_gid":0,'
@@ -207,9 +212,13 @@ def test_format_is_registered():
                                                                "00000000deadbeef-3"]
 
 
-@pytest.mark.parametrize("etype", list(EVENTS))
+# the other sensors' types with a golden file of their own
+GOLDEN_EVENTS = {**EVENTS, "dns_query": next(t for t in EXTRA if '"type":"dns_query"' in t)}
+
+
+@pytest.mark.parametrize("etype", list(GOLDEN_EVENTS))
 def test_ecs_golden(etype):
-    doc = ecs.to_ecs(decode_json(EVENTS[etype]))
+    doc = ecs.to_ecs(decode_json(GOLDEN_EVENTS[etype]))
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     path = GOLDEN / f"ecs_{etype}.json"
     if os.environ.get("SIEMHUB_UPDATE_GOLDEN") == "1":
@@ -219,3 +228,16 @@ def test_ecs_golden(etype):
     assert text == path.read_text(encoding="utf-8"), (
         f"the ECS document of {etype} changed; if deliberate, update docs/ecs-mapping.md and regenerate "
         "with SIEMHUB_UPDATE_GOLDEN=1")
+
+
+def test_dns_query_fields():
+    e = decode_json(GOLDEN_EVENTS["dns_query"])
+    assert e.network.dns_query == "exa\\\\mple.com"  # a backslash in the label, escaped by the sensor
+    doc = ecs.to_ecs(e)
+    assert doc["dns"] == {"question": {"name": e.network.dns_query, "type": "AAAA"}, "type": "query", "id": "48879"}
+    assert doc["event"]["action"] == "dns_query" and doc["data_stream"]["dataset"] == "siemhub.network"
+    assert doc["dns"] == {"question": {"name": e.network.dns_query, "type": "AAAA"}, "type": "query", "id": "48879"}
+    assert doc["network"] == {"transport": "udp", "type": "ipv4", "direction": "egress", "protocol": "dns"}
+    assert doc["destination"] == {"ip": "10.0.0.53", "port": 53} and doc["source"]["port"] == 41000
+    assert doc["siemhub"]["dns"] == {"flags": ["escaped_name"]}
+    assert doc["process"]["entity_id"] == "bm9kZS1hOjcwMDA6NDI0Mg=="

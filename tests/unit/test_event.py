@@ -16,6 +16,7 @@ from siemhub.collector.event import (
     SCHEMA_VERSION,
     AgentStatus,
     BinaryProperties,
+    Dns,
     File,
     Network,
     PolicyAction,
@@ -270,7 +271,8 @@ def test_encode_decode_round_trip_with_every_optional_body():
                   target="/etc/passwd.new", inode=12, result=-13),
         network=Network(protocol="tcp", family="ipv6", direction="outbound", source_ip="::1", source_port=40000,
                         destination_ip="::1", destination_port=443, bytes_sent=10, bytes_received=20,
-                        duration_ns=5, dns_query="example.com"),
+                        duration_ns=5, dns_query="example.com",
+                        dns=Dns(id=4660, type="AAAA", flags=["truncated_name"])),
         privilege=Privilege(operation="setresuid", old_uid=1000, new_uid=0, old_gid=1000, new_gid=0,
                             new_caps=["CAP_SYS_ADMIN"], target_pid=7, name="m", source="/dev/sda", target="/mnt",
                             result=0),
@@ -279,7 +281,8 @@ def test_encode_decode_round_trip_with_every_optional_body():
     )
     # every field of every struct is set to a non-default value: nothing may be omitted or lost
     for s in (e, e.process, e.process.container, e.process.pod, e.process.pod.container, e.node, e.status,
-              e.process.caps, e.process.ns, e.process.binary_properties, e.file, e.network, e.privilege, e.policy):
+              e.process.caps, e.process.ns, e.process.binary_properties, e.file, e.network, e.network.dns, e.privilege,
+              e.policy):
         for f in msgspec.structs.fields(s):
             assert getattr(s, f.name) not in (None, [], {}, ""), f"{type(s).__name__}.{f.name} not set"
     data = encode_json(e)

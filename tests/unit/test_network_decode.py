@@ -4,6 +4,7 @@ direction, byte counts and duration on close, the process from the shared cache,
 from __future__ import annotations
 
 import ipaddress
+import struct
 
 import pytest
 
@@ -97,3 +98,152 @@ def test_cidr_keys_for_the_lpm_trie():
     assert cidr_key("2001:db8::/32") == (32).to_bytes(4, "little") + ipaddress.ip_address("2001:db8::").packed
     with pytest.raises(ValueError):
         cidr_key("10.0.0.0/33")
+
+
+# --- DNS queries ------------------------------------------------------------------------------------
+
+def wire_name(name: bytes) -> bytes:
+    return b"".join(bytes([len(p)]) + p for p in name.split(b".")) + b"\0" if name else b"\0"
+
+
+def query(qid: int = 0xBEEF, name: bytes = b"example.com", qtype: int = 1, qclass: int = 1, flags: int = 0x0100,
+          qdcount: int = 1) -> bytes:
+    return struct.pack(">6H", qid, flags, qdcount, 0, 0, 0) + wire_name(name) + struct.pack(">HH", qtype, qclass)
+
+
+def dns_msg(payload: bytes, *, sent: int | None = None, pid: int = 4242, family: int = 2, local: str = "0.0.0.0",
+            remote: str = "127.0.0.53", lport: int = 0, kflags: int = 0, ktime: int = 6 * SEC,
+            size: int | None = None) -> bytes:
+    copied = payload[:m.DNS_PAYLOAD]
+    return m.DNS.pack(m.MSG_DNS, m.DNS.size if size is None else size, ktime, pid, pid, 3 * SEC,
+                      len(payload) if sent is None else sent, family, lport, 53, len(copied), m.DNS_SENDTO, 0,
+                      kflags, ipaddress.ip_address(local).packed.ljust(16, b"\0"),
+                      ipaddress.ip_address(remote).packed.ljust(16, b"\0"), copied)
+
+
+def test_dns_query_event(h):
+    (e,) = decode(h, dns_msg(query(qtype=28), local="10.0.0.5", lport=41000))
+    assert e.type == "dns_query" and e.severity == "info"
+    n = e.network
+    assert (n.protocol, n.family, n.direction, n.source_ip, n.source_port, n.destination_ip, n.destination_port) == (
+        "udp", "ipv4", "outbound", "10.0.0.5", 41000, "127.0.0.53", 53)
+    assert n.dns_query == "example.com" and (n.dns.id, n.dns.type, n.dns.flags) == (0xBEEF, "AAAA", [])
+    assert e.process.exec_id == h.cache.get(4242).proc.exec_id and e.process.binary == "/usr/bin/curl"
+    assert e.time == h.clock.from_boot(6 * SEC)
+
+
+def test_dns_unbound_socket_has_no_source(h):
+    (e,) = decode(h, dns_msg(query(), family=10, local="::", remote="2001:db8::53"))
+    assert e.network.family == "ipv6" and e.network.destination_ip == "2001:db8::53"
+    assert e.network.source_ip is None and e.network.source_port is None
+
+
+@pytest.mark.parametrize("payload,sent,name,qtype,flags", [
+    (query(qtype=65), None, "example.com", "HTTPS", []),
+    (query(qtype=4242), None, "example.com", "TYPE4242", []),
+    (query(name=b""), None, ".", "A", []),
+    (query(qclass=3, qtype=16, name=b"version.bind"), None, "version.bind", "TXT", ["class_CH"]),
+    # labels with dots, backslashes, spaces and control bytes: presentation form, flagged when not printable
+    (query(name=b"a\\b.c.d"), None, "a\\\\b.c.d", "A", []),
+    (query(name=b"x y\x01\xff.test"), None, "x\\032y\\001\\255.test", "A", ["escaped_name"]),
+    (struct.pack(">6H", 1, 0x0100, 1, 0, 0, 0) + b"\x03a.b\x00\x00\x01\x00\x01", None, "a\\.b", "A", []),
+    (query(flags=0x8180), None, "example.com", "A", ["response"]),
+    (query(flags=0x2800), None, "example.com", "A", ["opcode_5"]),  # UPDATE
+    (query(qdcount=2), None, "example.com", "A", ["multiple_questions"]),
+    (query(qdcount=0), None, None, None, ["no_question"]),
+    (b"\x12\x34", None, None, None, ["malformed"]),
+    (query()[:-2], None, "example.com", None, ["malformed"]),  # no type and class, nothing cut
+    (query()[:15], None, "ex", None, ["malformed"]),  # a label runs past the datagram
+    (struct.pack(">6H", 1, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01", None, None, None, ["malformed"]),
+])
+def test_dns_question_parsing(h, payload, sent, name, qtype, flags):
+    (e,) = decode(h, dns_msg(payload, sent=sent))
+    n = e.network
+    assert (n.dns_query, n.dns.type, n.dns.flags) == (name, qtype, flags)
+    assert n.dns.id == (struct.unpack(">H", payload[:2])[0] if len(payload) >= 12 else None)
+
+
+def test_dns_long_name_fits_and_a_longer_datagram_is_flagged_truncated(h):
+    labels = [b"a" * 63, b"b" * 63, b"c" * 63, b"d" * 61]  # 253 characters: the longest name there is
+    name = b".".join(labels)
+    (e,) = decode(h, dns_msg(query(name=name, qtype=16)))
+    assert e.network.dns_query == name.decode() and e.network.dns.type == "TXT" and e.network.dns.flags == []
+    # the kernel copied 40 of 300 bytes: the name is cut, and says so
+    (e,) = decode(h, dns_msg(query(name=name)[:40], sent=300))
+    assert e.network.dns_query == "a" * 27 and e.network.dns.flags == ["truncated_name"]
+    (e,) = decode(h, dns_msg(query()[:27], sent=29))
+    assert e.network.dns_query == "example.com" and e.network.dns.flags == ["truncated_payload"]
+    (e,) = decode(h, dns_msg(b"", sent=29, kflags=m.DNS_UNREADABLE))
+    assert e.network.dns_query is None and e.network.dns.flags == ["truncated_payload", "unreadable_payload"]
+
+
+def test_dns_name_longer_than_255_octets_is_malformed(h):
+    (e,) = decode(h, dns_msg(query(name=b".".join([b"x" * 63] * 4) + b".y")))
+    assert e.network.dns.flags == ["malformed"] and e.network.dns.type is None
+
+
+def test_dns_split_payload_is_flagged(h):
+    (e,) = decode(h, dns_msg(query(), kflags=m.DNS_MORE_IOV))
+    assert e.network.dns_query == "example.com" and e.network.dns.flags == ["split_payload"]
+    # the first iovec held only the header: the name is cut there, not malformed
+    (e,) = decode(h, dns_msg(query()[:12], kflags=m.DNS_MORE_IOV))
+    assert e.network.dns_query is None and e.network.dns.flags == ["truncated_name", "split_payload"]
+
+
+@pytest.mark.parametrize("msg,reason", [
+    (dns_msg(query(), size=100), "length_mismatch"),
+    (dns_msg(query(), family=7), "unknown_kind"),
+])
+def test_bad_dns_messages_are_counted(h, msg, reason):
+    assert decode(h, msg) == []
+    assert h.net.decode_errors == 1
+    assert h.metrics.value("siemhub_decode_errors_total", sensor="network", reason=reason) == 1
+
+
+# --- the DNS parser on hostile input (hypothesis) --------------------------------------------------------
+
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from siemhub.collector.sensors.dns import NAME_MAX, parse_query  # noqa: E402
+
+
+@given(st.binary(max_size=300), st.integers(0, 400))
+def test_dns_parser_never_raises_and_names_stay_printable(payload, more):
+    qid, name, qtype, flags = parse_query(payload, len(payload) + more)
+    assert name is None or all(0x21 <= ord(c) <= 0x7E for c in name)
+    assert qtype is None or qtype.isalnum()
+    assert ("truncated_name" in flags or "truncated_payload" in flags) <= (more > 0)
+
+
+def _labels_of(name: str) -> list[bytes]:
+    """Presentation form back to labels: `\\DDD`, `\\X`, and unescaped dots between labels."""
+    labels, cur, i = [], bytearray(), 0
+    while i < len(name):
+        c = name[i]
+        if c == "\\":
+            if name[i + 1].isdigit():
+                cur.append(int(name[i + 1:i + 4]))
+                i += 4
+            else:
+                cur += name[i + 1].encode()
+                i += 2
+        elif c == ".":
+            labels.append(bytes(cur))
+            cur = bytearray()
+            i += 1
+        else:
+            cur += c.encode()
+            i += 1
+    return [*labels, bytes(cur)]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=5), st.integers(0, 65535))
+def test_dns_names_survive_exactly(labels, qtype):
+    assume(sum(len(x) + 1 for x in labels) + 1 <= NAME_MAX)
+    wire = b"".join(bytes([len(x)]) + x for x in labels) + b"\0"
+    payload = struct.pack(">6H", 7, 0x0100, 1, 0, 0, 0) + wire + struct.pack(">HH", qtype, 1)
+    qid, name, qtype_name, flags = parse_query(payload, len(payload))
+    assert qid == 7 and qtype_name is not None and flags in ([], ["escaped_name"])
+    assert _labels_of(name) == labels
+    assert ("escaped_name" in flags) == any(b < 0x21 or b > 0x7E for x in labels for b in x)

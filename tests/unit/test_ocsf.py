@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from siemhub.collector.event import (EVENT_BASE, AgentStatus, Container, Event, Exit, Node, Pod, PodContainer,
-                                     Process)
+from siemhub.collector.event import (EVENT_BASE, AgentStatus, Container, Dns, Event, Exit, Network, Node, Pod,
+                                     PodContainer, Process)
 from siemhub.exporters.formats import get_format, ocsf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,11 @@ def sample_events() -> dict[str, Event]:
         "agent_status": Event(id="f00d-3", time="2026-11-25T22:22:00.000000000Z", type="agent_status", node=NODE,
                               severity="medium", schema_version=EVENT_BASE["schema_version"],
                               status=AgentStatus(counters={"exporter_siem_sent": 1234})),
+        "dns_query": Event(id="f00d-4", time="2026-11-25T22:21:28.000000042Z", type="dns_query", node=NODE,
+                           process=CHILD, parent=PARENT, **EVENT_BASE,
+                           network=Network(protocol="udp", family="ipv6", direction="outbound", source_ip="fd00::5",
+                                           source_port=41000, destination_ip="fd00::53", destination_port=53,
+                                           dns_query="example.com", dns=Dns(id=48879, type="AAAA"))),
     }
 
 
@@ -61,12 +66,13 @@ def validators():
         out[version] = {
             1007: jsonschema.Draft202012Validator(schema.get_class_schema("process_activity", profiles=["container"])),
             0: jsonschema.Draft202012Validator(schema.get_class_schema("base_event")),
+            4003: jsonschema.Draft202012Validator(schema.get_class_schema("dns_activity", profiles=["host", "container"])),
         }
     return out
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status"])
+@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query"])
 def test_valid_against_ocsf_schema(validators, version, etype):
     obj = ocsf.to_obj(sample_events()[etype])
     errors = sorted(validators[version][obj["class_uid"]].iter_errors(obj), key=str)
@@ -96,6 +102,25 @@ def test_process_activity_fields():
     assert (status["class_uid"], status["activity_id"]) == (0, 99)
 
 
+def test_dns_activity_fields(validators):
+    e = sample_events()["dns_query"]
+    obj = ocsf.to_obj(e)
+    assert (obj["class_uid"], obj["category_uid"], obj["activity_id"], obj["type_uid"]) == (4003, 4, 1, 400301)
+    assert obj["query"] == {"hostname": "example.com", "type": "AAAA", "packet_uid": 48879}
+    assert obj["dst_endpoint"] == {"ip": "fd00::53", "port": 53}
+    assert obj["src_endpoint"] == {"hostname": "node-a", "ip": "fd00::5", "port": 41000}
+    assert obj["connection_info"]["protocol_name"] == "udp" and obj["connection_info"]["protocol_ver_id"] == 6
+    assert obj["actor"]["process"]["uid"] == CHILD.exec_id
+    # a datagram whose name could not be read: no query object (its hostname is required), the rest stays
+    e.network.dns_query, e.network.dns = None, Dns(id=7, flags=["malformed"])
+    e.network.source_ip = e.network.source_port = None
+    obj = ocsf.to_obj(e)
+    assert "query" not in obj and obj["unmapped"]["dns_flags"] == ["malformed"] and obj["unmapped"]["dns_id"] == 7
+    assert obj["src_endpoint"] == {"hostname": "node-a"}
+    for version in VERSIONS:
+        assert not list(validators[version][4003].iter_errors(obj)), version
+
+
 def test_epoch_ms():
     assert ocsf.epoch_ms("1970-01-01T00:00:01.999999999Z") == 1999
     assert ocsf.epoch_ms("2000-02-29T12:00:00Z") == 951825600000
@@ -108,7 +133,7 @@ def test_encode_lines_one_line_per_event():
     assert [json.loads(x)["metadata"]["uid"] for x in lines] == [e.id for e in batch]
 
 
-@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status"])
+@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query"])
 def test_ocsf_matches_golden(etype):
     text = json.dumps(ocsf.to_obj(sample_events()[etype]), indent=2, ensure_ascii=False) + "\n"
     path = GOLDEN / f"ocsf_{etype}.json"

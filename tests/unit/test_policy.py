@@ -365,3 +365,98 @@ def test_policy_counters_are_prometheus_metrics(tmp_path):
     agent = Agent(cfg)
     assert agent.metrics.value("siemhub_policy_rules") == len(agent.pipeline.policies.rules) > 0
     assert agent.metrics.value("siemhub_policy_matched_total") == 0
+
+
+def test_dns_names_match_the_name_and_below(tmp_path):
+    eng = engine_from(tmp_path, """\
+        name: d
+        description: d
+        rules:
+          - {name: c2, match: {dns_names: [Evil.Example., pastebin.com]}, action: post, severity: high}
+        """)
+    (cr,) = eng.rules
+    assert cr.types == ("dns_query",)
+
+    def q(name):
+        return ev("dns_query", network=Network(protocol="udp", family="ipv4", destination_ip="127.0.0.53",
+                                               destination_port=53, dns_query=name))
+    for hit in ("evil.example", "a.b.EVIL.example", "pastebin.com"):
+        out = eng.apply([e := q(hit)])
+        assert [x.policy.rule for x in out if x.type == "policy_action"] == ["c2"], hit
+        assert e.severity == "high" and "policy:d" in e.tags
+        assert out[-1].policy.reason.startswith("/usr/bin/true: dns_query " + hit)
+    for miss in ("notevil.example", "example", "evil.example.net", "pastebin.com.evil.net",
+                 "x\\.pastebin.com", None):
+        assert actions(eng, q(miss)) == [], miss
+    assert actions(eng, q("x\\\\.pastebin.com")) == [("d", "c2")]  # an escaped backslash, then a real dot
+    assert actions(eng, ev("network_connect", network=Network(protocol="tcp", family="ipv4"))) == []
+
+
+def test_dns_names_are_validated_and_ports_cover_dns_queries(tmp_path):
+    with pytest.raises(policy.PolicyError, match=r"p0.yaml:4: rules\[0\].match.dns_names: .*'\*.example.com'"):
+        engine_from(tmp_path, """\
+            name: d
+            description: d
+            rules:
+              - {match: {dns_names: ["*.example.com"]}, action: post}
+            """)
+    (tmp_path / "p0.yaml").unlink()
+    eng = engine_from(tmp_path, """\
+        name: q
+        description: d
+        rules:
+          - {match: {cidrs: [10.0.0.0/8]}, action: ignore}
+          - {match: {types: [network_connect, network_accept, network_close], ports: [5353]}, action: ignore}
+        """)
+    # a cidrs-only ignore covers every network type, DNS queries included: pushed into the kernel, whose
+    # filter drops all of them; an explicit list without dns_query stays in user space
+    assert eng.kernel.network_cidrs == ["10.0.0.0/8"] and eng.kernel.network_ports == []
+    dns = ev("dns_query", network=Network(protocol="udp", family="ipv4", destination_ip="10.1.1.1",
+                                          destination_port=53, dns_query="x.corp"))
+    assert eng.apply([dns]) == []
+
+
+def test_install_is_all_or_nothing_across_sensors():
+    """Three sensors; the last one refuses: at check time nothing is applied, at apply time the first two
+    get back what the previous install gave them."""
+    from types import SimpleNamespace
+
+    class Fake:
+        def __init__(self, name, what):
+            self.name, self.what, self.applied, self.refuse = name, what, [], None
+            setattr(self, f"set_{what}", self._set)
+            setattr(self, f"check_{what}", self._check)
+
+        def _check(self, *args):
+            if self.refuse == "check":
+                raise ValueError("no")
+
+        def _set(self, *args):
+            if self.refuse == "set":
+                raise ValueError("kernel said no")
+            self.applied.append(args)
+
+    def cfg(n):
+        ig = SimpleNamespace(binaries=[f"/b{n}"], cgroups=[], cidrs=[f"10.{n}.0.0/16"], ports=[n], loopback=False)
+        return SimpleNamespace(sensors=SimpleNamespace(process=SimpleNamespace(ignore=ig),
+                                                       network=SimpleNamespace(ignore=ig),
+                                                       file=SimpleNamespace(watch=[f"/w{n}"], enforce=[])))
+    sensors = [Fake("process", "filters"), Fake("network", "filters"), Fake("file", "watch")]
+    policy.install(sensors, cfg(1), None)
+    first = [s.applied[-1] for s in sensors]
+    assert first[1] == (["10.1.0.0/16"], [1], False) and first[2] == (["/w1"], [])
+
+    sensors[2].refuse = "check"
+    with pytest.raises(ValueError, match="sensor file: no"):
+        policy.install(sensors, cfg(2), None)
+    assert [len(s.applied) for s in sensors] == [1, 1, 1]
+
+    sensors[2].refuse = "set"
+    with pytest.raises(ValueError, match="sensor file: kernel said no"):
+        policy.install(sensors, cfg(3), None)
+    assert [s.applied[-1] for s in sensors[:2]] == first[:2]  # applied (3), then restored (1)
+    assert [len(s.applied) for s in sensors] == [3, 3, 1]
+
+    sensors[2].refuse = None
+    policy.install(sensors, cfg(4), None)
+    assert sensors[2].applied[-1] == (["/w4"], [])

@@ -22,7 +22,7 @@ from .kmsg import TICK, Harness, exec_msg, exit_msg, make_clock, make_ids, make_
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 SCHEMA_DOC = REPO / "docs" / "schema.md"
-TYPES = ("process_exec", "process_exit", "agent_status")
+TYPES = ("process_exec", "process_exit", "agent_status", "dns_query")
 # keys below these are data (label names, counter names), not schema fields
 MAPS = {"labels", "counters"}
 
@@ -51,7 +51,27 @@ def _process_events(tmp_path: Path) -> dict[str, Event]:
                          cgroup=(b"cri-containerd-" + b"ab" * 32 + b".scope",
                                  b"kubepods-besteffort-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice")))
     ext = h.one(exit_msg(4242, ktime=9 * 10**9 + 456, code=2 << 8, start=start))
-    return {"process_exec": exe, "process_exit": ext}
+    return {"process_exec": exe, "process_exit": ext, "dns_query": _dns_query(h, start)}
+
+
+def _dns_query(h: Harness, start: int) -> Event:
+    """The network sensor's decode() of an AAAA query curl sent (before its exit, through the same cache)."""
+    import ipaddress
+    import struct
+
+    from siemhub.collector.config import NetworkSensorConfig
+    from siemhub.collector.sensors import SensorContext
+    from siemhub.collector.sensors import messages as m
+    from siemhub.collector.sensors.network import NetworkSensor
+
+    net = NetworkSensor(NetworkSensorConfig(settle=0, pending={"max_wait": 0}),
+                        SensorContext(h.node, h.clock, h.ids, h.metrics, h.cache, h.emitted.extend))
+    query = (struct.pack(">6H", 0xBEEF, 0x0100, 1, 0, 0, 0) + b"\x07example\x03com\x00" + struct.pack(">HH", 28, 1))
+    net.decode([m.DNS.pack(m.MSG_DNS, m.DNS.size, 8 * 10**9 + 789, 4242, 4243, start, len(query), 10, 41000, 53,
+                           len(query), m.DNS_SENDMMSG, 1, 0, ipaddress.ip_address("fd00::5").packed,
+                           ipaddress.ip_address("fd00::53").packed, query)])
+    (e,) = net.join.ready(force=True)
+    return e
 
 
 def _agent_status() -> Event:
