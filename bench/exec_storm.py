@@ -2,12 +2,15 @@
 """Exec storm benchmark: agent CPU per event and in-kernel cost per BPF program run, in one run.
 
 Starts `siemhub run` (process sensor -> file exporter, the default delivery path) as a separate process,
-then runs N fork+exec of /bin/true from a workload process and measures:
+then runs N execs of /bin/true, once per workload, and measures for each:
   - agent user+system CPU (from /proc/<pid>/stat) per exec event and per event (exec + exit),
   - in-kernel run time per program run (kernel.bpf_stats_enabled, bpftool prog show),
   - the workload's own CPU time (parent + children), and the agent's overhead as a share of it,
   - events lost: every exec must arrive in the output file (counted by a marker argument).
-Run as root: `make bench` or `.venv/bin/python bench/exec_storm.py [--execs 20000]`.
+Workloads (both by default, one agent, one run):
+  - fork: the issue's "loop of fork+exec of /bin/true", literally: a C loop of fork(), execv(), waitpid();
+  - spawn: Python's os.posix_spawn (vfork + exec), a cheaper parent, so the agent's share comes out higher.
+Run as root: `make bench` or `.venv/bin/python bench/exec_storm.py [--execs 20000] [--workload fork]`.
 """
 
 from __future__ import annotations
@@ -44,26 +47,50 @@ void _start(void) { __asm__ volatile("mov $60, %eax\n\txor %edi, %edi\n\tsyscall
 """
 
 
+FORK_LOOP_C = r"""
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {   /* STORM_MARKER=marker fork_loop N BINARY */
+    long n = atol(argv[1]);
+    char *args[] = {argv[2], getenv("STORM_MARKER"), NULL};  /* not in our own argv: only children carry it */
+    for (long i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) { execv(argv[2], args); _exit(127); }
+        int st;
+        if (p < 0 || waitpid(p, &st, 0) < 0) return 1;
+    }
+    return 0;
+}
+"""
+
+
 def _spawn_loop(binary: str, n: int, marker: str) -> None:
     for _ in range(n):
         pid = os.posix_spawn(binary, [binary, marker], {})
         os.waitpid(pid, 0)
 
 
-def workload(n: int, marker: str, binary: str, workers: int) -> float:
-    """fork+exec `binary` n times from `workers` processes; returns the CPU seconds of the loops and
-    their children (the workload's own CPU)."""
+def workload(kind: str, n: int, marker: str, binary: str, workers: int, fork_loop: str) -> float:
+    """exec `binary` n times from `workers` processes; returns the CPU seconds of the loops and their
+    children (the workload's own CPU)."""
     before_self = resource.getrusage(resource.RUSAGE_SELF)
     before_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if workers == 1:
+    shares = [n // workers + (1 if w < n % workers else 0) for w in range(workers)]
+    if kind == "fork":
+        env = dict(os.environ, STORM_MARKER=marker)
+        loops = [subprocess.Popen([fork_loop, str(k), binary], env=env) for k in shares]
+        if any(p.wait() != 0 for p in loops):
+            raise SystemExit("fork loop failed")
+    elif workers == 1:
         _spawn_loop(binary, n, marker)
     else:
         pids = []
-        for w in range(workers):
+        for k in shares:
             pid = os.fork()
             if pid == 0:
                 try:
-                    _spawn_loop(binary, n // workers + (1 if w < n % workers else 0), marker)
+                    _spawn_loop(binary, k, marker)
                 finally:
                     os._exit(0)
             pids.append(pid)
@@ -92,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--execs", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=1, help="parallel spawning processes")
+    ap.add_argument("--workload", choices=["fork", "spawn", "both"], default="both")
     ap.add_argument("--tiny", action="store_true",
                     help="exec a 1-page static exit(0) program instead of /bin/true (reaches higher rates)")
     args = ap.parse_args()
@@ -112,6 +140,10 @@ def main() -> None:
         (tmp / "true.c").write_text(TINY_TRUE_C)
         binary = str(tmp / "true")
         subprocess.run(["gcc", "-O2", "-nostdlib", "-static", "-o", binary, str(tmp / "true.c")], check=True)
+    fork_loop = str(tmp / "fork_loop")
+    (tmp / "fork_loop.c").write_text(FORK_LOOP_C)
+    subprocess.run(["gcc", "-O2", "-o", fork_loop, str(tmp / "fork_loop.c")], check=True)
+    kinds = ["fork", "spawn"] if args.workload == "both" else [args.workload]
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
                              stderr=subprocess.PIPE, text=True)
@@ -128,20 +160,24 @@ def main() -> None:
             raise SystemExit("agent did not start")
         time.sleep(1.0)
 
-        marker = f"storm-{os.getpid()}"
-        cpu0, k0, t0 = proc_cpu(agent.pid), bpf_stats(agent.pid), time.monotonic()
-        th0 = thread_cpu(agent.pid)
-        work_cpu = workload(args.execs, marker, binary, args.workers)
-        wall = time.monotonic() - t0
-        # Wait until every exec and exit has been written (or a timeout: then they count as lost).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            execs, exits = count_marker(out, marker)
-            if execs >= args.execs and exits >= args.execs:
-                break
+        results = []
+        for kind in kinds:
+            marker = f"storm-{kind}-{os.getpid()}"
+            cpu0, k0, t0 = proc_cpu(agent.pid), bpf_stats(agent.pid), time.monotonic()
+            th0 = thread_cpu(agent.pid)
+            work_cpu = workload(kind, args.execs, marker, binary, args.workers, fork_loop)
+            wall = time.monotonic() - t0
+            # Wait until every exec and exit has been written (or a timeout: then they count as lost).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                execs, exits = count_marker(out, marker)
+                if execs >= args.execs and exits >= args.execs:
+                    break
+                time.sleep(0.5)
+            cpu1, k1 = proc_cpu(agent.pid), bpf_stats(agent.pid)
+            th1 = thread_cpu(agent.pid)
+            results.append((kind, wall, work_cpu, execs, exits, cpu1 - cpu0, k0, k1, th0, th1))
             time.sleep(0.5)
-        cpu1, k1 = proc_cpu(agent.pid), bpf_stats(agent.pid)
-        th1 = thread_cpu(agent.pid)
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -150,28 +186,33 @@ def main() -> None:
             agent.kill()
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
 
-    agent_cpu = cpu1 - cpu0
-    kernel = {p: ((k1.get(p, (0, 0))[0] - k0.get(p, (0, 0))[0]), (k1.get(p, (0, 0))[1] - k0.get(p, (0, 0))[1]))
-              for p in PROGRAMS}
-    kernel_ns = sum(rt for rt, _ in kernel.values())
-    events = execs + exits
-    print(f"exec storm: {args.execs} fork+exec of {'a static exit(0) program' if args.tiny else '/bin/true'} "
-          f"from {args.workers} worker(s) in {wall:.1f}s ({args.execs / wall:.0f} execs/s)")
-    print(f"events written: {execs} exec + {exits} exit; lost: {args.execs - execs} exec, {args.execs - exits} exit")
-    print(f"workload CPU: {work_cpu:.2f}s")
-    print(f"agent user-space CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event, "
-          f"{agent_cpu / max(events, 1) * 1e6:.1f} us per event (exec+exit)")
-    busy = sorted(((th1[t][0] - th0.get(t, (0.0, 0.0))[0], th1[t][1] - th0.get(t, (0.0, 0.0))[1], t) for t in th1),
-                  key=lambda x: -(x[0] + x[1]))
-    print("agent CPU by thread, user + system (s):",
-          ", ".join(f"{t}: {u:.2f} + {s:.2f}" for u, s, t in busy if u + s > 0))
-    for p, (rt, rc) in kernel.items():
-        print(f"kernel {p}: {rc} runs, {rt / max(rc, 1) / 1000:.2f} us per run")
-    print(f"kernel total per exec (exec+fork+exit programs): {kernel_ns / max(args.execs, 1) / 1000:.2f} us")
-    total = agent_cpu + kernel_ns / 1e9
-    print(f"overhead: agent+BPF CPU {total:.2f}s = {100 * total / work_cpu:.1f}% of the workload's CPU")
+    what = "a static exit(0) program" if args.tiny else "/bin/true"
+    for kind, wall, work_cpu, execs, exits, agent_cpu, k0, k1, th0, th1 in results:
+        kernel = {p: ((k1.get(p, (0, 0))[0] - k0.get(p, (0, 0))[0]), (k1.get(p, (0, 0))[1] - k0.get(p, (0, 0))[1]))
+                  for p in PROGRAMS}
+        kernel_ns = sum(rt for rt, _ in kernel.values())
+        events = execs + exits
+        how = "fork+exec (C loop)" if kind == "fork" else "posix_spawn (Python)"
+        print(f"== {how}: {args.execs} execs of {what} from {args.workers} worker(s) in {wall:.1f}s "
+              f"({args.execs / wall:.0f} execs/s)")
+        print(f"events written: {execs} exec + {exits} exit; lost: {args.execs - execs} exec, {args.execs - exits} exit")
+        print(f"workload CPU: {work_cpu:.2f}s ({work_cpu / args.execs * 1e6:.0f} us per exec)")
+        busy = sorted(((th1[t][0] - th0.get(t, (0.0, 0.0))[0], th1[t][1] - th0.get(t, (0.0, 0.0))[1], t) for t in th1),
+                      key=lambda x: -(x[0] + x[1]))
+        user = sum(u for u, _, _ in busy)
+        print(f"agent CPU: {agent_cpu:.2f}s = {agent_cpu / max(execs, 1) * 1e6:.1f} us per exec event "
+              f"(user {user / max(execs, 1) * 1e6:.1f} + system {(agent_cpu - user) / max(execs, 1) * 1e6:.1f}), "
+              f"{agent_cpu / max(events, 1) * 1e6:.1f} us per event (exec+exit)")
+        print("agent CPU by thread, user + system (s):",
+              ", ".join(f"{t}: {u:.2f} + {s:.2f}" for u, s, t in busy if u + s > 0))
+        for p, (rt, rc) in kernel.items():
+            print(f"kernel {p}: {rc} runs, {rt / max(rc, 1) / 1000:.2f} us per run")
+        print(f"kernel total per exec (exec+fork+exit programs): {kernel_ns / max(args.execs, 1) / 1000:.2f} us")
+        total = agent_cpu + kernel_ns / 1e9
+        print(f"overhead: agent+BPF CPU {total:.2f}s = {100 * total / work_cpu:.1f}% of the workload's CPU")
     events_bytes = out.stat().st_size
-    print(f"output: {events_bytes / max(events, 1):.0f} bytes per event (native JSON)")
+    total_events = sum(r[3] + r[4] for r in results)
+    print(f"output: {events_bytes / max(total_events, 1):.0f} bytes per event (native JSON)")
     shutil.rmtree(tmp, ignore_errors=True)
     err = agent.stderr.read() if agent.stderr else ""
     if err.strip():
