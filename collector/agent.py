@@ -16,12 +16,20 @@ from siemhub.collector.config import LoadedConfig
 from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
+from siemhub.collector.container import PodResolver
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
 from siemhub.collector.sensors import Sensor
 
 log = logging.getLogger("siemhub.agent")
+
+
+def _pod_resolver(k) -> PodResolver:
+    if k is None:
+        return PodResolver()
+    return PodResolver(k.log_pods_dir, k.log_containers_dir, k.kubelet_pods_dir, tuple(k.cgroup_roots),
+                       k.negative_ttl, enabled=k.enabled)
 
 
 class StartupError(RuntimeError):
@@ -105,6 +113,7 @@ class Agent:
             self.node.name, self.clock, self.metrics,
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
+            pods=_pod_resolver(pcfg.kubernetes if pcfg else None),
         )
         self.metrics.watch_policies(lambda: self.pipeline.policies)
         engine = getattr(cfg, "policies", None)

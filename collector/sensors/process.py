@@ -303,13 +303,15 @@ class ProcessSensor(KernelSensor):
             entered = cache.entered_namespaces(pid, ns, parent.proc.ns if parent is not None else None)
             if entered:
                 flags.append("namespace_entry")
-        cont = None
+        cont = pod = None
         if cg_len:
             names = msg[c : c + cg_len].split(b"\0")
             found = container.parse(names[0].decode("utf-8", "replace"),
                                     names[1].decode("utf-8", "replace") if len(names) > 1 else "")
             if found:
                 cont = self._container(found[0], found[1])
+                if found[2] is not None:
+                    pod = cache.pods.lookup(found[0], found[2], found[3])
         when = ctx.clock.from_boot(ktime)
         proc = Process(
             exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid, parent_exec_id=parent_exec_id,
@@ -317,7 +319,7 @@ class ProcessSensor(KernelSensor):
             binary=binary, args=args, cwd=cwd, comm=comm_s, start_time=when, flags=flags,
             caps=cache.caps(cap_eff, cap_prm), ns=ns, entered_namespaces=entered,
             binary_properties=binary_properties(exe_mode, exe_uid, exe_gid) if exe_mode & 0o6000 else None,
-            cgroup_id=cgroup_id, container=cont,
+            cgroup_id=cgroup_id, container=cont, pod=pod,
         )
         entry = cache.add_exec(proc, start_ns, ktime, pstart_ns if parent is not None else None)
         return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
