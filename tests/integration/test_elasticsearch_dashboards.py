@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector.cli import main as cli
-from siemhub.collector.event import decode_json
+from siemhub.collector.event import Event, decode_json
 from siemhub.dashboards import kibana
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter
@@ -174,9 +174,36 @@ def dashboard_events():
         _exec("/usr/bin/nsenter", ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "sh"]),
         _exec("/bin/sleep", ["sleep", "100"], etype="process_exit", exit_={"signal": "SIGKILL", "duration_ns": 10}),
         _exec("/bin/true", ["true"], etype="process_exit", exit_={"code": 0, "duration_ns": 10}),
+        _exec("/usr/bin/id", ["id"], pod=False),  # on the host: in no pod's series
         status,
         *_sensor_bodies(),
     ]
+
+
+# Pods found the way the agent finds them: exec messages decoded by the process sensor, with the pod uid
+# in the cgroup names and a kubelet tree (/var/log/pods, /var/log/containers) naming the pods.
+PODS = {  # (namespace, pod, uid, container, container id): execs
+    ("shop", "web-7d9f-x2k", "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", "nginx", "a1" * 32): 3,
+    ("shop", "cart-0", "2e3d4c5b-6a59-4786-8695-a4b3c2d1e0f8", "cart", "b2" * 32): 1,
+    ("payments", "api-0", "3d4c5b6a-5948-4786-9695-a4b3c2d1e0f7", "api", "c3" * 32): 2,
+}
+
+
+def pod_events(base) -> list[Event]:
+    from tests.unit.kmsg import TICK, Harness, add_pod, exec_msg, make_proc
+
+    make_proc(base / "proc", 500, ppid=1, start_ticks=10)
+    for (ns, name, uid, cname, cid) in PODS:
+        add_pod(base / "k8s", ns, name, uid, {cname: cid})
+    h = Harness(base / "proc")
+    out, pid = [], 3000
+    for (ns, name, uid, cname, cid), n in PODS.items():
+        for _ in range(n):
+            pid += 1
+            out.append(h.one(exec_msg(pid, ppid=500, pstart=10 * TICK, args=[b"/bin/true", ns.encode()], cgroup=(
+                f"cri-containerd-{cid}.scope".encode(), f"kubepods-burstable-pod{uid.replace('-', '_')}.slice".encode()))))
+    assert all(e.process.pod is not None and e.process.pod.name for e in out)
+    return out
 
 
 def _sensor_bodies() -> list[Event]:
@@ -201,7 +228,8 @@ def indexed(tmp_path_factory):
         ex = ElasticsearchExporter("es", ElasticsearchConfig.model_validate(
             {"type": "elasticsearch", "hosts": [server.url], "namespace": "dash"}))
         ex.start()
-        assert ex.send(ex.encode(dashboard_events())).outcome is Outcome.DONE
+        events = dashboard_events() + pod_events(tmp_path_factory.mktemp("pods"))
+        assert ex.send(ex.encode(events)).outcome is Outcome.DONE
         ex.close()
         with Elasticsearch(server.url) as es:
             es.indices.refresh(index="logs-siemhub.*-dash")
@@ -262,6 +290,37 @@ def test_every_visualization_query_and_aggregation_runs_and_hits(indexed):
         assert hits > 0, f"{o['id']}: no hits for {_query_of(o)!r}"
         first = next(a for a in vis["aggs"] if a["schema"] != "metric")
         assert resp["aggregations"][first["id"]]["buckets"], f"{o['id']}: empty buckets"
+
+
+def test_execs_over_time_by_namespace_and_pod_counts_every_pod(indexed):
+    saved, _ = _objects()
+    o = next(o for o in saved if o["id"] == "siemhub-execs-over-time")
+    vis = json.loads(o["attributes"]["visState"])
+    assert [a["params"].get("field") for a in vis["aggs"] if a["schema"] == "group"] == [
+        "orchestrator.namespace", "orchestrator.resource.name"]
+    resp = indexed.search(index="logs-siemhub.*-dash", query=kql_to_dsl(_query_of(o)),
+                          aggs=aggs_to_dsl(vis["aggs"]), size=0)
+    got: dict[tuple[str, str], int] = {}
+    for when in resp["aggregations"]["2"]["buckets"]:
+        for ns in when["3"]["buckets"]:
+            for pod in ns["4"]["buckets"]:
+                got[(ns["key"], pod["key"])] = got.get((ns["key"], pod["key"]), 0) + pod["doc_count"]
+    want = {(ns, name): n for (ns, name, *_), n in PODS.items()}
+    want[("shop", "web-1")] = 4  # dashboard_events(): the execs in a pod; the host exec is in none
+    assert got == want
+    assert resp["hits"]["total"]["value"] == sum(want.values())
+
+
+def test_pod_events_carry_ecs_orchestrator_and_container_fields(indexed):
+    hits = indexed.search(index="logs-siemhub.*-dash", query={"term": {"orchestrator.resource.name": "api-0"}},
+                          size=10)["hits"]["hits"]
+    assert len(hits) == 2
+    doc = hits[0]["_source"]
+    assert doc["orchestrator"] == {"type": "kubernetes", "namespace": "payments",
+                                   "resource": {"type": "pod", "name": "api-0",
+                                                "id": "3d4c5b6a-5948-4786-9695-a4b3c2d1e0f7"}}
+    assert doc["container"] == {"id": "c3" * 32, "runtime": "containerd", "name": "api"}
+    assert doc["siemhub"]["process"]["pod"] == {"qos_class": "Burstable"}
 
 
 def test_every_saved_search_runs_and_hits(indexed):
