@@ -183,6 +183,11 @@ class Agent:
 
     def status_event(self) -> Event:
         counters: dict[str, int] = {"process_cache_entries": len(self.cache), "process_cache_evicted": self.cache.evicted}
+        pods = getattr(self.cache, "pods", None)
+        if pods is not None and (pods.resolved or pods.unresolved):
+            # pod look-ups in the kubelet's directories: many misses mean they are not mounted or moved
+            counters["kubernetes_pods_found"] = pods.resolved
+            counters["kubernetes_pods_not_found"] = pods.unresolved
         for s in self.sensors:
             for k, v in s.counters().items():
                 counters[f"{s.name}_{k}"] = v

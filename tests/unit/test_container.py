@@ -8,7 +8,7 @@ import pytest
 
 from siemhub.collector import container
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Pod, PodContainer
+from siemhub.collector.event import Node, Pod, PodContainer
 
 from .kmsg import TICK, Harness, add_pod, exec_msg, fake_kubelet, make_proc
 
@@ -205,3 +205,28 @@ routes: [{{name: all, to: [out]}}]
     assert r.negative_ttl == 2 and r.lookup(CID, UID).name == "p1"
     with pytest.raises(config.ConfigError, match="log_pod_dir"):
         config.parse("sensors: {process: {kubernetes: {log_pod_dir: /x}}}\n", "<test>")
+
+
+def test_agent_status_counts_pod_lookups(tmp_path):
+    from types import SimpleNamespace
+
+    from siemhub.collector.agent import Agent
+
+    from .kmsg import make_clock, make_ids
+
+    add_pod(tmp_path, "ns1", "p1", UID, {"app": CID})
+    r = fake_kubelet(tmp_path)
+    r.lookup(CID, UID)
+    r.lookup(CID2, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+
+    class _Cache:
+        evicted = 0
+        pods = r
+
+        def __len__(self) -> int:
+            return 0
+
+    stub = SimpleNamespace(cache=_Cache(), sensors=[], pipeline=SimpleNamespace(runners={}), ids=make_ids(),
+                           clock=make_clock(), node=Node(name="n"))
+    counters = Agent.status_event(stub).status.counters
+    assert counters["kubernetes_pods_found"] == 1 and counters["kubernetes_pods_not_found"] == 1
