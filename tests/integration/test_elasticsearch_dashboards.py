@@ -163,6 +163,19 @@ def _exec(binary, args, parent_binary="/usr/bin/bash", *, etype="process_exec", 
     return decode_json(text)
 
 
+def kubectl_exec() -> Event:
+    """A shell started with `kubectl exec` in a pod: it joined the container's namespaces (native fields
+    as the process sensor writes them; the flag itself is tested against the kernel in tests/e2e)."""
+    return decode_json(
+        '{"id":"dash-kexec","time":"2026-11-25T22:21:28Z","type":"process_exec","schema_version":"1.2",'
+        '"severity":"info","node":{"name":"node-a"},"process":{"exec_id":"kx","pid":4000,"ppid":3990,"uid":0,'
+        '"euid":0,"binary":"/bin/sh","args":["sh","-i"],"cwd":"/","flags":["namespace_entry"],'
+        '"entered_namespaces":["mnt","pid","net","uts","ipc"],"container":{"id":"' + "a1" * 32 + '",'
+        '"runtime":"containerd"},"pod":{"namespace":"shop","name":"web-7d9f-x2k","container":{"name":"nginx"},'
+        '"uid":"1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9","qos_class":"Burstable"}},'
+        '"parent":{"exec_id":"kp","pid":3990,"binary":"/usr/bin/runc","args":["runc","exec"]}}')
+
+
 def dashboard_events():
     status = decode_json('{"id":"dash-status","time":"2026-11-25T22:21:30Z","type":"agent_status","schema_version":"1.0",'
                          '"severity":"medium","node":{"name":"node-a"},"status":{"counters":{"process_ringbuf_lost_exec":2,'
@@ -175,6 +188,7 @@ def dashboard_events():
         _exec("/bin/sleep", ["sleep", "100"], etype="process_exit", exit_={"signal": "SIGKILL", "duration_ns": 10}),
         _exec("/bin/true", ["true"], etype="process_exit", exit_={"code": 0, "duration_ns": 10}),
         _exec("/usr/bin/id", ["id"], pod=False),  # on the host: in no pod's series
+        kubectl_exec(),
         status,
         *_sensor_bodies(),
     ]
@@ -307,8 +321,22 @@ def test_execs_over_time_by_namespace_and_pod_counts_every_pod(indexed):
                 got[(ns["key"], pod["key"])] = got.get((ns["key"], pod["key"]), 0) + pod["doc_count"]
     want = {(ns, name): n for (ns, name, *_), n in PODS.items()}
     want[("shop", "web-1")] = 4  # dashboard_events(): the execs in a pod; the host exec is in none
+    want[("shop", "web-7d9f-x2k")] += 1  # and the kubectl exec
     assert got == want
     assert resp["hits"]["total"]["value"] == sum(want.values())
+
+
+def test_kubectl_exec_sessions_by_pod(indexed):
+    saved, _ = _objects()
+    o = next(o for o in saved if o["id"] == "siemhub-kubectl-exec-by-pod")
+    vis = json.loads(o["attributes"]["visState"])
+    resp = indexed.search(index="logs-siemhub.*-dash", query=kql_to_dsl(_query_of(o)),
+                          aggs=aggs_to_dsl(vis["aggs"]), size=0)
+    rows = [(ns["key"], pod["key"], c["key"], cmd["key"], cmd["doc_count"])
+            for ns in resp["aggregations"]["2"]["buckets"] for pod in ns["3"]["buckets"]
+            for c in pod["4"]["buckets"] for cmd in c["5"]["buckets"]]
+    # only the kubectl exec: not the host's nsenter, not the pods' ordinary execs
+    assert rows == [("shop", "web-7d9f-x2k", "nginx", "/bin/sh", 1)]
 
 
 def test_pod_events_carry_ecs_orchestrator_and_container_fields(indexed):
@@ -332,7 +360,8 @@ def test_every_saved_search_runs_and_hits(indexed):
 
 def test_every_detection_rule_matches_its_event_and_only_it(indexed):
     _, rules = _objects()
-    expect = {"execution from /tmp": "/tmp/x86", "web server": "/bin/sh", "nsenter": "/usr/bin/nsenter"}
+    expect = {"execution from /tmp": "/tmp/x86", "web server": "/bin/sh", "nsenter": "/usr/bin/nsenter",
+              "kubectl exec": "/bin/sh"}
     for r in rules:
         hits = indexed.search(index=r["index"][0].replace("*-*", "*-dash"), query=kql_to_dsl(r["query"]))["hits"]["hits"]
         want = next(v for k, v in expect.items() if k in r["name"])
