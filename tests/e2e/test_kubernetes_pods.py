@@ -4,12 +4,15 @@ A process is moved into a cgroup v2 group laid out as the kubelet lays out a pod
 and cgroupfs drivers), with a fake kubelet tree (/var/log/pods, /var/log/containers) in a temp dir that
 the agent's `sensors.process.kubernetes` settings point at. Its exec event must carry the container id
 from the kernel's cgroup names and the pod name, namespace, uid, QoS class and container name from the
-directories. The cgroups are removed afterwards.
+directories. A shell entering such a "container" with nsenter (what `kubectl exec` does through the
+runtime) is flagged and audited by the shipped kubectl-exec policy, with its pod. The cgroups are removed
+afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_agent
+from tests.conftest import REPO, running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -35,7 +38,9 @@ def k8s_agent(tmp_path_factory):
       kubelet_pods_dir: "{root}/var/lib/kubelet/pods"
       cgroup_roots: ["{CGROUP2}"]
 """
-    for running in running_agent(tmp_path_factory.mktemp("agent"), sensors):
+    # the shipped kubectl-exec audit policy only (docs/policies.md)
+    policies = f'policies: {{library: false, paths: ["{REPO / "policies" / "kubectl-exec.yaml"}"]}}'
+    for running in running_agent(tmp_path_factory.mktemp("agent"), sensors, policies):
         running.kubelet = root
         yield running
 
@@ -123,3 +128,42 @@ def test_container_of_an_unknown_pod_has_no_pod(k8s_agent):
         _remove(created)
     assert p["container"] == {"id": cid, "runtime": "containerd"}
     assert "pod" not in p
+
+
+def test_kubectl_exec_into_a_pod_is_flagged_and_audited_with_its_pod(k8s_agent):
+    uid = str(uuid.uuid4())
+    cid = os.urandom(32).hex()
+    _fake_pod(k8s_agent.kubelet, "shop", "cart-0", uid, "cart", cid)
+    leaf, created = _make_groups([
+        "kubepods.slice", "kubepods-burstable.slice",
+        f"kubepods-burstable-pod{uid.replace('-', '_')}.slice", f"cri-containerd-{cid}.scope"])
+    mark = f"kexec-{os.getpid()}-{time.monotonic_ns()}"
+    script = f"sleep 30; : holder-{mark}"
+    # the container: its own namespaces, in the pod's cgroup
+    holder = subprocess.Popen(["/bin/sh", "-c", f"echo $$ > {leaf}/cgroup.procs && exec unshare --mount --uts "
+                               f"--ipc --net --pid --fork /bin/sh -c '{script}'"])
+    target = None
+    try:
+        target = k8s_agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["binary"] == "/bin/sh"
+                                    and script in e["process"].get("args", []), what="container start")[0]["process"]
+        assert target["pod"]["name"] == "cart-0" and "namespace_entry" not in target.get("flags", [])
+        # kubectl exec: the runtime joins the container's cgroup and namespaces, then execs the command
+        subprocess.run(["/bin/sh", "-c", f"echo $$ > {leaf}/cgroup.procs && exec nsenter -t {target['pid']} "
+                        f"-m -u -i -n -p /bin/true {mark}"], check=True)
+        e = k8s_agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["binary"] == "/bin/true"
+                               and mark in e["process"].get("args", []), what="kubectl exec")[0]["process"]
+        assert "namespace_entry" in e["flags"] and {"mnt", "uts", "ipc", "net"} <= set(e["entered_namespaces"])
+        assert e["container"]["id"] == cid
+        assert (e["pod"]["namespace"], e["pod"]["name"], e["pod"]["container"]["name"]) == ("shop", "cart-0", "cart")
+        pa = k8s_agent.wait_for(lambda x: x["type"] == "policy_action" and x["process"]["exec_id"] == e["exec_id"],
+                                what="kubectl-exec policy action")[0]
+        assert pa["policy"]["policy"] == "kubectl-exec" and pa["process"]["pod"]["namespace"] == "shop"
+        # the container's own start is not an entry: no audit for it
+        assert not [x for x in k8s_agent.events()
+                    if x["type"] == "policy_action" and x["process"]["exec_id"] == target["exec_id"]]
+    finally:
+        if target is not None:
+            os.kill(target["pid"], signal.SIGKILL)  # the container's pid 1: its pid namespace goes with it
+        holder.kill()
+        holder.wait()
+        _remove(created)
