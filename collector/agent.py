@@ -13,10 +13,10 @@ import threading
 import time
 
 from siemhub.collector.config import LoadedConfig
+from siemhub.collector.container import PodResolver
 from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
-from siemhub.collector.container import PodResolver
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
