@@ -29,7 +29,7 @@ def _pod_resolver(k) -> PodResolver:
     if k is None:
         return PodResolver()
     return PodResolver(k.log_pods_dir, k.log_containers_dir, k.kubelet_pods_dir, tuple(k.cgroup_roots),
-                       k.negative_ttl, enabled=k.enabled)
+                       k.negative_ttl, enabled=k.enabled, runtime_dirs=tuple(k.runtime_dirs))
 
 
 class StartupError(RuntimeError):

@@ -71,6 +71,10 @@ class KubernetesConfig(_Strict):
     cgroup_roots: list[str] = Field(["/sys/fs/cgroup", "/sys/fs/cgroup/unified"],
                                     description="cgroup v2 mounts, for the QoS class of cgroupfs-layout pods")
     negative_ttl: float = Field(10.0, ge=0, le=3600, description="seconds before a pod not found is looked up again")
+    runtime_dirs: list[str] = Field(
+        ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
+        description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
+                    "the image, and the pod when the log directories are not mounted; [] to skip")
 
 
 class ProcessSensorConfig(_Strict):

@@ -22,7 +22,11 @@ server, in directories every kubelet node has: /var/log/pods/<namespace>_<name>_
 (the pod's log directory, created with the pod sandbox) and /var/log/containers/
 <name>_<namespace>_<container>-<container id>.log (one symlink per container, created by the kubelet
 once the container started), with /var/lib/kubelet/pods/<uid>/containers/<name>/ as a fallback for
-container names. Results are cached by container id; misses are retried after `negative_ttl`.
+container names. The container runtime's OCI bundle, when readable, adds the image and stands in for
+the log directories: containerd writes /run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/
+config.json, CRI-O /run/containers/storage/overlay-containers/<id>/userdata/config.json, both with the
+CRI's annotations (pod namespace, name and uid, container name, image). Results are cached by
+container id; misses are retried after `negative_ttl`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import os
 import re
 import time
 from functools import lru_cache
+
+import msgspec
 
 from siemhub.collector.event import Pod, PodContainer
 
@@ -89,6 +95,38 @@ def parse_path(path: str) -> tuple[str, str, str | None, str | None] | None:
     return parse(parts[-1], parts[-2] if len(parts) > 1 else "", parts[-3] if len(parts) > 2 else None)
 
 
+# CRI annotations on a container's OCI spec: containerd's (io.kubernetes.cri.*), then CRI-O's
+_ANNOTATIONS = {
+    "namespace": ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"),
+    "name": ("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"),
+    "uid": ("io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"),
+    "container": ("io.kubernetes.cri.container-name", "io.kubernetes.container.name"),
+    "image": ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"),
+}
+DEFAULT_RUNTIME_DIRS = ("/run/containerd/io.containerd.runtime.v2.task/k8s.io",
+                        "/run/containers/storage/overlay-containers")
+
+
+class _Spec(msgspec.Struct):
+    annotations: dict[str, str] = {}
+
+
+_spec_decoder = msgspec.json.Decoder(_Spec)
+
+
+def bundle_annotations(runtime_dirs: tuple[str, ...], cid: str) -> dict[str, str]:
+    """The pod fields the runtime recorded on the container's OCI spec ({} when not found)."""
+    for root in runtime_dirs:
+        for path in (os.path.join(root, cid, "config.json"), os.path.join(root, cid, "userdata", "config.json")):
+            try:
+                with open(path, "rb") as f:
+                    ann = _spec_decoder.decode(f.read()).annotations
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            return {field: next((ann[k] for k in keys if ann.get(k)), "") for field, keys in _ANNOTATIONS.items()}
+    return {}
+
+
 class PodResolver:
     """Pod name, namespace and container name for a container id and pod uid, from the kubelet's
     directories on this node (no API server). Lookups are cached per container id; a miss (or a pod
@@ -97,8 +135,10 @@ class PodResolver:
     def __init__(self, log_pods_dir: str = "/var/log/pods", log_containers_dir: str = "/var/log/containers",
                  kubelet_pods_dir: str = "/var/lib/kubelet/pods",
                  cgroup_roots: tuple[str, ...] = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"),
-                 negative_ttl: float = 10.0, max_entries: int = 4096, enabled: bool = True) -> None:
+                 negative_ttl: float = 10.0, max_entries: int = 4096, enabled: bool = True,
+                 runtime_dirs: tuple[str, ...] = DEFAULT_RUNTIME_DIRS) -> None:
         self.log_pods_dir = log_pods_dir
+        self.runtime_dirs = tuple(runtime_dirs)
         self.log_containers_dir = log_containers_dir
         self.kubelet_pods_dir = kubelet_pods_dir
         self.cgroup_roots = tuple(cgroup_roots)
@@ -126,15 +166,22 @@ class PodResolver:
     # --- directory look-ups ---
 
     def _resolve(self, cid: str, uid: str, qos: str | None) -> Pod | None:
+        spec = bundle_annotations(self.runtime_dirs, cid) if self.runtime_dirs else {}
+        if spec and spec["uid"] != uid:
+            spec = {}  # not this pod's container (a stale bundle): trust only the cgroup path
         found = self._pod_dir(uid)
-        if found is None:
+        if found is not None:
+            namespace, name, logdir = found
+            cname = spec.get("container") or self._container_name(cid, namespace, name, uid, logdir)
+        elif spec.get("namespace") and spec.get("name"):
+            namespace, name, cname = spec["namespace"], spec["name"], spec["container"]
+        else:
             self.unresolved += 1
             return None
         self.resolved += 1
-        namespace, name, logdir = found
-        cname = self._container_name(cid, namespace, name, uid, logdir)
+        image = spec.get("image") or None
         return Pod(namespace=namespace, name=name, uid=uid, qos_class=qos or self._qos_from_cgroups(uid),
-                   container=PodContainer(name=cname) if cname else None)
+                   container=PodContainer(name=cname, image=image) if cname else None)
 
     def _pod_dir(self, uid: str) -> tuple[str, str, str] | None:
         """(namespace, name, log directory) from /var/log/pods/<namespace>_<name>_<uid>. Neither names

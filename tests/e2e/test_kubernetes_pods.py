@@ -4,13 +4,14 @@ A process is moved into a cgroup v2 group laid out as the kubelet lays out a pod
 and cgroupfs drivers), with a fake kubelet tree (/var/log/pods, /var/log/containers) in a temp dir that
 the agent's `sensors.process.kubernetes` settings point at. Its exec event must carry the container id
 from the kernel's cgroup names and the pod name, namespace, uid, QoS class and container name from the
-directories. A shell entering such a "container" with nsenter (what `kubectl exec` does through the
+directories (and, for one, containerd's OCI bundle for the image). A shell entering such a "container" with nsenter (what `kubectl exec` does through the
 runtime) is flagged and audited by the shipped kubectl-exec policy, with its pod. The cgroups are removed
 afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ def k8s_agent(tmp_path_factory):
       log_containers_dir: "{root}/var/log/containers"
       kubelet_pods_dir: "{root}/var/lib/kubelet/pods"
       cgroup_roots: ["{CGROUP2}"]
+      runtime_dirs: ["{root}/run/containerd/io.containerd.runtime.v2.task/k8s.io"]
 """
     # the shipped kubectl-exec audit policy only (docs/policies.md)
     policies = f'policies: {{library: false, paths: ["{REPO / "policies" / "kubectl-exec.yaml"}"]}}'
@@ -90,6 +92,13 @@ def test_exec_in_a_systemd_layout_pod_carries_the_pod(k8s_agent):
     uid = str(uuid.uuid4())
     cid = os.urandom(32).hex()
     _fake_pod(k8s_agent.kubelet, "shop", "web-7d9f-x2k", uid, "nginx", cid)
+    # containerd's OCI bundle for the container, as the CRI plugin annotates it: gives the image
+    bundle = k8s_agent.kubelet / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.1.0", "annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "nginx",
+        "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25", "io.kubernetes.cri.sandbox-name": "web-7d9f-x2k",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.sandbox-uid": uid}}))
     leaf, created = _make_groups([
         "kubepods.slice", "kubepods-besteffort.slice",
         f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice", f"cri-containerd-{cid}.scope"])
@@ -98,7 +107,8 @@ def test_exec_in_a_systemd_layout_pod_carries_the_pod(k8s_agent):
     finally:
         _remove(created)
     assert p["container"] == {"id": cid, "runtime": "containerd"}
-    assert p["pod"] == {"namespace": "shop", "name": "web-7d9f-x2k", "container": {"name": "nginx"},
+    assert p["pod"] == {"namespace": "shop", "name": "web-7d9f-x2k",
+                        "container": {"name": "nginx", "image": "docker.io/library/nginx:1.25"},
                         "uid": uid, "qos_class": "BestEffort"}
 
 

@@ -99,7 +99,9 @@ def fake_kubelet(root: Path) -> PodResolver:
     """A PodResolver reading a kubelet tree under root (var/log/pods, var/log/containers, var/lib/kubelet/
     pods, sys/fs/cgroup), empty unless a test creates it (see add_pod)."""
     return PodResolver(str(root / "var/log/pods"), str(root / "var/log/containers"),
-                       str(root / "var/lib/kubelet/pods"), (str(root / "sys/fs/cgroup"),), negative_ttl=30.0)
+                       str(root / "var/lib/kubelet/pods"), (str(root / "sys/fs/cgroup"),), negative_ttl=30.0,
+                       runtime_dirs=(str(root / "run/containerd/io.containerd.runtime.v2.task/k8s.io"),
+                                     str(root / "run/containers/storage/overlay-containers")))
 
 
 def add_pod(root: Path, namespace: str, name: str, uid: str, containers: dict[str, str | None]) -> None:
@@ -113,6 +115,20 @@ def add_pod(root: Path, namespace: str, name: str, uid: str, containers: dict[st
         (pod_dir / cname / "0.log").touch()
         if cid is not None:
             (links / f"{name}_{namespace}_{cname}-{cid}.log").symlink_to(pod_dir / cname / "0.log")
+
+
+def add_bundle(root: Path, cid: str, annotations: dict[str, str], crio: bool = False) -> None:
+    """A container runtime's OCI bundle for a container: containerd's <id>/config.json or CRI-O's
+    <id>/userdata/config.json, with these annotations."""
+    import json
+
+    if crio:
+        d = root / "run/containers/storage/overlay-containers" / cid / "userdata"
+    else:
+        d = root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"ociVersion": "1.1.0", "process": {"args": ["/pause"]},
+                                               "annotations": annotations}))
 
 
 class Harness:

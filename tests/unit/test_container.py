@@ -10,7 +10,7 @@ from siemhub.collector import container
 from siemhub.collector.container import PodResolver
 from siemhub.collector.event import Node, Pod, PodContainer
 
-from .kmsg import TICK, Harness, add_pod, exec_msg, fake_kubelet, make_proc
+from .kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, fake_kubelet, make_proc
 
 CID = "0123456789abcdef" * 4
 CID2 = "fedcba9876543210" * 4
@@ -120,6 +120,45 @@ def test_missing_container_name_is_looked_up_again(tmp_path):
     pod_dir = tmp_path / "var/log/pods" / f"shop_web_{UID}"
     (tmp_path / "var/log/containers" / f"web_shop_b-{CID}.log").symlink_to(pod_dir / "b" / "0.log")
     assert r.lookup(CID, UID).container.name == "b"
+
+
+# --- container runtimes' OCI bundles -------------------------------------------------------------
+
+CONTAINERD_ANN = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "nginx",
+                  "io.kubernetes.cri.image-name": "registry:5000/nginx:1.25", "io.kubernetes.cri.sandbox-id": CID2,
+                  "io.kubernetes.cri.sandbox-name": "web-7d9f-x2k", "io.kubernetes.cri.sandbox-namespace": "shop",
+                  "io.kubernetes.cri.sandbox-uid": UID}
+CRIO_ANN = {"io.kubernetes.container.name": "api", "io.kubernetes.cri-o.ImageName": "quay.io/acme/api:2.0",
+            "io.kubernetes.pod.name": "api-0", "io.kubernetes.pod.namespace": "payments", "io.kubernetes.pod.uid": UID}
+
+
+def test_containerd_bundle_adds_the_image(tmp_path):
+    add_pod(tmp_path, "shop", "web-7d9f-x2k", UID, {"nginx": CID, "sidecar": None})
+    add_bundle(tmp_path, CID, CONTAINERD_ANN)
+    pod = fake_kubelet(tmp_path).lookup(CID, UID, "Burstable")
+    assert pod == Pod(namespace="shop", name="web-7d9f-x2k", uid=UID, qos_class="Burstable",
+                      container=PodContainer(name="nginx", image="registry:5000/nginx:1.25"))
+
+
+def test_crio_bundle_stands_in_for_missing_log_dirs(tmp_path):
+    add_bundle(tmp_path, CID, CRIO_ANN, crio=True)  # no /var/log/pods at all (not mounted)
+    pod = fake_kubelet(tmp_path).lookup(CID, UID)
+    assert (pod.namespace, pod.name, pod.container.name, pod.container.image) == (
+        "payments", "api-0", "api", "quay.io/acme/api:2.0")
+
+
+def test_bundle_of_another_pod_is_ignored(tmp_path):
+    add_bundle(tmp_path, CID, {**CONTAINERD_ANN, "io.kubernetes.cri.sandbox-uid": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"})
+    assert fake_kubelet(tmp_path).lookup(CID, UID) is None
+
+
+def test_unreadable_bundle_is_skipped(tmp_path):
+    add_pod(tmp_path, "shop", "web", UID, {"app": CID})
+    d = tmp_path / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / CID
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{not json")
+    pod = fake_kubelet(tmp_path).lookup(CID, UID)
+    assert pod.container == PodContainer(name="app")  # from the log directory, no image
 
 
 def test_no_uid_or_disabled_means_no_lookup(tmp_path):
