@@ -6,7 +6,9 @@ The server is noida-db, an Elasticsearch API *emulator* (not Elasticsearch); the
 KQL is translated by the small translator below (only the subset the bundled objects use: `field :
 "value"`, `field : value*` wildcards, `field : *` exists, `field : (a or b)`, and/or/not, parentheses),
 and `install` is checked against a local HTTP stub that verifies each request the way Kibana's
-saved-objects and detection-rules import APIs specify them.
+saved-objects and detection-rules import APIs specify them. Pod-enriched events come from the process
+sensor's decode path with a fake kubelet tree, and (marked bpf) from a real agent whose process runs in
+a kubepods-style cgroup.
 """
 
 from __future__ import annotations
@@ -461,3 +463,86 @@ def test_install_failure_is_reported(kibana_stub):
                                       "--password", "pw-not-shown"])
     assert result.exit_code == 1 and "HTTP 401" in result.output and "pw-not-shown" not in result.output
     assert stub.seen[0]["auth"].startswith("Basic ")
+
+
+# --- a real agent: a process in a kubepods-style cgroup lands in the namespace-and-pod panel -------
+
+
+@pytest.mark.bpf
+def test_real_agent_pod_exec_lands_in_the_namespace_and_pod_panel(tmp_path):
+    """`siemhub run` (process sensor, elasticsearch exporter) with the pod enrichment pointed at a fake
+    kubelet tree; /bin/echo runs in a cgroup laid out as the kubelet's systemd driver lays out a pod's
+    container. The panel's own query and aggregations find it under its namespace and pod."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import uuid
+    from pathlib import Path
+
+    from tests.conftest import bpf_unavailable
+    from tests.e2e.test_kubernetes_pods import CGROUP2, _fake_pod, _make_groups, _remove
+
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    if noida_binary() is None:
+        from tests.conftest import server_unavailable
+
+        server_unavailable("noida-db not installed (servers extra)")
+    from elasticsearch import Elasticsearch
+
+    uid, cid = str(uuid.uuid4()), os.urandom(32).hex()
+    kubelet = tmp_path / "kubelet"
+    _fake_pod(kubelet, "checkout", "pay-5c7d-q9z", uid, "pay", cid)
+    siemhub = shutil.which("siemhub", path=str(Path(sys.executable).parent)) or "siemhub"
+    marker = f"siemhub-pod-{uuid.uuid4().hex[:8]}"
+    with NoidaServer(tmp_path / "noida") as server, Elasticsearch(server.url) as es:
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(f"""
+sensors:
+  process:
+    poll_interval: 0.05
+    procfs_scan: false
+    kubernetes: {{log_pods_dir: "{kubelet}/var/log/pods", log_containers_dir: "{kubelet}/var/log/containers",
+                 runtime_dirs: [], cgroup_roots: ["{CGROUP2}"]}}
+exporters:
+  es: {{type: elasticsearch, hosts: ["{server.url}"], namespace: podagent, batch: {{max_events: 64, max_wait: 0.2}}}}
+routes:
+  - {{name: all, to: [es]}}
+metrics: {{enabled: false}}
+status_interval: 0
+shutdown_deadline: 5
+""")
+        leaf, created = _make_groups(["kubepods.slice", "kubepods-besteffort.slice",
+                                      f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice",
+                                      f"cri-containerd-{cid}.scope"])
+        agent = subprocess.Popen([siemhub, "run", "-c", str(cfg), "--duration", "15"], stderr=subprocess.PIPE, text=True)
+        saved, _ = _objects()
+        panel = next(o for o in saved if o["id"] == "siemhub-execs-over-time")
+        vis = json.loads(panel["attributes"]["visState"])
+        resp = None
+        try:
+            deadline = time.monotonic() + 25
+            while resp is None and time.monotonic() < deadline and agent.poll() is None:
+                subprocess.run(["/bin/sh", "-c", f"echo $$ > {leaf}/cgroup.procs && exec /bin/echo {marker}"],
+                               stdout=subprocess.DEVNULL, check=True)
+                time.sleep(1.0)
+                try:
+                    es.indices.refresh(index="logs-siemhub.process-podagent")
+                    r = es.search(index="logs-siemhub.process-podagent", size=0, aggs=aggs_to_dsl(vis["aggs"]),
+                                  query={"bool": {"filter": [kql_to_dsl(_query_of(panel)),
+                                                             {"term": {"process.args": marker}}]}})
+                    resp = r if r["hits"]["total"]["value"] else None
+                except Exception:  # noqa: BLE001 - the data stream appears with the first bulk
+                    pass
+        finally:
+            agent.terminate()
+            _, err = agent.communicate(timeout=30)
+            _remove(created)
+    if resp is None and ("eBPF unavailable" in err or "BPFUnavailable" in err):
+        bpf_unavailable(err.strip().splitlines()[-1])
+    assert resp is not None, f"the pod's exec of /bin/echo {marker} did not arrive; agent said:\n{err[-3000:]}"
+    keys = {(ns["key"], pod["key"]) for when in resp["aggregations"]["2"]["buckets"]
+            for ns in when["3"]["buckets"] for pod in ns["4"]["buckets"]}
+    assert keys == {("checkout", "pay-5c7d-q9z")}
