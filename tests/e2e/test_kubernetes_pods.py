@@ -4,9 +4,9 @@ A process is moved into a cgroup v2 group laid out as the kubelet lays out a pod
 and cgroupfs drivers), with a fake kubelet tree (/var/log/pods, /var/log/containers) in a temp dir that
 the agent's `sensors.process.kubernetes` settings point at. Its exec event must carry the container id
 from the kernel's cgroup names and the pod name, namespace, uid, QoS class and container name from the
-directories (and, for one, containerd's OCI bundle for the image). A shell entering such a "container" with nsenter (what `kubectl exec` does through the
-runtime) is flagged and audited by the shipped kubectl-exec policy, with its pod. The cgroups are removed
-afterwards.
+directories (and, for one, the image from a containerd OCI bundle). A process entering such a
+"container" with nsenter (what `kubectl exec` does through the runtime) is flagged and audited by the
+shipped kubectl-exec policy, with its pod. The cgroups are removed afterwards.
 """
 
 from __future__ import annotations
