@@ -13,6 +13,7 @@ import threading
 import time
 
 from siemhub.collector.config import LoadedConfig
+from siemhub.collector.container import PodResolver
 from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
@@ -22,6 +23,13 @@ from siemhub.collector.router import Match, Route, Router
 from siemhub.collector.sensors import Sensor
 
 log = logging.getLogger("siemhub.agent")
+
+
+def _pod_resolver(k) -> PodResolver:
+    if k is None:
+        return PodResolver()
+    return PodResolver(k.log_pods_dir, k.log_containers_dir, k.kubelet_pods_dir, tuple(k.cgroup_roots),
+                       k.negative_ttl, enabled=k.enabled, runtime_dirs=tuple(k.runtime_dirs))
 
 
 class StartupError(RuntimeError):
@@ -105,6 +113,7 @@ class Agent:
             self.node.name, self.clock, self.metrics,
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
+            pods=_pod_resolver(pcfg.kubernetes if pcfg else None),
         )
         self.metrics.watch_policies(lambda: self.pipeline.policies)
         engine = getattr(cfg, "policies", None)
@@ -174,6 +183,11 @@ class Agent:
 
     def status_event(self) -> Event:
         counters: dict[str, int] = {"process_cache_entries": len(self.cache), "process_cache_evicted": self.cache.evicted}
+        pods = getattr(self.cache, "pods", None)
+        if pods is not None and (pods.resolved or pods.unresolved):
+            # pod look-ups in the kubelet's directories: many misses mean they are not mounted or moved
+            counters["kubernetes_pods_found"] = pods.resolved
+            counters["kubernetes_pods_not_found"] = pods.unresolved
         for s in self.sensors:
             for k, v in s.counters().items():
                 counters[f"{s.name}_{k}"] = v

@@ -62,6 +62,21 @@ class PendingConfig(_Strict):
     max_wait: float = Field(0.5, ge=0, le=10, description="seconds an event waits for its process")
 
 
+class KubernetesConfig(_Strict):
+    """Pod enrichment from the kubelet's directories on the node (no API server access needed)."""
+    enabled: bool = True
+    log_pods_dir: str = Field("/var/log/pods", description="<namespace>_<pod>_<uid>/<container>/ per pod")
+    log_containers_dir: str = Field("/var/log/containers", description="<pod>_<namespace>_<container>-<id>.log")
+    kubelet_pods_dir: str = Field("/var/lib/kubelet/pods", description="<uid>/containers/<name>/ per pod")
+    cgroup_roots: list[str] = Field(["/sys/fs/cgroup", "/sys/fs/cgroup/unified"],
+                                    description="cgroup v2 mounts, for the QoS class of cgroupfs-layout pods")
+    negative_ttl: float = Field(10.0, ge=0, le=3600, description="seconds before a pod not found is looked up again")
+    runtime_dirs: list[str] = Field(
+        ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
+        description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
+                    "the image, and the pod when the log directories are not mounted; [] to skip")
+
+
 class ProcessSensorConfig(_Strict):
     args_max_bytes: int = Field(8192, ge=256, le=16384, description="argv bytes copied (power of two)")
     filename_max_bytes: int = Field(1024, ge=256, le=4096, description="binary path bytes (power of two)")
@@ -74,6 +89,7 @@ class ProcessSensorConfig(_Strict):
     ignore: IgnoreConfig = IgnoreConfig()
     pending: PendingConfig = PendingConfig()
     cache: ProcessCacheConfig = ProcessCacheConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(
         classmethod(lambda cls, v: _power_of_two(v)))

@@ -15,7 +15,7 @@ import time
 
 import msgspec
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 EVENT_TYPES = (
     "process_exec",
@@ -54,6 +54,8 @@ class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     labels: dict[str, str] = {}
     container: PodContainer | None = None
     workload: str | None = None
+    uid: str | None = None  # metadata.uid, from the cgroup path
+    qos_class: str | None = None  # Guaranteed, Burstable, BestEffort (from the cgroup path)
 
 
 class Caps(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

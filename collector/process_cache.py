@@ -65,9 +65,12 @@ class Entry(msgspec.Struct, gc=False):
 
 class ProcessCache:
     def __init__(self, node: str, clock: Clock, metrics: Metrics, max_entries: int = 65536,
-                 exit_delay: float = 30.0, proc_root: str = "/proc") -> None:
+                 exit_delay: float = 30.0, proc_root: str = "/proc",
+                 pods: container.PodResolver | None = None) -> None:
         self.node = node
         self._node_prefix = f"{node}:".encode()
+        # Kubernetes pod names for containers (kubelet directories on this node); shared with the sensor
+        self.pods = pods if pods is not None else container.PodResolver()
         self.clock = clock
         self.max_entries = max_entries
         self.exit_delay = exit_delay
@@ -183,11 +186,12 @@ class ProcessCache:
         parent = self._by_pid.get(info.ppid)
         start_ns = info.start_ticks * procfs.NS_PER_TICK
         ns = Namespaces(**info.ns) if info.ns else None
-        cont = None
+        cont = pod = None
         if info.cgroup_path:
             found = container.parse_path(info.cgroup_path)
             if found:
                 cont = Container(id=found[0], runtime=found[1])
+                pod = self.pods.lookup(found[0], found[2], found[3])
         proc = Process(
             exec_id=self.exec_id(pid, start_ns), pid=pid, tid=pid, ppid=info.ppid,
             parent_exec_id=parent.proc.exec_id if parent else None,
@@ -196,7 +200,7 @@ class ProcessCache:
             start_time=self.clock.from_boot(start_ns), flags=info.flags,
             caps=self.caps(info.cap_effective, info.cap_permitted) if info.cap_effective is not None else None,
             ns=ns, binary_properties=binary_properties(info.exe_mode, info.exe_uid, info.exe_gid),
-            container=cont,
+            container=cont, pod=pod,
         )
         if ns is not None:
             self.note_namespaces(pid, ns)

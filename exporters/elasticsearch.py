@@ -46,7 +46,7 @@ from siemhub.exporters.formats import ecs
 
 log = logging.getLogger("siemhub.exporters.elasticsearch")
 
-TEMPLATE_VERSION = 1  # bump when the template or policy body changes (an unmodified one is upgraded)
+TEMPLATE_VERSION = 2  # bump when the template or policy body changes (an unmodified one is upgraded)
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _BAD_NAMESPACE = re.compile(r'[\\/*?"<>| ,#:A-Z-]')
 

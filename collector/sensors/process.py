@@ -145,7 +145,7 @@ class ProcessSensor(KernelSensor):
         self._early: list[Event] = []  # events the pending queue pushed out while decoding
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
         self._containers: dict[str, Container] = {}
-        self._by_cgroup: dict[int, Container | None] = {}
+        self._by_cgroup: dict[int, tuple[Container, tuple | None] | None] = {}
         self._forks_map = None
         self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
         self._comms: dict[bytes, str | tuple[str, str]] = {}
@@ -322,9 +322,14 @@ class ProcessSensor(KernelSensor):
             entered = cache.entered_namespaces(pid, ns, parent.proc.ns if parent is not None else None)
             if entered:
                 flags.append("namespace_entry")
-        cont = self._by_cgroup.get(cgroup_id, _UNSEEN) if cg_len else None
-        if cont is _UNSEEN:
-            cont = self._container_of(cgroup_id, msg[c : c + cg_len])
+        found = self._by_cgroup.get(cgroup_id, _UNSEEN) if cg_len else None
+        if found is _UNSEEN:
+            found = self._container_of(cgroup_id, msg[c : c + cg_len])
+        cont = pod = None
+        if found is not None:
+            cont, pod_key = found
+            if pod_key is not None:
+                pod = cache.pods.lookup(*pod_key)  # its own cache; a pod not found yet is retried later
         when = ctx.clock.from_boot(ktime)
         proc = Process(
             exec_id=cache.exec_id(pid, ktime), pid=pid, tid=tid, ppid=ppid, parent_exec_id=parent_exec_id,
@@ -332,7 +337,7 @@ class ProcessSensor(KernelSensor):
             binary=binary, args=args, cwd=cwd, comm=comm_s, start_time=when, flags=flags,
             caps=cache.caps(cap_eff, cap_prm), ns=ns, entered_namespaces=entered,
             binary_properties=binary_properties(exe_mode, exe_uid, exe_gid) if exe_mode & 0o6000 else None,
-            cgroup_id=cgroup_id, container=cont,
+            cgroup_id=cgroup_id, container=cont, pod=pod,
         )
         entry = cache.add_exec(proc, start_ns, ktime, pstart_ns if parent is not None else None)
         return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
@@ -399,19 +404,22 @@ class ProcessSensor(KernelSensor):
             self.ctx.cache.note_namespaces(pid, ns)
         return ns
 
-    def _container_of(self, cgroup_id: int, raw: bytes) -> Container | None:
-        """The container of a cgroup, from its leaf and parent directory names (parsed once per cgroup
-        id: a cgroup v2 id is the directory's inode number and is not reused while the cgroup exists;
-        the cache is dropped whole when it grows past its bound)."""
+    def _container_of(self, cgroup_id: int, raw: bytes) -> tuple[Container, tuple | None] | None:
+        """The container of a cgroup and the key of its pod (container id, pod uid, QoS class), from its
+        leaf and parent directory names. Parsed once per cgroup id: a cgroup v2 id is the directory's
+        inode number and is not reused while the cgroup exists; the cache is dropped whole when it grows
+        past its bound."""
         names = raw.split(b"\0")
         found = container.parse(names[0].decode("utf-8", "replace"),
                                 names[1].decode("utf-8", "replace") if len(names) > 1 else "")
-        cont = self._container(found[0], found[1]) if found else None
+        out = None
+        if found:
+            out = (self._container(found[0], found[1]), (found[0], found[2], found[3]) if found[2] is not None else None)
         if cgroup_id:
             if len(self._by_cgroup) > 4096:
                 self._by_cgroup.clear()
-            self._by_cgroup[cgroup_id] = cont
-        return cont
+            self._by_cgroup[cgroup_id] = out
+        return out
 
     def _container(self, cid: str, runtime: str) -> Container:
         c = self._containers.get(cid)

@@ -85,6 +85,7 @@ def _siemhub_process_table(prefix: str) -> dict[str, dict]:
         f"{prefix}.auid": _LONG,
         f"{prefix}.cgroup_id": _LONG,
         f"{prefix}.pod.workload": _KW,
+        f"{prefix}.pod.qos_class": _KW,
     }
 
 
@@ -123,6 +124,7 @@ FIELDS: dict[str, dict] = {
     "orchestrator.namespace": _KW,
     "orchestrator.resource.type": _KW,
     "orchestrator.resource.name": _KW,
+    "orchestrator.resource.id": _KW,
     "orchestrator.resource.label": _KW,
     # canonical fields ECS has no place for
     "siemhub.schema_version": _KW,
@@ -243,8 +245,8 @@ def _siemhub_process(p: Process) -> dict[str, Any]:
         d["auid"] = p.auid
     if p.cgroup_id is not None:
         d["cgroup_id"] = p.cgroup_id
-    if p.pod is not None and p.pod.workload:
-        d["pod"] = {"workload": p.pod.workload}
+    if p.pod is not None and (p.pod.workload or p.pod.qos_class):
+        d["pod"] = {k: v for k, v in (("workload", p.pod.workload), ("qos_class", p.pod.qos_class)) if v}
     return d
 
 
@@ -273,6 +275,8 @@ def _workload_fields(p: Process, doc: dict[str, Any]) -> None:
             name, tag = _split_image(pod.container.image)
             c["image"] = {"name": name, **({"tag": [tag]} if tag else {})}
     res: dict[str, Any] = {"type": "pod", "name": pod.name}
+    if pod.uid:
+        res["id"] = pod.uid
     if pod.labels:
         res["label"] = [f"{k}:{v}" for k, v in sorted(pod.labels.items())]
     doc["orchestrator"] = {"type": "kubernetes", "namespace": pod.namespace, "resource": res}

@@ -91,6 +91,10 @@ def _process(p: Process, parent: Process | None = None) -> dict:
             c["runtime"] = p.container.runtime
         if p.pod is not None and p.pod.container is not None and p.pod.container.name:
             c["name"] = p.pod.container.name
+        if p.pod is not None:
+            c["orchestrator"] = "kubernetes"
+            if p.pod.uid:
+                c["pod_uuid"] = p.pod.uid
         out["container"] = c
     if parent is not None:
         out["parent_process"] = _process(parent)

@@ -71,10 +71,12 @@ def process(p: Process) -> dict[str, Any]:
         out["docker"] = p.container.id[:31]  # Tetragon's docker field holds the id's first 31 characters
     if p.pod is not None:
         pod: dict[str, Any] = {"namespace": p.pod.namespace, "name": p.pod.name, "pod_labels": dict(p.pod.labels)}
-        if p.pod.container is not None:
+        if p.pod.uid:
+            pod["uid"] = p.pod.uid  # Pod.uid, in Tetragon's API since v1.1
+        if p.pod.container is not None or p.container is not None:
             c = p.pod.container
-            pod["container"] = {"id": p.container.id if p.container else "", "name": c.name or "",
-                                "image": {"name": c.image or ""}}
+            pod["container"] = {"id": p.container.id if p.container else "", "name": (c.name if c else None) or "",
+                                "image": {"name": (c.image if c else None) or ""}}
         if p.pod.workload:
             pod["workload"] = p.pod.workload
         out["pod"] = pod

@@ -6,7 +6,9 @@ The server is noida-db, an Elasticsearch API *emulator* (not Elasticsearch); the
 KQL is translated by the small translator below (only the subset the bundled objects use: `field :
 "value"`, `field : value*` wildcards, `field : *` exists, `field : (a or b)`, and/or/not, parentheses),
 and `install` is checked against a local HTTP stub that verifies each request the way Kibana's
-saved-objects and detection-rules import APIs specify them.
+saved-objects and detection-rules import APIs specify them. Pod-enriched events come from the process
+sensor's decode path with a fake kubelet tree, and (marked bpf) from a real agent whose process runs in
+a kubepods-style cgroup.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector.cli import main as cli
-from siemhub.collector.event import decode_json
+from siemhub.collector.event import Event, decode_json
 from siemhub.dashboards import kibana
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter
@@ -163,6 +165,19 @@ def _exec(binary, args, parent_binary="/usr/bin/bash", *, etype="process_exec", 
     return decode_json(text)
 
 
+def kubectl_exec() -> Event:
+    """A shell started with `kubectl exec` in a pod: it joined the container's namespaces (native fields
+    as the process sensor writes them; the flag itself is tested against the kernel in tests/e2e)."""
+    return decode_json(
+        '{"id":"dash-kexec","time":"2026-11-25T22:21:28Z","type":"process_exec","schema_version":"1.2",'
+        '"severity":"info","node":{"name":"node-a"},"process":{"exec_id":"kx","pid":4000,"ppid":3990,"uid":0,'
+        '"euid":0,"binary":"/bin/sh","args":["sh","-i"],"cwd":"/","flags":["namespace_entry"],'
+        '"entered_namespaces":["mnt","pid","net","uts","ipc"],"container":{"id":"' + "a1" * 32 + '",'
+        '"runtime":"containerd"},"pod":{"namespace":"shop","name":"web-7d9f-x2k","container":{"name":"nginx"},'
+        '"uid":"1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9","qos_class":"Burstable"}},'
+        '"parent":{"exec_id":"kp","pid":3990,"binary":"/usr/bin/runc","args":["runc","exec"]}}')
+
+
 def dashboard_events():
     status = decode_json('{"id":"dash-status","time":"2026-11-25T22:21:30Z","type":"agent_status","schema_version":"1.0",'
                          '"severity":"medium","node":{"name":"node-a"},"status":{"counters":{"process_ringbuf_lost_exec":2,'
@@ -174,9 +189,37 @@ def dashboard_events():
         _exec("/usr/bin/nsenter", ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "sh"]),
         _exec("/bin/sleep", ["sleep", "100"], etype="process_exit", exit_={"signal": "SIGKILL", "duration_ns": 10}),
         _exec("/bin/true", ["true"], etype="process_exit", exit_={"code": 0, "duration_ns": 10}),
+        _exec("/usr/bin/id", ["id"], pod=False),  # on the host: in no pod's series
+        kubectl_exec(),
         status,
         *_sensor_bodies(),
     ]
+
+
+# Pods found the way the agent finds them: exec messages decoded by the process sensor, with the pod uid
+# in the cgroup names and a kubelet tree (/var/log/pods, /var/log/containers) naming the pods.
+PODS = {  # (namespace, pod, uid, container, container id): execs
+    ("shop", "web-7d9f-x2k", "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", "nginx", "a1" * 32): 3,
+    ("shop", "cart-0", "2e3d4c5b-6a59-4786-8695-a4b3c2d1e0f8", "cart", "b2" * 32): 1,
+    ("payments", "api-0", "3d4c5b6a-5948-4786-9695-a4b3c2d1e0f7", "api", "c3" * 32): 2,
+}
+
+
+def pod_events(base) -> list[Event]:
+    from tests.unit.kmsg import TICK, Harness, add_pod, exec_msg, make_proc
+
+    make_proc(base / "proc", 500, ppid=1, start_ticks=10)
+    for (ns, name, uid, cname, cid) in PODS:
+        add_pod(base / "k8s", ns, name, uid, {cname: cid})
+    h = Harness(base / "proc")
+    out, pid = [], 3000
+    for (ns, name, uid, cname, cid), n in PODS.items():
+        for _ in range(n):
+            pid += 1
+            out.append(h.one(exec_msg(pid, ppid=500, pstart=10 * TICK, args=[b"/bin/true", ns.encode()], cgroup=(
+                f"cri-containerd-{cid}.scope".encode(), f"kubepods-burstable-pod{uid.replace('-', '_')}.slice".encode()))))
+    assert all(e.process.pod is not None and e.process.pod.name for e in out)
+    return out
 
 
 def _sensor_bodies() -> list[Event]:
@@ -201,7 +244,8 @@ def indexed(tmp_path_factory):
         ex = ElasticsearchExporter("es", ElasticsearchConfig.model_validate(
             {"type": "elasticsearch", "hosts": [server.url], "namespace": "dash"}))
         ex.start()
-        assert ex.send(ex.encode(dashboard_events())).outcome is Outcome.DONE
+        events = dashboard_events() + pod_events(tmp_path_factory.mktemp("pods"))
+        assert ex.send(ex.encode(events)).outcome is Outcome.DONE
         ex.close()
         with Elasticsearch(server.url) as es:
             es.indices.refresh(index="logs-siemhub.*-dash")
@@ -264,6 +308,51 @@ def test_every_visualization_query_and_aggregation_runs_and_hits(indexed):
         assert resp["aggregations"][first["id"]]["buckets"], f"{o['id']}: empty buckets"
 
 
+def test_execs_over_time_by_namespace_and_pod_counts_every_pod(indexed):
+    saved, _ = _objects()
+    o = next(o for o in saved if o["id"] == "siemhub-execs-over-time")
+    vis = json.loads(o["attributes"]["visState"])
+    assert [a["params"].get("field") for a in vis["aggs"] if a["schema"] == "group"] == [
+        "orchestrator.namespace", "orchestrator.resource.name"]
+    resp = indexed.search(index="logs-siemhub.*-dash", query=kql_to_dsl(_query_of(o)),
+                          aggs=aggs_to_dsl(vis["aggs"]), size=0)
+    got: dict[tuple[str, str], int] = {}
+    for when in resp["aggregations"]["2"]["buckets"]:
+        for ns in when["3"]["buckets"]:
+            for pod in ns["4"]["buckets"]:
+                got[(ns["key"], pod["key"])] = got.get((ns["key"], pod["key"]), 0) + pod["doc_count"]
+    want = {(ns, name): n for (ns, name, *_), n in PODS.items()}
+    want[("shop", "web-1")] = 4  # dashboard_events(): the execs in a pod; the host exec is in none
+    want[("shop", "web-7d9f-x2k")] += 1  # and the kubectl exec
+    assert got == want
+    assert resp["hits"]["total"]["value"] == sum(want.values())
+
+
+def test_kubectl_exec_sessions_by_pod(indexed):
+    saved, _ = _objects()
+    o = next(o for o in saved if o["id"] == "siemhub-kubectl-exec-by-pod")
+    vis = json.loads(o["attributes"]["visState"])
+    resp = indexed.search(index="logs-siemhub.*-dash", query=kql_to_dsl(_query_of(o)),
+                          aggs=aggs_to_dsl(vis["aggs"]), size=0)
+    rows = [(ns["key"], pod["key"], c["key"], cmd["key"], cmd["doc_count"])
+            for ns in resp["aggregations"]["2"]["buckets"] for pod in ns["3"]["buckets"]
+            for c in pod["4"]["buckets"] for cmd in c["5"]["buckets"]]
+    # only the kubectl exec: not the host's nsenter, not the pods' ordinary execs
+    assert rows == [("shop", "web-7d9f-x2k", "nginx", "/bin/sh", 1)]
+
+
+def test_pod_events_carry_ecs_orchestrator_and_container_fields(indexed):
+    hits = indexed.search(index="logs-siemhub.*-dash", query={"term": {"orchestrator.resource.name": "api-0"}},
+                          size=10)["hits"]["hits"]
+    assert len(hits) == 2
+    doc = hits[0]["_source"]
+    assert doc["orchestrator"] == {"type": "kubernetes", "namespace": "payments",
+                                   "resource": {"type": "pod", "name": "api-0",
+                                                "id": "3d4c5b6a-5948-4786-9695-a4b3c2d1e0f7"}}
+    assert doc["container"] == {"id": "c3" * 32, "runtime": "containerd", "name": "api"}
+    assert doc["siemhub"]["process"]["pod"] == {"qos_class": "Burstable"}
+
+
 def test_every_saved_search_runs_and_hits(indexed):
     saved, _ = _objects()
     for o in (o for o in saved if o["type"] == "search"):
@@ -273,7 +362,8 @@ def test_every_saved_search_runs_and_hits(indexed):
 
 def test_every_detection_rule_matches_its_event_and_only_it(indexed):
     _, rules = _objects()
-    expect = {"execution from /tmp": "/tmp/x86", "web server": "/bin/sh", "nsenter": "/usr/bin/nsenter"}
+    expect = {"execution from /tmp": "/tmp/x86", "web server": "/bin/sh", "nsenter": "/usr/bin/nsenter",
+              "kubectl exec": "/bin/sh"}
     for r in rules:
         hits = indexed.search(index=r["index"][0].replace("*-*", "*-dash"), query=kql_to_dsl(r["query"]))["hits"]["hits"]
         want = next(v for k, v in expect.items() if k in r["name"])
@@ -373,3 +463,86 @@ def test_install_failure_is_reported(kibana_stub):
                                       "--password", "pw-not-shown"])
     assert result.exit_code == 1 and "HTTP 401" in result.output and "pw-not-shown" not in result.output
     assert stub.seen[0]["auth"].startswith("Basic ")
+
+
+# --- a real agent: a process in a kubepods-style cgroup lands in the namespace-and-pod panel -------
+
+
+@pytest.mark.bpf
+def test_real_agent_pod_exec_lands_in_the_namespace_and_pod_panel(tmp_path):
+    """`siemhub run` (process sensor, elasticsearch exporter) with the pod enrichment pointed at a fake
+    kubelet tree; /bin/echo runs in a cgroup laid out as the kubelet's systemd driver lays out a pod's
+    container. The panel's own query and aggregations find it under its namespace and pod."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import uuid
+    from pathlib import Path
+
+    from tests.conftest import bpf_unavailable
+    from tests.e2e.test_kubernetes_pods import CGROUP2, _fake_pod, _make_groups, _remove
+
+    if os.geteuid() != 0:
+        bpf_unavailable("tests are not running as root")
+    if noida_binary() is None:
+        from tests.conftest import server_unavailable
+
+        server_unavailable("noida-db not installed (servers extra)")
+    from elasticsearch import Elasticsearch
+
+    uid, cid = str(uuid.uuid4()), os.urandom(32).hex()
+    kubelet = tmp_path / "kubelet"
+    _fake_pod(kubelet, "checkout", "pay-5c7d-q9z", uid, "pay", cid)
+    siemhub = shutil.which("siemhub", path=str(Path(sys.executable).parent)) or "siemhub"
+    marker = f"siemhub-pod-{uuid.uuid4().hex[:8]}"
+    with NoidaServer(tmp_path / "noida") as server, Elasticsearch(server.url) as es:
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(f"""
+sensors:
+  process:
+    poll_interval: 0.05
+    procfs_scan: false
+    kubernetes: {{log_pods_dir: "{kubelet}/var/log/pods", log_containers_dir: "{kubelet}/var/log/containers",
+                 runtime_dirs: [], cgroup_roots: ["{CGROUP2}"]}}
+exporters:
+  es: {{type: elasticsearch, hosts: ["{server.url}"], namespace: podagent, batch: {{max_events: 64, max_wait: 0.2}}}}
+routes:
+  - {{name: all, to: [es]}}
+metrics: {{enabled: false}}
+status_interval: 0
+shutdown_deadline: 5
+""")
+        leaf, created = _make_groups(["kubepods.slice", "kubepods-besteffort.slice",
+                                      f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice",
+                                      f"cri-containerd-{cid}.scope"])
+        agent = subprocess.Popen([siemhub, "run", "-c", str(cfg), "--duration", "15"], stderr=subprocess.PIPE, text=True)
+        saved, _ = _objects()
+        panel = next(o for o in saved if o["id"] == "siemhub-execs-over-time")
+        vis = json.loads(panel["attributes"]["visState"])
+        resp = None
+        try:
+            deadline = time.monotonic() + 25
+            while resp is None and time.monotonic() < deadline and agent.poll() is None:
+                subprocess.run(["/bin/sh", "-c", f"echo $$ > {leaf}/cgroup.procs && exec /bin/echo {marker}"],
+                               stdout=subprocess.DEVNULL, check=True)
+                time.sleep(1.0)
+                try:
+                    es.indices.refresh(index="logs-siemhub.process-podagent")
+                    r = es.search(index="logs-siemhub.process-podagent", size=0, aggs=aggs_to_dsl(vis["aggs"]),
+                                  query={"bool": {"filter": [kql_to_dsl(_query_of(panel)),
+                                                             {"term": {"process.args": marker}}]}})
+                    resp = r if r["hits"]["total"]["value"] else None
+                except Exception:  # noqa: BLE001 - the data stream appears with the first bulk
+                    pass
+        finally:
+            agent.terminate()
+            _, err = agent.communicate(timeout=30)
+            _remove(created)
+    if resp is None and ("eBPF unavailable" in err or "BPFUnavailable" in err):
+        bpf_unavailable(err.strip().splitlines()[-1])
+    assert resp is not None, f"the pod's exec of /bin/echo {marker} did not arrive; agent said:\n{err[-3000:]}"
+    keys = {(ns["key"], pod["key"]) for when in resp["aggregations"]["2"]["buckets"]
+            for ns in when["3"]["buckets"] for pod in ns["4"]["buckets"]}
+    assert keys == {("checkout", "pay-5c7d-q9z")}

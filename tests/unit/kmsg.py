@@ -8,6 +8,7 @@ from pathlib import Path
 
 from siemhub.collector import procfs
 from siemhub.collector.config import ProcessSensorConfig
+from siemhub.collector.container import PodResolver
 from siemhub.collector.event import Clock, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
@@ -94,17 +95,54 @@ def make_ids(prefix: str = "00000000deadbeef-") -> EventIds:
     return ids
 
 
+def fake_kubelet(root: Path) -> PodResolver:
+    """A PodResolver reading a kubelet tree under root (var/log/pods, var/log/containers, var/lib/kubelet/
+    pods, sys/fs/cgroup), empty unless a test creates it (see add_pod)."""
+    return PodResolver(str(root / "var/log/pods"), str(root / "var/log/containers"),
+                       str(root / "var/lib/kubelet/pods"), (str(root / "sys/fs/cgroup"),), negative_ttl=30.0,
+                       runtime_dirs=(str(root / "run/containerd/io.containerd.runtime.v2.task/k8s.io"),
+                                     str(root / "run/containers/storage/overlay-containers")))
+
+
+def add_pod(root: Path, namespace: str, name: str, uid: str, containers: dict[str, str | None]) -> None:
+    """The kubelet's directories for a pod: its log directory per container and, for containers given
+    an id, the /var/log/containers symlink that names it."""
+    pod_dir = root / "var/log/pods" / f"{namespace}_{name}_{uid}"
+    links = root / "var/log/containers"
+    links.mkdir(parents=True, exist_ok=True)
+    for cname, cid in containers.items():
+        (pod_dir / cname).mkdir(parents=True, exist_ok=True)
+        (pod_dir / cname / "0.log").touch()
+        if cid is not None:
+            (links / f"{name}_{namespace}_{cname}-{cid}.log").symlink_to(pod_dir / cname / "0.log")
+
+
+def add_bundle(root: Path, cid: str, annotations: dict[str, str], crio: bool = False) -> None:
+    """A container runtime's OCI bundle for a container: containerd's <id>/config.json or CRI-O's
+    <id>/userdata/config.json, with these annotations."""
+    import json
+
+    if crio:
+        d = root / "run/containers/storage/overlay-containers" / cid / "userdata"
+    else:
+        d = root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"ociVersion": "1.1.0", "process": {"args": ["/pause"]},
+                                               "annotations": annotations}))
+
+
 class Harness:
     """A ProcessSensor that is never load()ed: decode() only, against a fake /proc."""
 
     def __init__(self, proc_root: Path, *, max_entries: int = 65536, exit_delay: float = 30.0,
-                 node: Node | None = None) -> None:
+                 node: Node | None = None, k8s_root: Path | None = None) -> None:
         self.metrics = Metrics()
         self.node = node or Node(name="node-a")
         self.clock = make_clock()
         self.ids = make_ids()
         self.cache = ProcessCache(self.node.name, self.clock, self.metrics, max_entries=max_entries,
-                                  exit_delay=exit_delay, proc_root=str(proc_root))
+                                  exit_delay=exit_delay, proc_root=str(proc_root),
+                                  pods=fake_kubelet(k8s_root or proc_root.parent / "k8s"))
         self.emitted: list = []
         # pending.max_wait 0: an event for an unknown process goes out (flagged) at the end of the
         # batch, as it would after the wait in the agent; tests of the wait itself set their own.

@@ -257,7 +257,8 @@ def _full_process(pid: int) -> Process:
         binary_properties=BinaryProperties(setuid=0, setgid=0),
         container=Container(id="c0ffee", runtime="containerd"),
         pod=Pod(namespace="prod", name="web-1", labels={"app": "web"},
-                container=PodContainer(name="nginx", image="nginx:1.25"), workload="Deployment/web"),
+                container=PodContainer(name="nginx", image="nginx:1.25"), workload="Deployment/web",
+                uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable"),
     )
 
 

@@ -33,7 +33,8 @@ CHILD = Process(exec_id="bm9kZS1hOjQyNDI6NDI0Mg==", pid=4242, tid=4242, ppid=100
                 start_time="2026-11-25T22:21:27.507097186Z", flags=["truncated_args"], cgroup_id=4096,
                 container=Container(id="ab" * 32, runtime="containerd"),
                 pod=Pod(namespace="web", name="api-7f9c", labels={"app": "api"},
-                        container=PodContainer(name="api", image="registry.example/api:1.2")))
+                        container=PodContainer(name="api", image="registry.example/api:1.2"),
+                        uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable"))
 NODE = Node(name="node-a", labels={"zone": "eu-1"})
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from siemhub.collector.event import SCHEMA_VERSION, Event, Node, encode_json
 
-from .kmsg import TICK, Harness, exec_msg, exit_msg, make_clock, make_ids, make_proc
+from .kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, exit_msg, make_clock, make_ids, make_proc
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -40,6 +40,13 @@ def _process_events(tmp_path: Path) -> dict[str, Event]:
     proc = tmp_path / "proc"
     make_proc(proc, 1000, ppid=1, start_ticks=100, comm=b"bash", exe=b"/usr/bin/bash", cmdline=b"-bash\0",
               cwd=b"/home/alice", uids=(1000,) * 4, gids=(1000,) * 4, loginuid=b"1000")
+    # the kubelet's directories for the pod of the container below (tests/unit/kmsg.py: add_pod)
+    uid = "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"
+    add_pod(tmp_path / "k8s", "shop", "web-7d9f-x2k", uid, {"curl": "ab" * 32})
+    add_bundle(tmp_path / "k8s", "ab" * 32, {  # containerd's OCI bundle of the container: its image
+        "io.kubernetes.cri.container-name": "curl", "io.kubernetes.cri.image-name": "docker.io/curlimages/curl:8.5.0",
+        "io.kubernetes.cri.sandbox-name": "web-7d9f-x2k", "io.kubernetes.cri.sandbox-namespace": "shop",
+        "io.kubernetes.cri.sandbox-uid": uid})
     h = Harness(proc, node=Node(name="node-a", labels={"zone": "eu-1"}))
     start = 7 * 10**9 - 250_000
     exe = h.one(exec_msg(4242, ppid=1000, pstart=100 * TICK, ktime=7 * 10**9 + 123, start=start,

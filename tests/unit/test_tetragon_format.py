@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from siemhub.collector.event import (
-    SCHEMA_VERSION, AgentStatus, BinaryProperties, Caps, Container, Event, Exit, Namespaces, Node, Process,
+    SCHEMA_VERSION, AgentStatus, BinaryProperties, Caps, Container, Event, Exit, Namespaces, Node, Pod,
+    PodContainer, Process,
 )
 from siemhub.exporters.formats import get_format, tetragon
 
@@ -28,7 +29,9 @@ def _events():
     node = Node(name="node-a", labels={"zone": "z1"})
     child = _proc(10, auid=1000, caps=Caps(effective=["CAP_SYS_ADMIN"], permitted=["CAP_SYS_ADMIN", "CAP_BPF"]),
                   ns=Namespaces(mnt=4026532301, net=4026532303), binary_properties=BinaryProperties(setuid=0),
-                  container=Container(id="ab" * 32, runtime="containerd"), flags=["truncated_args"])
+                  container=Container(id="ab" * 32, runtime="containerd"), flags=["truncated_args"],
+                  pod=Pod(namespace="shop", name="web-7d9f-x2k", uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9",
+                          qos_class="BestEffort", container=PodContainer(name="nginx")))
     parent = _proc(9, binary="/bin/bash", args=["bash"], cwd="/", flags=["procfs"])
     base = dict(schema_version=SCHEMA_VERSION, severity="info", node=node)
     return {
