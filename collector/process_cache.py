@@ -52,6 +52,9 @@ class Entry(msgspec.Struct, gc=False):
     # The image this process ran before this exec, when the cache knew it (exec without fork, or a
     # fork looked up before its exec): events from just before the exec belong to it. One level only.
     prev: Entry | None = None
+    # The parent as it was when this image was exec'd (its summary): the process that `parent_exec_id`
+    # names, so later events (the exit) name the same parent even if the parent has exec'd since.
+    parent: Process | None = None
 
     def summary(self) -> Process:
         """The process as it appears in `parent` and `ancestors`: every field but the bulky `caps` and
@@ -275,12 +278,14 @@ class ProcessCache:
 
     # --- kernel events ---
 
-    def add_exec(self, proc: Process, start_ns: int, ktime: int, parent_start_ns: int | None = None) -> Entry:
+    def add_exec(self, proc: Process, start_ns: int, ktime: int, parent_start_ns: int | None = None,
+                 parent: Process | None = None) -> Entry:
         pid = proc.pid
         if self._forks:
             self._forks.pop(pid, None)
         tick = NS_PER_TICK
-        e = Entry(proc, start_ns // tick, ktime, parent_start_ns // tick if parent_start_ns is not None else None)
+        e = Entry(proc, start_ns // tick, ktime, parent_start_ns // tick if parent_start_ns is not None else None,
+                  parent=parent)
         by_pid = self._by_pid
         old = by_pid.pop(pid, None)
         by_pid[pid] = e  # (re)inserted last: dict order is age order for the size bound

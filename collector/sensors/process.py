@@ -339,7 +339,7 @@ class ProcessSensor(KernelSensor):
             binary_properties=binary_properties(exe_mode, exe_uid, exe_gid) if exe_mode & 0o6000 else None,
             cgroup_id=cgroup_id, container=cont, pod=pod,
         )
-        entry = cache.add_exec(proc, start_ns, ktime, pstart_ns if parent is not None else None)
+        entry = cache.add_exec(proc, start_ns, ktime, pstart_ns if parent is not None else None, pproc)
         return Event(id=ctx.ids.new(), time=when, type="process_exec", schema_version=SCHEMA_VERSION,
                      severity="info", node=ctx.node, process=proc, parent=pproc,
                      ancestors=cache.ancestors(entry, self.config.ancestors) if self.config.ancestors else [])
@@ -455,8 +455,10 @@ class ProcessSensor(KernelSensor):
             parent = None
         else:
             proc = entry.proc
-            pe = cache.parent_of(entry)
-            parent = pe.summary() if pe is not None else None
+            parent = entry.parent  # as at its exec: the process its parent_exec_id names
+            if parent is None:  # not seen exec'ing (/proc, clone): the parent it has now, if the same process
+                pe = cache.parent_of(entry)
+                parent = pe.summary() if pe is not None else None
             cache.mark_exited(pid, entry)
         sig = code & 0x7F
         duration = ktime - entry.exec_ktime if entry is not None and entry.exec_ktime else None

@@ -537,3 +537,15 @@ def test_a_reused_namespace_inode_is_not_an_entry(h):
     # The namespaces are freed and the kernel hands the same inode numbers to a new container.
     fresh = h.one(exec_msg(1003, ppid=1000, pstart=1 * S, ktime=5 * S, start=5 * S, ns=ns_a, filename=b"/bin/init"))
     assert "namespace_entry" not in fresh.process.flags and fresh.process.entered_namespaces == []
+
+
+def test_exit_names_the_parent_its_parent_exec_id_names(h):
+    """The parent on an exit is the image that started the process (the one `parent_exec_id` names),
+    not whatever its parent exec'd since (a shell that `exec`s another program)."""
+    shell = h.one(exec_msg(100, ktime=10 * S, start=9 * S, filename=b"/bin/bash"))
+    child = h.one(exec_msg(200, ppid=100, pstart=9 * S, ktime=11 * S, start=11 * S - 5, filename=b"/bin/sleep"))
+    assert child.process.parent_exec_id == shell.process.exec_id
+    h.one(exec_msg(100, ktime=12 * S, start=9 * S, filename=b"/usr/bin/python3"))  # the shell execs
+    out = h.one(exit_msg(200, ktime=13 * S, code=0, start=11 * S - 5))
+    assert out.parent.exec_id == out.process.parent_exec_id == shell.process.exec_id
+    assert out.parent.binary == "/bin/bash"
