@@ -3,7 +3,6 @@ sigkill/block translation, rate limits, the config section, `siemhub validate`, 
 from __future__ import annotations
 
 import textwrap
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -342,17 +341,14 @@ def test_pipeline_applies_policies_after_redaction(tmp_path):
 # --- cost ------------------------------------------------------------------------------------------
 
 
-def test_hot_path_cost_with_the_library(library):
-    """process_exec events that match nothing: reported in README (µs per event)."""
+def test_events_that_match_nothing_pass_through_uncopied(library):
+    """The hot path (its cost is measured in bench/policy_cost.py): with the whole library loaded,
+    events that match no policy come back as the same list, untouched."""
     events = [ev(process=proc(f"/usr/bin/tool{i % 50}", [f"tool{i % 50}", "--flag", "value", f"/some/path/{i}"]),
-                 parent=proc("/usr/bin/bash", ["bash"])) for i in range(20000)]
-    library.apply(events[:1000])
-    t = time.perf_counter()
+                 parent=proc("/usr/bin/bash", ["bash"])) for i in range(2000)]
     out = library.apply(events)
-    per = (time.perf_counter() - t) / len(events) * 1e6
     assert out is events  # nothing matched, nothing copied
-    print(f"policy engine: {per:.2f} us per process_exec event (library, no match)")
-    assert per < 20
+    assert all(not e.tags for e in events)
 
 
 def test_policy_counters_are_prometheus_metrics(tmp_path):

@@ -3,7 +3,6 @@ are left alone, the flag `redacted` is set, config rules work, and the pipeline 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -135,12 +134,20 @@ def test_bad_rule_is_a_config_error():
     assert err.value.problems[0].startswith("a.yaml:4: redact.rules[0].pattern: Value error, not a valid regex")
 
 
-def test_cost_is_small_without_candidates():
-    plain = [event(["/usr/bin/gcc", "-O2", "-c", "main.c", "-o", "main.o"], ["make", "-j4"]) for _ in range(2000)]
-    t0 = time.perf_counter()
-    R.apply(plain)
-    per_event = (time.perf_counter() - t0) / len(plain)
-    assert per_event < 20e-6, per_event  # ~1-2 µs here; generous for slow CI
+def test_clean_command_lines_are_checked_once_per_image_and_never_copied(monkeypatch):
+    """The fast path (its cost is measured in bench/user_path.py, stage `redact`): an image without
+    secrets is checked once, then served from the per-image cache; its events keep the very objects."""
+    plain = [event(["/usr/bin/gcc", "-O2", "-c", "main.c", "-o", "main.o"], ["make", "-j4"]) for _ in range(50)]
+    shared = plain[0].process
+    for e in plain:
+        e.process = shared  # one image, many events (exec, exit, children)
+    r = Redactor()
+    calls = []
+    real = r.args
+    monkeypatch.setattr(r, "args", lambda args, tool="": calls.append(tool) or real(args, tool))
+    assert r.apply(plain) == 0
+    assert all(e.process is shared for e in plain)
+    assert calls.count("gcc") == 1  # the shared image: once, not per event
 
 
 def test_planted_secrets_are_gone_from_every_output_format(tmp_path, monkeypatch):
