@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""A/B benchmark of the process sensor's BPF programs: two variants attached at once, same events.
+
+The machine is shared and noisy, so two versions of bpf/process/process.bpf.c are never measured one
+after the other: both are compiled (collector/bpfload.py compile_program, with the sensor's BTF offsets
+and default defines) and attached at the same time to the same tracepoints, each with its own ring
+buffer drained by its own reader (collector/ringbuf.py) so that neither runs full. Every exec, fork and
+exit then runs both variants back to back, and the per-program in-kernel cost is compared from
+run_time_ns / run_cnt (kernel.bpf_stats_enabled, bpftool) of each variant's own programs.
+
+  A: bpf/process/ and bpf/include/ as committed at --base (default HEAD),
+  B: the working tree (what the agent would load).
+
+Per run: load both (the order alternates between runs, so neither always runs first on a tracepoint),
+set kernel.bpf_stats_enabled=1 (other sessions may toggle it: the run counts are checked), run --execs
+fork+exec of /bin/true from a C loop (the issue's workload) in a fresh directory, and print ns per run
+for each program and the sum per exec (exec + fork + exit programs). Run counts include every other
+process' execs on the machine; both variants see the same ones.
+
+Then it checks that A and B produce byte-identical messages for the same events (the header's ktime
+aside): every exec and exit message of the workload's processes, matched by pid and start time, in the
+benchmark directory and in a deeper one that crosses a mount (tmpfs under /dev/shm when there is one).
+
+Run as root: `.venv/bin/python bench/bpf_ab.py [--execs 20000] [--runs 3] [--base HEAD]`.
+
+Figures (kernel 6.18, 2 shared cores, 3 runs of 20000 execs, A = the probe-read version, B = direct BTF
+loads; see docs/process.md): see the report printed at the end of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from exec_storm import FORK_LOOP_C  # bench/exec_storm.py
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
+MSG_EXEC, MSG_FORK, MSG_EXIT = 1, 2, 3
+
+
+def variant_source(base: str, into: Path) -> str:
+    """Write bpf/process/process.bpf.c and bpf/include/*.h as of git `base` side by side into `into`
+    (quoted #includes resolve beside the source first), and return the program's path."""
+    into.mkdir(parents=True, exist_ok=True)
+    names = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", base, "bpf/include/"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    for path in [*names, "bpf/process/process.bpf.c"]:
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{base}:{path}"], capture_output=True,
+                              check=True).stdout
+        (into / Path(path).name).write_bytes(text)
+    return str(into / "process.bpf.c")
+
+
+def load(src: str):
+    """Compile and attach one variant as the sensor does (ProcessSensor.load), with its own maps."""
+    from siemhub.collector.bpfload import compile_program
+    from siemhub.collector.config import ProcessSensorConfig
+    from siemhub.collector.sensors.process import _MAPS, _offsets, _pow2_at_least
+
+    c = ProcessSensorConfig()
+    defines = {"SH_ARGS_MAX": c.args_max_bytes, "SH_FILENAME_MAX": c.filename_max_bytes,
+               "SH_CWD_DEPTH": c.cwd_depth, "SH_RINGBUF_PAGES": c.ringbuf_pages,
+               "SH_WAKEUP_EVERY": c.wakeup_every, "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1)}
+    return compile_program(src, _offsets(), defines, _MAPS), c.ringbuf_pages  # an absolute src is taken as is
+
+
+class Reader(threading.Thread):
+    """Drains one variant's ring buffer into a list, every few milliseconds."""
+
+    def __init__(self, loaded, pages: int) -> None:
+        super().__init__(daemon=True)
+        from siemhub.collector import ringbuf
+
+        self.rb = ringbuf.RingBuffer(loaded.maps["events"].fd, pages * 4096)
+        self.msgs: list[bytes] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.rb.wait(0.005)
+            self.msgs.extend(self.rb.drain())
+        self.msgs.extend(self.rb.drain())
+
+
+def prog_ids(fds: list[int]) -> dict[str, int]:
+    """Tracepoint name -> program id for the attachments held in this process under `fds`."""
+    attached = json.loads(subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
+                                         check=True).stdout)
+    me, wanted = os.getpid(), set(fds)
+    return {a["tracepoint"]: a["prog_id"] for a in attached
+            if a.get("pid") == me and a.get("fd") in wanted and "tracepoint" in a}
+
+
+def prog_stats(ids: dict[str, int]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for name, pid in ids.items():
+        p = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(pid)], capture_output=True,
+                                      text=True, check=True).stdout)
+        out[name] = (p.get("run_time_ns", 0), p.get("run_cnt", 0))
+    return out
+
+
+def lost(loaded) -> int:
+    from siemhub.collector import bpfsys
+
+    return sum(sum(loaded.maps["lost"].lookup_percpu_u64(bpfsys.u32(k))) for k in (MSG_EXEC, MSG_FORK, MSG_EXIT))
+
+
+def fork_loop(tmp: Path) -> str:
+    (tmp / "fork_loop.c").write_text(FORK_LOOP_C)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp / "fork_loop"), str(tmp / "fork_loop.c")], check=True)
+    return str(tmp / "fork_loop")
+
+
+def run_workload(loop: str, n: int, marker: str, cwd: str) -> None:
+    env = dict(os.environ, STORM_MARKER=marker)
+    if subprocess.run([loop, str(n), "/bin/true"], env=env, cwd=cwd).returncode != 0:
+        raise SystemExit("fork loop failed")
+
+
+def workload_messages(msgs: list[bytes], marker: str) -> dict[tuple, bytes]:
+    """Exec messages whose argv carries `marker`, and the exit messages of the same processes, keyed by
+    (type, pid, start_boottime), with the header's ktime zeroed."""
+    needle = marker.encode() + b"\0"
+    pids = set()
+    out = {}
+    for raw in msgs:
+        if raw[0] == MSG_EXEC and needle in raw[176:]:
+            pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 64)[0]
+            pids.add((pid, start))
+            out[(MSG_EXEC, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+    for raw in msgs:
+        if raw[0] == MSG_EXIT:
+            pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 32)[0]
+            if (pid, start) in pids:
+                out[(MSG_EXIT, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+        elif raw[0] == MSG_FORK:
+            pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 24)[0]
+            if (pid, start) in pids:
+                out[(MSG_FORK, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+    return out
+
+
+def compare(a: dict, b: dict, expected_execs: int) -> tuple[int, list[str]]:
+    problems = []
+    execs = sum(1 for k in a if k[0] == MSG_EXEC)
+    if execs != expected_execs:
+        problems.append(f"A saw {execs} workload execs, expected {expected_execs}")
+    if set(a) != set(b):
+        problems.append(f"{len(set(a) - set(b))} messages only in A, {len(set(b) - set(a))} only in B")
+    diff = [k for k in a.keys() & b.keys() if a[k] != b[k]]
+    for k in diff[:3]:
+        x, y = a[k], b[k]
+        first = next(i for i in range(min(len(x), len(y))) if x[i] != y[i]) if len(x) == len(y) else "size"
+        problems.append(f"type {k[0]} pid {k[1]}: differ at byte {first} (sizes {len(x)}/{len(y)})")
+    if diff:
+        problems.append(f"{len(diff)} of {len(a.keys() & b.keys())} messages differ")
+    return len(a.keys() & b.keys()) - len(diff), problems
+
+
+def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, deepdir: str | None) -> dict:
+    order = ["A", "B"] if run % 2 == 0 else ["B", "A"]
+    loaded, readers, ids = {}, {}, {}
+    try:
+        for v in order:
+            loaded[v], pages = load(srcs[v])
+            ids[v] = prog_ids(loaded[v].attachments)
+            if set(ids[v]) != set(PROGRAMS):
+                raise SystemExit(f"variant {v}: attached {sorted(ids[v])}, expected {PROGRAMS}")
+            readers[v] = Reader(loaded[v], pages)
+            readers[v].start()
+        marker = f"ab-{os.getpid()}-{run}"
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+        s0 = {v: prog_stats(ids[v]) for v in order}
+        t0 = time.monotonic()
+        run_workload(loop, n, marker, workdir)
+        wall = time.monotonic() - t0
+        s1 = {v: prog_stats(ids[v]) for v in order}
+        deep_marker = f"ab-deep-{os.getpid()}-{run}"
+        if deepdir:
+            run_workload(loop, 200, deep_marker, deepdir)
+        time.sleep(0.3)
+    finally:
+        for r in readers.values():
+            r.stop.set()
+        for r in readers.values():
+            r.join()
+    result = {"order": order, "wall": wall, "lost": {v: lost(loaded[v]) for v in order}, "stats": {}}
+    for v in order:
+        result["stats"][v] = {p: (s1[v][p][0] - s0[v][p][0], s1[v][p][1] - s0[v][p][1]) for p in PROGRAMS}
+        loaded[v].close()
+        readers[v].rb.close()
+    same, problems = compare(workload_messages(readers["A"].msgs, marker), workload_messages(readers["B"].msgs, marker), n)
+    result["identical"], result["problems"] = same, problems
+    if deepdir:
+        same, problems = compare(workload_messages(readers["A"].msgs, deep_marker),
+                                 workload_messages(readers["B"].msgs, deep_marker), 200)
+        result["identical_deep"], result["problems"] = same, result["problems"] + [f"deep: {p}" for p in problems]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--execs", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=4, help="even: each variant runs first on the tracepoints as often")
+    ap.add_argument("--base", default="HEAD", help="git revision of variant A (B is the working tree)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (eBPF)")
+    from siemhub.collector.bpfload import bpf_dir
+
+    tmp = Path(tempfile.mkdtemp(prefix="siemhub-ab-"))
+    srcs = {"A": variant_source(args.base, tmp / "a"), "B": str(bpf_dir() / "process" / "process.bpf.c")}
+    loop = fork_loop(tmp)
+    workdir = tmp / "work"
+    workdir.mkdir()
+    deepdir = None
+    if os.path.isdir("/dev/shm"):
+        deepdir = tempfile.mkdtemp(prefix="siemhub-ab-", dir="/dev/shm")
+        Path(deepdir, "one", "two", "three").mkdir(parents=True)
+        deepdir = str(Path(deepdir, "one", "two", "three"))
+    print(f"A: bpf/process at {args.base}; B: working tree. {args.execs} fork+exec of /bin/true per run, "
+          f"cwd {workdir}; machine shared with other sessions.")
+    totals = collections.defaultdict(list)
+    stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    try:
+        for run in range(args.runs):
+            r = one_run(run, srcs, loop, args.execs, str(workdir), deepdir)
+            print(f"-- run {run + 1}: attach order {'+'.join(r['order'])}, {r['wall']:.1f}s "
+                  f"({args.execs / r['wall']:.0f} execs/s), lost A {r['lost']['A']} B {r['lost']['B']}")
+            per_exec = {}
+            for v in ("A", "B"):
+                st = r["stats"][v]
+                cells = []
+                for p in PROGRAMS:
+                    rt, rc = st[p]
+                    cells.append(f"{p.removeprefix('sched_process_')} {rt / max(rc, 1):6.0f} ns x {rc}")
+                    totals[(v, p)].append(rt / max(rc, 1))
+                # per exec of the workload: each program's mean cost, once each (one fork, exec, exit per exec)
+                per_exec[v] = sum(st[p][0] / max(st[p][1], 1) for p in PROGRAMS)
+                totals[(v, "sum")].append(per_exec[v])
+                print(f"   {v}: " + ", ".join(cells) + f"; sum {per_exec[v]:.0f} ns per exec")
+            sane = all(r["stats"][v]["sched_process_exec"][1] >= args.execs for v in ("A", "B"))
+            print(f"   B/A: {per_exec['B'] / per_exec['A']:.2f}; run counts "
+                  f"{'sane' if sane else 'TOO LOW (bpf_stats toggled by someone else?)'}")
+            print(f"   identical messages: {r['identical']} workload"
+                  + (f", {r['identical_deep']} in {deepdir}" if deepdir else "")
+                  + ("; PROBLEMS: " + "; ".join(r["problems"]) if r["problems"] else "; no difference"))
+        print("== mean over runs (ns per program run)")
+        for v in ("A", "B"):
+            print(f"   {v}: " + ", ".join(f"{p.removeprefix('sched_process_')} {sum(totals[(v, p)]) / args.runs:.0f}"
+                                        for p in PROGRAMS) + f"; sum {sum(totals[(v, 'sum')]) / args.runs:.0f}")
+    finally:
+        subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        if deepdir:
+            subprocess.run(["rm", "-rf", str(Path(deepdir).parents[2])], check=False)
+
+
+if __name__ == "__main__":
+    main()
