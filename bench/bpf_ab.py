@@ -61,7 +61,7 @@ def variant_source(base: str, into: Path) -> str:
     return str(into / "process.bpf.c")
 
 
-def load(src: str):
+def load(src: str, extra: dict[str, int] | None = None):
     """Compile and attach one variant as the sensor does (ProcessSensor.load), with its own maps."""
     from siemhub.collector.bpfload import compile_program
     from siemhub.collector.config import ProcessSensorConfig
@@ -71,6 +71,7 @@ def load(src: str):
     defines = {"SH_ARGS_MAX": c.args_max_bytes, "SH_FILENAME_MAX": c.filename_max_bytes,
                "SH_CWD_DEPTH": c.cwd_depth, "SH_RINGBUF_PAGES": c.ringbuf_pages,
                "SH_WAKEUP_EVERY": c.wakeup_every, "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1)}
+    defines.update(extra or {})
     return compile_program(src, _offsets(), defines, _MAPS), c.ringbuf_pages  # an absolute src is taken as is
 
 
@@ -168,12 +169,13 @@ def compare(a: dict, b: dict, expected_execs: int) -> tuple[int, list[str]]:
     return len(a.keys() & b.keys()) - len(diff), problems
 
 
-def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, deepdir: str | None) -> dict:
+def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, deepdir: str | None,
+            extra: dict[str, dict[str, int]]) -> dict:
     order = ["A", "B"] if run % 2 == 0 else ["B", "A"]
     loaded, readers, ids = {}, {}, {}
     try:
         for v in order:
-            loaded[v], pages = load(srcs[v])
+            loaded[v], pages = load(srcs[v], extra[v])
             ids[v] = prog_ids(loaded[v].attachments)
             if set(ids[v]) != set(PROGRAMS):
                 raise SystemExit(f"variant {v}: attached {sorted(ids[v])}, expected {PROGRAMS}")
@@ -214,6 +216,8 @@ def main() -> None:
     ap.add_argument("--execs", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=4, help="even: each variant runs first on the tracepoints as often")
     ap.add_argument("--base", default="HEAD", help="git revision of variant A (B is the working tree)")
+    ap.add_argument("--b-define", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra -D for variant B, e.g. SH_PROBE_READ_ONLY=1 or SH_WIN_MAX=8 (fallback paths)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (eBPF)")
@@ -230,12 +234,13 @@ def main() -> None:
         Path(deepdir, "one", "two", "three").mkdir(parents=True)
         deepdir = str(Path(deepdir, "one", "two", "three"))
     print(f"A: bpf/process at {args.base}; B: working tree. {args.execs} fork+exec of /bin/true per run, "
-          f"cwd {workdir}; machine shared with other sessions.")
+          f"cwd {workdir}; machine shared with other sessions." + (f" B with -D {' -D '.join(args.b_define)}" if args.b_define else ""))
     totals = collections.defaultdict(list)
+    extra = {"A": {}, "B": {k: int(v) for k, v in (d.split("=", 1) for d in args.b_define)}}
     stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
     try:
         for run in range(args.runs):
-            r = one_run(run, srcs, loop, args.execs, str(workdir), deepdir)
+            r = one_run(run, srcs, loop, args.execs, str(workdir), deepdir, extra)
             print(f"-- run {run + 1}: attach order {'+'.join(r['order'])}, {r['wall']:.1f}s "
                   f"({args.execs / r['wall']:.0f} execs/s), lost A {r['lost']['A']} B {r['lost']['B']}")
             per_exec = {}
