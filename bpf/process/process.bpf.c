@@ -141,21 +141,17 @@ static __always_inline void read_dentry(void *dentry, void **parent, void **name
  * Components are written leaf first; user space reverses them. The running offset and depth live in
  * the map value, not in registers: the verifier then sees the same state at every loop head and
  * prunes, instead of exploring every combination of branches (1M-instruction limit).
- * The pointers are all read with bpf_probe_read_kernel (plain numbers to the verifier), because the
- * mount side cannot be typed; so are fs->pwd's two, to give the loop one kind of value throughout. */
+ * Within the cwd's own mount the dentries are BTF-typed (td: fs->pwd.dentry, then d_parent), read with
+ * plain loads; past the first mount point they come from the mount (ud: mnt_mountpoint, read with
+ * bpf_probe_read_kernel, so a plain number to the verifier) and are read by windows. Two variables, so
+ * that each load instruction only ever sees one kind of value. */
 static __always_inline void read_cwd(struct exec_buf *b, void *task)
 {
 	void *fs = ld_ptr(task, OFF_TASK_FS);
-#if OFF_PATH_MNT + 8 == OFF_PATH_DENTRY || OFF_PATH_DENTRY + 8 == OFF_PATH_MNT
-	void *pwd[2] = {};  /* struct path's two pointers, in one read */
-	bpf_probe_read_kernel(pwd, sizeof(pwd), (char *)fs + OFF_FS_PWD + SH_MIN2(OFF_PATH_MNT, OFF_PATH_DENTRY));
-	void *vfsmnt = pwd[OFF_PATH_MNT > OFF_PATH_DENTRY];
-	void *dentry = pwd[OFF_PATH_DENTRY > OFF_PATH_MNT];
-#else
-	void *vfsmnt = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_MNT);
-	void *dentry = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_DENTRY);
-#endif
-	void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
+	void *td = ld_ptr(fs, OFF_FS_PWD + OFF_PATH_DENTRY);
+	void *ud = 0;
+	int typed = 1;
+	void *mnt = (char *)rd_ptr(fs, OFF_FS_PWD + OFF_PATH_MNT) - OFF_MOUNT_MNT;
 	struct mnt_view mv;
 	read_mount(mnt, &mv);
 
@@ -163,18 +159,29 @@ static __always_inline void read_cwd(struct exec_buf *b, void *task)
 	b->msg.cwd_depth = 0;
 	b->msg.flags |= SH_EXEC_TRUNC_CWD;  /* cleared when the walk reaches the root */
 	for (int i = 0; i < SH_CWD_DEPTH; i++) {
-		void *parent = 0, *name = 0;
-		int at_root = dentry == mv.root;
-		if (!at_root) {
-			read_dentry(dentry, &parent, &name);
-			at_root = dentry == parent;
+		void *tparent = 0, *uparent = 0, *name = 0;
+		int at_root;
+		if (typed) {
+			at_root = td == mv.root;
+			if (!at_root) {
+				tparent = ld_ptr(td, OFF_DENTRY_PARENT);
+				name = ld_ptr(td, DNAME_OFF);
+				at_root = td == tparent;
+			}
+		} else {
+			at_root = ud == mv.root;
+			if (!at_root) {
+				read_dentry(ud, &uparent, &name);
+				at_root = ud == uparent;
+			}
 		}
 		if (at_root) {
 			if (mv.parent == mnt || !mv.parent) {
 				b->msg.flags &= ~SH_EXEC_TRUNC_CWD;
 				break;
 			}
-			dentry = mv.mountpoint;
+			ud = mv.mountpoint;
+			typed = 0;
 			mnt = mv.parent;
 			read_mount(mnt, &mv);
 			continue;
@@ -187,7 +194,10 @@ static __always_inline void read_cwd(struct exec_buf *b, void *task)
 			break;
 		b->msg.cwd_len += n;
 		b->msg.cwd_depth += 1;
-		dentry = parent;
+		if (typed)
+			td = tparent;
+		else
+			ud = uparent;
 	}
 }
 
