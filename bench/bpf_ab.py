@@ -169,9 +169,11 @@ def compare(a: dict, b: dict, expected_execs: int) -> tuple[int, list[str]]:
     return len(a.keys() & b.keys()) - len(diff), problems
 
 
-def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, deepdir: str | None,
-            extra: dict[str, dict[str, int]]) -> dict:
-    order = ["A", "B"] if run % 2 == 0 else ["B", "A"]
+def attach_and_run(order: list[str], srcs: dict[str, str], extra: dict[str, dict[str, int]], loop: str,
+                   workloads: list[tuple[int, str, str]]) -> dict:
+    """Attach the variants in `order` (one or both), run each (execs, marker, cwd) workload, detach.
+    Returns the first workload's wall time and per-program (run_time_ns, run_cnt) deltas per variant,
+    the messages each variant sent, and its lost counts."""
     loaded, readers, ids = {}, {}, {}
     try:
         for v in order:
@@ -181,40 +183,74 @@ def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, dee
                 raise SystemExit(f"variant {v}: attached {sorted(ids[v])}, expected {PROGRAMS}")
             readers[v] = Reader(loaded[v], pages)
             readers[v].start()
-        marker = f"ab-{os.getpid()}-{run}"
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
         s0 = {v: prog_stats(ids[v]) for v in order}
         t0 = time.monotonic()
-        run_workload(loop, n, marker, workdir)
+        n, marker, cwd = workloads[0]
+        run_workload(loop, n, marker, cwd)
         wall = time.monotonic() - t0
         s1 = {v: prog_stats(ids[v]) for v in order}
-        deep_marker = f"ab-deep-{os.getpid()}-{run}"
-        if deepdir:
-            run_workload(loop, 200, deep_marker, deepdir)
+        for n, marker, cwd in workloads[1:]:
+            run_workload(loop, n, marker, cwd)
         time.sleep(0.3)
     finally:
         for r in readers.values():
             r.stop.set()
         for r in readers.values():
             r.join()
-    result = {"order": order, "wall": wall, "lost": {v: lost(loaded[v]) for v in order}, "stats": {}}
+    result = {"order": order, "wall": wall, "lost": {}, "stats": {}, "msgs": {}}
     for v in order:
         result["stats"][v] = {p: (s1[v][p][0] - s0[v][p][0], s1[v][p][1] - s0[v][p][1]) for p in PROGRAMS}
+        result["lost"][v] = lost(loaded[v])
+        result["msgs"][v] = readers[v].msgs
         loaded[v].close()
         readers[v].rb.close()
-    same, problems = compare(workload_messages(readers["A"].msgs, marker), workload_messages(readers["B"].msgs, marker), n)
+    return result
+
+
+def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, deepdir: str | None,
+            extra: dict[str, dict[str, int]]) -> dict:
+    """Both variants at once (the order alternates with `run`), and the identical-message check."""
+    order = ["A", "B"] if run % 2 == 0 else ["B", "A"]
+    marker, deep_marker = f"ab-{os.getpid()}-{run}", f"ab-deep-{os.getpid()}-{run}"
+    work = [(n, marker, workdir)] + ([(200, deep_marker, deepdir)] if deepdir else [])
+    result = attach_and_run(order, srcs, extra, loop, work)
+    msgs = result.pop("msgs")
+    same, problems = compare(workload_messages(msgs["A"], marker), workload_messages(msgs["B"], marker), n)
     result["identical"], result["problems"] = same, problems
     if deepdir:
-        same, problems = compare(workload_messages(readers["A"].msgs, deep_marker),
-                                 workload_messages(readers["B"].msgs, deep_marker), 200)
+        same, problems = compare(workload_messages(msgs["A"], deep_marker), workload_messages(msgs["B"], deep_marker), 200)
         result["identical_deep"], result["problems"] = same, result["problems"] + [f"deep: {p}" for p in problems]
     return result
+
+
+def print_stats(label: str, st: dict[str, tuple[int, int]], totals, v: str) -> float:
+    cells = []
+    for p in PROGRAMS:
+        rt, rc = st[p]
+        cells.append(f"{p.removeprefix('sched_process_')} {rt / max(rc, 1):6.0f} ns x {rc}")
+        totals[(v, p)].append(rt / max(rc, 1))
+    # per exec of the workload: each program's mean cost, once each (one fork, exec, exit per exec)
+    per_exec = sum(st[p][0] / max(st[p][1], 1) for p in PROGRAMS)
+    totals[(v, "sum")].append(per_exec)
+    print(f"   {label}: " + ", ".join(cells) + f"; sum {per_exec:.0f} ns per exec")
+    return per_exec
+
+
+def print_means(title: str, totals) -> None:
+    print(title)
+    for v in ("A", "B"):
+        k = len(totals[(v, "sum")])
+        print(f"   {v}: " + ", ".join(f"{p.removeprefix('sched_process_')} {sum(totals[(v, p)]) / k:.0f}"
+                                    for p in PROGRAMS) + f"; sum {sum(totals[(v, 'sum')]) / k:.0f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--execs", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=4, help="even: each variant runs first on the tracepoints as often")
+    ap.add_argument("--solo", type=int, default=2,
+                    help="then this many rounds of each variant attached alone (what the agent pays; no pairing)")
     ap.add_argument("--base", default="HEAD", help="git revision of variant A (B is the working tree)")
     ap.add_argument("--b-define", action="append", default=[], metavar="NAME=VALUE",
                     help="extra -D for variant B, e.g. SH_PROBE_READ_ONLY=1 or SH_WIN_MAX=8 (fallback paths)")
@@ -236,6 +272,7 @@ def main() -> None:
     print(f"A: bpf/process at {args.base}; B: working tree. {args.execs} fork+exec of /bin/true per run, "
           f"cwd {workdir}; machine shared with other sessions." + (f" B with -D {' -D '.join(args.b_define)}" if args.b_define else ""))
     totals = collections.defaultdict(list)
+    first = collections.defaultdict(list)  # (variant, position on the tracepoints) -> sums
     extra = {"A": {}, "B": {k: int(v) for k, v in (d.split("=", 1) for d in args.b_define)}}
     stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
     try:
@@ -243,28 +280,30 @@ def main() -> None:
             r = one_run(run, srcs, loop, args.execs, str(workdir), deepdir, extra)
             print(f"-- run {run + 1}: attach order {'+'.join(r['order'])}, {r['wall']:.1f}s "
                   f"({args.execs / r['wall']:.0f} execs/s), lost A {r['lost']['A']} B {r['lost']['B']}")
-            per_exec = {}
-            for v in ("A", "B"):
-                st = r["stats"][v]
-                cells = []
-                for p in PROGRAMS:
-                    rt, rc = st[p]
-                    cells.append(f"{p.removeprefix('sched_process_')} {rt / max(rc, 1):6.0f} ns x {rc}")
-                    totals[(v, p)].append(rt / max(rc, 1))
-                # per exec of the workload: each program's mean cost, once each (one fork, exec, exit per exec)
-                per_exec[v] = sum(st[p][0] / max(st[p][1], 1) for p in PROGRAMS)
-                totals[(v, "sum")].append(per_exec[v])
-                print(f"   {v}: " + ", ".join(cells) + f"; sum {per_exec[v]:.0f} ns per exec")
+            per_exec = {v: print_stats(v, r["stats"][v], totals, v) for v in ("A", "B")}
+            for v in r["order"]:
+                first[(v, r["order"].index(v))].append(per_exec[v])
             sane = all(r["stats"][v]["sched_process_exec"][1] >= args.execs for v in ("A", "B"))
             print(f"   B/A: {per_exec['B'] / per_exec['A']:.2f}; run counts "
                   f"{'sane' if sane else 'TOO LOW (bpf_stats toggled by someone else?)'}")
             print(f"   identical messages: {r['identical']} workload"
                   + (f", {r['identical_deep']} in {deepdir}" if deepdir else "")
                   + ("; PROBLEMS: " + "; ".join(r["problems"]) if r["problems"] else "; no difference"))
-        print("== mean over runs (ns per program run)")
-        for v in ("A", "B"):
-            print(f"   {v}: " + ", ".join(f"{p.removeprefix('sched_process_')} {sum(totals[(v, p)]) / args.runs:.0f}"
-                                        for p in PROGRAMS) + f"; sum {sum(totals[(v, 'sum')]) / args.runs:.0f}")
+        if args.runs:
+            print_means("== attached together, mean over runs (ns per program run)", totals)
+            for v in ("A", "B"):
+                print(f"   {v} attached first: " + ", ".join(f"{x:.0f}" for x in first[(v, 0)])
+                      + f"; second: " + ", ".join(f"{x:.0f}" for x in first[(v, 1)]) + " (sum, ns per exec)")
+        solo = collections.defaultdict(list)
+        for run in range(args.solo):
+            for v in (["A", "B"] if run % 2 == 0 else ["B", "A"]):
+                r = attach_and_run([v], srcs, extra, loop, [(args.execs, f"ab-solo-{os.getpid()}-{run}", str(workdir))])
+                sane = r["stats"][v]["sched_process_exec"][1] >= args.execs
+                print(f"-- solo {run + 1}, {v} alone: {r['wall']:.1f}s, lost {r['lost'][v]}"
+                      + ("" if sane else ", run counts TOO LOW (bpf_stats toggled by someone else?)"))
+                print_stats(v, r["stats"][v], solo, v)
+        if args.solo:
+            print_means("== alone (one variant attached at a time, alternating), mean (ns per program run)", solo)
     finally:
         subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
