@@ -252,6 +252,8 @@ def main() -> None:
     ap.add_argument("--solo", type=int, default=2,
                     help="then this many rounds of each variant attached alone (what the agent pays; no pairing)")
     ap.add_argument("--base", default="HEAD", help="git revision of variant A (B is the working tree)")
+    ap.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra -D for both variants, e.g. SH_CWD_DEPTH=2 (to compare truncated walks)")
     ap.add_argument("--b-define", action="append", default=[], metavar="NAME=VALUE",
                     help="extra -D for variant B, e.g. SH_PROBE_READ_ONLY=1 or SH_WIN_MAX=8 (fallback paths)")
     args = ap.parse_args()
@@ -273,7 +275,8 @@ def main() -> None:
           f"cwd {workdir}; machine shared with other sessions." + (f" B with -D {' -D '.join(args.b_define)}" if args.b_define else ""))
     totals = collections.defaultdict(list)
     first = collections.defaultdict(list)  # (variant, position on the tracepoints) -> sums
-    extra = {"A": {}, "B": {k: int(v) for k, v in (d.split("=", 1) for d in args.b_define)}}
+    both = {k: int(v) for k, v in (d.split("=", 1) for d in args.define)}
+    extra = {"A": both, "B": {**both, **{k: int(v) for k, v in (d.split("=", 1) for d in args.b_define)}}}
     stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
     try:
         for run in range(args.runs):
