@@ -20,7 +20,8 @@ counts include other processes' execs on the machine; both variants see the same
 Each paired run also checks that A and B produce byte-identical messages for the same events (the
 header's ktime aside): every exec and exit (and fork) message of the workload's processes, matched by
 pid and start time, in the benchmark directory and in a deeper one that crosses a mount (tmpfs under
-/dev/shm when there is one). --define applies -D to both (e.g. SH_CWD_DEPTH=2, truncated walks).
+/dev/shm when there is one), and for a few special cases (run_cases: setuid binary, other credentials,
+new namespaces, another cgroup, truncated argv, non-UTF-8 name). --define applies -D to both (e.g. SH_CWD_DEPTH=2, truncated walks).
 Solo rounds (--solo): each variant attached alone, alternating A B / B A: what the agent really pays.
 
 Run as root: `.venv/bin/python bench/bpf_ab.py [--execs 20000] [--runs 4] [--solo 3] [--base REV]`.
@@ -31,7 +32,8 @@ program reading every field with bpf_probe_read_kernel, B = typed loads; docs/se
                           B exec 1561 + fork 615 + exit 535 = 2711 ns per exec (0.60x);
   alone, mean of 3 runs:  A exec 3365 + fork 683 + exit 715 = 4763 ns per exec,
                           B exec 1707 + fork 639 + exit 618 = 2964 ns per exec (0.62x);
-  all 40000 workload messages and 400 in the deep directory identical in every paired run.
+  all 40000 workload messages and 400 in the deep directory identical in every paired run; the special
+  cases (setuid binary, setpriv, unshare, long argv, non-UTF-8 name, another cgroup) identical too.
 """
 
 
@@ -142,32 +144,72 @@ def run_workload(loop: str, n: int, marker: str, cwd: str) -> None:
 
 
 def workload_messages(msgs: list[bytes], marker: str) -> dict[tuple, bytes]:
-    """Exec messages whose argv carries `marker`, and the exit messages of the same processes, keyed by
-    (type, pid, start_boottime), with the header's ktime zeroed."""
+    """Exec messages whose argv carries `marker`, and the exit (and fork) messages of the same processes,
+    keyed by (type, pid, start_boottime, n-th such message of that process), the header's ktime zeroed."""
     needle = marker.encode() + b"\0"
     pids = set()
     out = {}
+    seen: collections.Counter = collections.Counter()
+
+    def put(kind: int, pid: int, start: int, raw: bytes) -> None:
+        seen[(kind, pid, start)] += 1
+        out[(kind, pid, start, seen[(kind, pid, start)])] = raw[:8] + bytes(8) + raw[16:]
+
     for raw in msgs:
         if raw[0] == MSG_EXEC and needle in raw[176:]:
             pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 64)[0]
             pids.add((pid, start))
-            out[(MSG_EXEC, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+            put(MSG_EXEC, pid, start, raw)
     for raw in msgs:
         if raw[0] == MSG_EXIT:
             pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 32)[0]
             if (pid, start) in pids:
-                out[(MSG_EXIT, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+                put(MSG_EXIT, pid, start, raw)
         elif raw[0] == MSG_FORK:
             pid, start = struct.unpack_from("<I", raw, 16)[0], struct.unpack_from("<Q", raw, 24)[0]
             if (pid, start) in pids:
-                out[(MSG_FORK, pid, start)] = raw[:8] + bytes(8) + raw[16:]
+                put(MSG_FORK, pid, start, raw)
     return out
 
 
-def compare(a: dict, b: dict, expected_execs: int) -> tuple[int, list[str]]:
+def run_cases(tmp: Path, marker: str) -> int:
+    """Execs whose messages differ from the storm's in every part the program reads: a setuid-setgid
+    binary owned by another user, other credentials (setpriv), new namespaces (unshare), another cgroup
+    v2 (when one is mounted), argv past the copy limit, a non-UTF-8 binary name. Returns how many
+    processes carried the marker (some exec twice: the launcher, then /bin/true)."""
+    import shutil
+
+    suid = tmp / "suid-true"
+    shutil.copy("/bin/true", suid)
+    os.chown(suid, 65534, 65534)
+    os.chmod(suid, 0o6755)
+    odd = os.path.join(os.fsencode(tmp), b"tr\xffue")
+    shutil.copy("/bin/true", odd)
+    cases = [
+        [str(suid), marker],
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/bin/true", marker],
+        ["unshare", "-m", "-u", "-i", "-n", "-p", "-f", "/bin/true", marker],
+        ["/bin/true", marker, *(["y" * 15] * 1000)],
+        [odd, marker.encode()],
+    ]
+    cg = None
+    v2 = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines() if line.split()[2] == "cgroup2"]
+    if v2:
+        cg = Path(v2[0], f"siemhub-ab-{os.getpid()}", "leaf")
+        cg.mkdir(parents=True, exist_ok=True)
+        cases.append(["sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec /bin/true {marker}"])
+    for argv in cases:
+        subprocess.run(argv, check=True)
+    if cg is not None:
+        cg.rmdir()
+        cg.parent.rmdir()
+    return len(cases)
+
+
+def compare(a: dict, b: dict, expected_execs: int, at_least: bool = False) -> tuple[int, list[str]]:
     problems = []
     execs = sum(1 for k in a if k[0] == MSG_EXEC)
-    if execs != expected_execs:
+    if execs < expected_execs or (execs != expected_execs and not at_least):
         problems.append(f"A saw {execs} workload execs, expected {expected_execs}")
     if set(a) != set(b):
         problems.append(f"{len(set(a) - set(b))} messages only in A, {len(set(b) - set(a))} only in B")
@@ -182,7 +224,7 @@ def compare(a: dict, b: dict, expected_execs: int) -> tuple[int, list[str]]:
 
 
 def attach_and_run(order: list[str], srcs: dict[str, str], extra: dict[str, dict[str, int]], loop: str,
-                   workloads: list[tuple[int, str, str]]) -> dict:
+                   workloads: list[tuple[int, str, str]], after=None) -> dict:
     """Attach the variants in `order` (one or both), run each (execs, marker, cwd) workload, detach.
     Returns the first workload's wall time and per-program (run_time_ns, run_cnt) deltas per variant,
     the messages each variant sent, and its lost counts."""
@@ -204,6 +246,8 @@ def attach_and_run(order: list[str], srcs: dict[str, str], extra: dict[str, dict
         s1 = {v: prog_stats(ids[v]) for v in order}
         for n, marker, cwd in workloads[1:]:
             run_workload(loop, n, marker, cwd)
+        if after is not None:
+            after()
         time.sleep(0.3)
     finally:
         for r in readers.values():
@@ -225,14 +269,21 @@ def one_run(run: int, srcs: dict[str, str], loop: str, n: int, workdir: str, dee
     """Both variants at once (the order alternates with `run`), and the identical-message check."""
     order = ["A", "B"] if run % 2 == 0 else ["B", "A"]
     marker, deep_marker = f"ab-{os.getpid()}-{run}", f"ab-deep-{os.getpid()}-{run}"
+    case_marker = f"ab-case-{os.getpid()}-{run}"
     work = [(n, marker, workdir)] + ([(200, deep_marker, deepdir)] if deepdir else [])
-    result = attach_and_run(order, srcs, extra, loop, work)
+    cases = []
+    result = attach_and_run(order, srcs, extra, loop, work,
+                            after=lambda: cases.append(run_cases(Path(workdir).parent, case_marker)))
     msgs = result.pop("msgs")
+    same, problems = compare(workload_messages(msgs["A"], case_marker), workload_messages(msgs["B"], case_marker),
+                             cases[0], at_least=True)
+    result["identical_cases"], result["case_problems"] = same, problems
     same, problems = compare(workload_messages(msgs["A"], marker), workload_messages(msgs["B"], marker), n)
     result["identical"], result["problems"] = same, problems
     if deepdir:
         same, problems = compare(workload_messages(msgs["A"], deep_marker), workload_messages(msgs["B"], deep_marker), 200)
         result["identical_deep"], result["problems"] = same, result["problems"] + [f"deep: {p}" for p in problems]
+    result["problems"] += [f"cases: {p}" for p in result.pop("case_problems")]
     return result
 
 
@@ -303,6 +354,7 @@ def main() -> None:
                   f"{'sane' if sane else 'TOO LOW (bpf_stats toggled by someone else?)'}")
             print(f"   identical messages: {r['identical']} workload"
                   + (f", {r['identical_deep']} in {deepdir}" if deepdir else "")
+                  + f", {r['identical_cases']} of the special cases"
                   + ("; PROBLEMS: " + "; ".join(r["problems"]) if r["problems"] else "; no difference"))
         if args.runs:
             print_means("== attached together, mean over runs (ns per program run)", totals)
