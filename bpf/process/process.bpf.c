@@ -3,6 +3,10 @@
  *
  * Kernel struct fields are read at offsets resolved from the running kernel's BTF
  * (collector/btf.py -> -DOFF_* cflags), never through the installed headers, which do not match.
+ * Cost: fields of the current task and of what hangs off it are single loads through BTF-typed pointers
+ * (ld_*() in sh_bpf.h), not helper calls; the only helper reads left are strings, argv, the forked
+ * child (a raw tracepoint argument has no type) and the cwd walk's mounts (reached by container_of, which
+ * typed loads cannot do), and the latter two read adjacent fields in one window (SH_WIN_*).
  * Ring-buffer wake-ups are batched: every message is submitted with BPF_RB_NO_WAKEUP except every
  * SH_WAKEUP_EVERY-th per CPU; user space also polls on a short timeout, so latency stays bounded.
  * Messages that do not fit in the ring buffer are counted per type in `lost`, never silently dropped.
@@ -61,8 +65,8 @@ BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter 
 
 static __always_inline u32 ns_inum(const void *nsproxy, int ptr_off, int ns_off)
 {
-	void *ns = rd_ptr(nsproxy, ptr_off);
-	return ns ? rd_u32(ns, ns_off + OFF_NSCOMMON_INUM) : 0;
+	void *ns = ld_ptr(nsproxy, ptr_off);
+	return ns ? ld_u32(ns, ns_off + OFF_NSCOMMON_INUM) : 0;
 }
 
 static __always_inline u64 wake_flag(void)
@@ -88,44 +92,112 @@ static __always_inline void submit(void *msg, u32 size, u32 type)
 		count_lost(type);
 }
 
+/* What the cwd walk needs of a struct mount (reached from a vfsmount by container_of, so through
+ * bpf_probe_read_kernel): its parent, where it is mounted, and its root dentry; one read when the three
+ * fields sit within SH_WIN_MAX bytes. */
+struct mnt_view {
+	void *parent;
+	void *mountpoint;
+	void *root;
+};
+#define MNT_ROOT_OFF (OFF_MOUNT_MNT + OFF_VFSMOUNT_ROOT)
+#define MNT_LO (SH_MIN2(SH_MIN2(OFF_MOUNT_PARENT, OFF_MOUNT_MOUNTPOINT), MNT_ROOT_OFF) & ~7)
+#define MNT_HI (SH_MAX2(SH_MAX2(OFF_MOUNT_PARENT, OFF_MOUNT_MOUNTPOINT), MNT_ROOT_OFF) + 8)
+
+static __always_inline void read_mount(void *mnt, struct mnt_view *v)
+{
+	if (SH_WIN_FITS(MNT_LO, MNT_HI)) {
+		u64 w[SH_WIN_MAX / 8];
+		bpf_probe_read_kernel(w, SH_WIN_FITS(MNT_LO, MNT_HI) ? MNT_HI - MNT_LO : 8, (char *)mnt + MNT_LO);
+		v->parent = SH_WIN_FIELD(void *, w, MNT_LO, OFF_MOUNT_PARENT);
+		v->mountpoint = SH_WIN_FIELD(void *, w, MNT_LO, OFF_MOUNT_MOUNTPOINT);
+		v->root = SH_WIN_FIELD(void *, w, MNT_LO, MNT_ROOT_OFF);
+	} else {
+		v->parent = rd_ptr(mnt, OFF_MOUNT_PARENT);
+		v->mountpoint = rd_ptr(mnt, OFF_MOUNT_MOUNTPOINT);
+		v->root = rd_ptr(mnt, MNT_ROOT_OFF);
+	}
+}
+
+/* A dentry's parent and name pointer, one read when they are close. */
+#define DNAME_OFF (OFF_DENTRY_NAME + OFF_QSTR_NAME)
+#define DENT_LO (SH_MIN2(OFF_DENTRY_PARENT, DNAME_OFF) & ~7)
+#define DENT_HI (SH_MAX2(OFF_DENTRY_PARENT, DNAME_OFF) + 8)
+
+static __always_inline void read_dentry(void *dentry, void **parent, void **name)
+{
+	if (SH_WIN_FITS(DENT_LO, DENT_HI)) {
+		u64 w[SH_WIN_MAX / 8];
+		bpf_probe_read_kernel(w, SH_WIN_FITS(DENT_LO, DENT_HI) ? DENT_HI - DENT_LO : 8, (char *)dentry + DENT_LO);
+		*parent = SH_WIN_FIELD(void *, w, DENT_LO, OFF_DENTRY_PARENT);
+		*name = SH_WIN_FIELD(void *, w, DENT_LO, DNAME_OFF);
+	} else {
+		*parent = rd_ptr(dentry, OFF_DENTRY_PARENT);
+		*name = rd_ptr(dentry, DNAME_OFF);
+	}
+}
+
 /* Walk task->fs->pwd up to the root of the process' mount tree, crossing mount points.
  * Components are written leaf first; user space reverses them. The running offset and depth live in
  * the map value, not in registers: the verifier then sees the same state at every loop head and
- * prunes, instead of exploring every combination of branches (1M-instruction limit). */
+ * prunes, instead of exploring every combination of branches (1M-instruction limit).
+ * Within the cwd's own mount the dentries are BTF-typed (td: fs->pwd.dentry, then d_parent), read with
+ * plain loads; past the first mount point they come from the mount (ud: mnt_mountpoint, read with
+ * bpf_probe_read_kernel, so a plain number to the verifier) and are read by windows. Two variables, so
+ * that each load instruction only ever sees one kind of value. */
 static __always_inline void read_cwd(struct exec_buf *b, void *task)
 {
-	void *fs = rd_ptr(task, OFF_TASK_FS);
-	void *dentry = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_DENTRY);
-	void *vfsmnt = rd_ptr(fs, OFF_FS_PWD + OFF_PATH_MNT);
-	void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT;
+	void *fs = ld_ptr(task, OFF_TASK_FS);
+	void *td = ld_ptr(fs, OFF_FS_PWD + OFF_PATH_DENTRY);
+	void *ud = 0;
+	int typed = 1;
+	void *mnt = (char *)rd_ptr(fs, OFF_FS_PWD + OFF_PATH_MNT) - OFF_MOUNT_MNT;
+	struct mnt_view mv;
+	read_mount(mnt, &mv);
 
 	b->msg.cwd_len = 0;
 	b->msg.cwd_depth = 0;
 	b->msg.flags |= SH_EXEC_TRUNC_CWD;  /* cleared when the walk reaches the root */
 	for (int i = 0; i < SH_CWD_DEPTH; i++) {
-		void *root = rd_ptr(vfsmnt, OFF_VFSMOUNT_ROOT);
-		void *parent = rd_ptr(dentry, OFF_DENTRY_PARENT);
-		if (dentry == root || dentry == parent) {
-			void *mnt_parent = rd_ptr(mnt, OFF_MOUNT_PARENT);
-			if (mnt_parent == mnt || !mnt_parent) {
+		void *tparent = 0, *uparent = 0, *name = 0;
+		int at_root;
+		if (typed) {
+			at_root = td == mv.root;
+			if (!at_root) {
+				tparent = ld_ptr(td, OFF_DENTRY_PARENT);
+				name = ld_ptr(td, DNAME_OFF);
+				at_root = td == tparent;
+			}
+		} else {
+			at_root = ud == mv.root;
+			if (!at_root) {
+				read_dentry(ud, &uparent, &name);
+				at_root = ud == uparent;
+			}
+		}
+		if (at_root) {
+			if (mv.parent == mnt || !mv.parent) {
 				b->msg.flags &= ~SH_EXEC_TRUNC_CWD;
 				break;
 			}
-			dentry = rd_ptr(mnt, OFF_MOUNT_MOUNTPOINT);
-			mnt = mnt_parent;
-			vfsmnt = (char *)mnt + OFF_MOUNT_MNT;
+			ud = mv.mountpoint;
+			typed = 0;
+			mnt = mv.parent;
+			read_mount(mnt, &mv);
 			continue;
 		}
 		u32 off = b->msg.filename_len + b->msg.args_len + b->msg.cwd_len;
 		if (off > SH_DATA_CAP - SH_NAME_MAX)
 			break;
-		void *name = rd_ptr(dentry, OFF_DENTRY_NAME + OFF_QSTR_NAME);
 		int n = bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_NAME_MAX, name);
 		if (n <= 0)
 			break;
 		b->msg.cwd_len += n;
 		b->msg.cwd_depth += 1;
-		dentry = parent;
+		if (typed)
+			td = tparent;
+		else
+			ud = uparent;
 	}
 }
 
@@ -135,7 +207,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	struct exec_buf *b = exec_scratch.lookup(&k);
 	if (!b)
 		return 0;
-	void *task = (void *)bpf_get_current_task();
+	void *task = sh_current_task();
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u64 uid_gid = bpf_get_current_uid_gid();
 	struct sh_msg_exec *m = &b->msg;
@@ -148,33 +220,31 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->uid = (u32)uid_gid;
 	m->gid = uid_gid >> 32;
 	m->flags = 0;
-	void *cred = rd_ptr(task, OFF_TASK_CRED);
-	m->euid = rd_u32(cred, OFF_CRED_EUID);
-	m->egid = rd_u32(cred, OFF_CRED_EGID);
-	m->auid = rd_u32(task, OFF_TASK_LOGINUID);
-	void *parent = rd_ptr(task, OFF_TASK_REAL_PARENT);
-	m->ppid = rd_u32(parent, OFF_TASK_TGID);
-	m->start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
-	m->parent_start_boottime = rd_u64(parent, OFF_TASK_START_BOOTTIME);
+	void *cred = ld_ptr(task, OFF_TASK_CRED);
+	m->euid = ld_u32(cred, OFF_CRED_EUID);
+	m->egid = ld_u32(cred, OFF_CRED_EGID);
+	m->auid = ld_u32(task, OFF_TASK_LOGINUID);
+	void *parent = ld_ptr(task, OFF_TASK_REAL_PARENT);
+	m->ppid = ld_u32(parent, OFF_TASK_TGID);
+	m->start_boottime = ld_u64(task, OFF_TASK_START_BOOTTIME);
+	m->parent_start_boottime = ld_u64(parent, OFF_TASK_START_BOOTTIME);
 	m->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&m->comm, sizeof(m->comm));
 	forks.delete(&m->pid);  /* the process runs its own image now */
-	void *mm = rd_ptr(task, OFF_TASK_MM);
+	void *mm = ld_ptr(task, OFF_TASK_MM);
 
 	/* the executable's inode: setuid/setgid bits, owner, identity (and the filter key) */
-	void *exe = rd_ptr(mm, OFF_MM_EXE_FILE);
-	void *inode = exe ? rd_ptr(exe, OFF_FILE_F_INODE) : 0;
+	void *exe = ld_ptr(mm, OFF_MM_EXE_FILE);
+	void *inode = exe ? ld_ptr(exe, OFF_FILE_F_INODE) : 0;
 	m->exe_mode = 0;
 	m->exe_uid = m->exe_gid = m->exe_dev = 0;
 	m->exe_ino = 0;
 	if (inode) {
-		u16 mode = 0;
-		bpf_probe_read_kernel(&mode, sizeof(mode), (char *)inode + OFF_INODE_I_MODE);
-		m->exe_mode = mode;
-		m->exe_uid = rd_u32(inode, OFF_INODE_I_UID);
-		m->exe_gid = rd_u32(inode, OFF_INODE_I_GID);
-		m->exe_ino = rd_u64(inode, OFF_INODE_I_INO);
-		m->exe_dev = rd_u32(rd_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
+		m->exe_mode = ld_u16(inode, OFF_INODE_I_MODE);
+		m->exe_uid = ld_u32(inode, OFF_INODE_I_UID);
+		m->exe_gid = ld_u32(inode, OFF_INODE_I_GID);
+		m->exe_ino = ld_u64(inode, OFF_INODE_I_INO);
+		m->exe_dev = ld_u32(ld_ptr(inode, OFF_INODE_I_SB), OFF_SB_S_DEV);
 	}
 
 	/* filters first, before the expensive reads */
@@ -205,8 +275,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	m->filename_len = off;
 
 	/* argv, from the new image's stack */
-	u64 arg_start = rd_u64(mm, OFF_MM_ARG_START);
-	u64 arg_end = rd_u64(mm, OFF_MM_ARG_END);
+	u64 arg_start = ld_u64(mm, OFF_MM_ARG_START);
+	u64 arg_end = ld_u64(mm, OFF_MM_ARG_END);
 	u64 len = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (len > SH_ARGS_MAX - 1) {
 		len = SH_ARGS_MAX - 1;
@@ -227,32 +297,32 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	off += m->cwd_len;
 
 	/* credentials beyond the ids: capabilities */
-	m->cap_effective = rd_u64(cred, OFF_CRED_CAP_EFFECTIVE);
-	m->cap_permitted = rd_u64(cred, OFF_CRED_CAP_PERMITTED);
+	m->cap_effective = ld_u64(cred, OFF_CRED_CAP_EFFECTIVE);
+	m->cap_permitted = ld_u64(cred, OFF_CRED_CAP_PERMITTED);
 
 	/* namespaces */
-	void *nsp = rd_ptr(task, OFF_TASK_NSPROXY);
+	void *nsp = ld_ptr(task, OFF_TASK_NSPROXY);
 	m->ns_mnt = ns_inum(nsp, OFF_NSPROXY_MNT, OFF_MNTNS_NS);
 	m->ns_pid = ns_inum(nsp, OFF_NSPROXY_PID, OFF_PIDNS_NS);
 	m->ns_net = ns_inum(nsp, OFF_NSPROXY_NET, OFF_NETNS_NS);
 	m->ns_uts = ns_inum(nsp, OFF_NSPROXY_UTS, OFF_UTSNS_NS);
 	m->ns_ipc = ns_inum(nsp, OFF_NSPROXY_IPC, OFF_IPCNS_NS);
 	m->ns_cgroup = ns_inum(nsp, OFF_NSPROXY_CGROUP, OFF_CGROUPNS_NS);
-	void *userns = rd_ptr(cred, OFF_CRED_USER_NS);
-	m->ns_user = userns ? rd_u32(userns, OFF_USERNS_NS + OFF_NSCOMMON_INUM) : 0;
+	void *userns = ld_ptr(cred, OFF_CRED_USER_NS);
+	m->ns_user = userns ? ld_u32(userns, OFF_USERNS_NS + OFF_NSCOMMON_INUM) : 0;
 
 	/* cgroup v2 leaf and parent directory names: container and pod ids live there */
 	m->cgroup_len = 0;
-	void *cgrp = rd_ptr(rd_ptr(task, OFF_TASK_CGROUPS), OFF_CSS_SET_DFL_CGRP);
-	void *kn = cgrp ? rd_ptr(cgrp, OFF_CGROUP_KN) : 0;
+	void *cgrp = ld_ptr(ld_ptr(task, OFF_TASK_CGROUPS), OFF_CSS_SET_DFL_CGRP);
+	void *kn = cgrp ? ld_ptr(cgrp, OFF_CGROUP_KN) : 0;
 	if (kn) {
 		int n1 = bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_CGROUP_NAME_MAX,
-						   rd_ptr(kn, OFF_KERNFS_NODE_NAME));
+						   ld_ptr(kn, OFF_KERNFS_NODE_NAME));
 		if (n1 > 0) {
 			off += n1;
-			void *pkn = rd_ptr(kn, OFF_KERNFS_NODE_PARENT);
+			void *pkn = ld_ptr(kn, OFF_KERNFS_NODE_PARENT);
 			int n2 = pkn ? bpf_probe_read_kernel_str(&b->data[off & (SH_DATA_CAP - 1)], SH_CGROUP_NAME_MAX,
-								 rd_ptr(pkn, OFF_KERNFS_NODE_NAME)) : 0;
+								 ld_ptr(pkn, OFF_KERNFS_NODE_NAME)) : 0;
 			if (n2 > 0)
 				off += n2;
 			m->cgroup_len = n1 + (n2 > 0 ? n2 : 0);
@@ -265,15 +335,36 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	return 0;
 }
 
+#define FORK_LO (SH_MIN2(SH_MIN2(OFF_TASK_PID, OFF_TASK_TGID), OFF_TASK_REAL_PARENT) & ~7)
+#define FORK_HI (SH_MAX2(SH_MAX2(OFF_TASK_PID + 4, OFF_TASK_TGID + 4), OFF_TASK_REAL_PARENT + 8))
+
 RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
+	/* The child is an untyped raw tracepoint argument: bpf_probe_read_kernel, pid, tgid and real_parent
+	 * in one window when they are close. */
 	void *child = (void *)ctx->args[1];
-	u32 tgid = rd_u32(child, OFF_TASK_TGID);
-	if (rd_u32(child, OFF_TASK_PID) != tgid)
+	u32 pid, tgid;
+	void *real_parent;
+	if (SH_WIN_FITS(FORK_LO, FORK_HI)) {
+		u64 w[SH_WIN_MAX / 8];
+		bpf_probe_read_kernel(w, SH_WIN_FITS(FORK_LO, FORK_HI) ? FORK_HI - FORK_LO : 8, (char *)child + FORK_LO);
+		pid = SH_WIN_FIELD(u32, w, FORK_LO, OFF_TASK_PID);
+		tgid = SH_WIN_FIELD(u32, w, FORK_LO, OFF_TASK_TGID);
+		real_parent = SH_WIN_FIELD(void *, w, FORK_LO, OFF_TASK_REAL_PARENT);
+	} else {
+		pid = rd_u32(child, OFF_TASK_PID);
+		tgid = rd_u32(child, OFF_TASK_TGID);
+		real_parent = rd_ptr(child, OFF_TASK_REAL_PARENT);
+	}
+	if (pid != tgid)
 		return 0;  /* a new thread, not a new process */
 	struct fork_info fi = {};
 	fi.ktime = bpf_ktime_get_boot_ns();
-	fi.ppid = rd_u32(rd_ptr(child, OFF_TASK_REAL_PARENT), OFF_TASK_TGID);
+	/* real_parent is the forking task itself unless CLONE_PARENT: then no read is needed */
+	if (real_parent == (void *)bpf_get_current_task())
+		fi.ppid = bpf_get_current_pid_tgid() >> 32;
+	else
+		fi.ppid = rd_u32(real_parent, OFF_TASK_TGID);
 	fi.start_boottime = rd_u64(child, OFF_TASK_START_BOOTTIME);
 	if (forks.update(&tgid, &fi) != 0) {
 		/* full (processes that fork and neither exec nor exit): send it as a message instead */
@@ -291,9 +382,9 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-	void *task = (void *)bpf_get_current_task();
-	void *sig = rd_ptr(task, OFF_TASK_SIGNAL);
-	if (rd_u32(sig, OFF_SIGNAL_LIVE) != 0)
+	void *task = sh_current_task();
+	void *sig = ld_ptr(task, OFF_TASK_SIGNAL);
+	if (ld_u32(sig, OFF_SIGNAL_LIVE) != 0)
 		return 0;  /* other threads of this process still run */
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32;
@@ -322,8 +413,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	m.hdr.ktime = bpf_ktime_get_boot_ns();
 	m.pid = pid_tgid >> 32;
 	m.tid = (u32)pid_tgid;
-	m.exit_code = rd_u32(task, OFF_TASK_EXIT_CODE);
-	m.start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	m.exit_code = ld_u32(task, OFF_TASK_EXIT_CODE);
+	m.start_boottime = ld_u64(task, OFF_TASK_START_BOOTTIME);
 	submit(&m, sizeof(m), SH_MSG_EXIT);
 	return 0;
 }
