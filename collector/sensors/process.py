@@ -21,6 +21,7 @@ import sys
 import time
 
 from siemhub.collector import bpfsys
+from siemhub.collector.sensors import BPFUnavailable
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
 from siemhub.collector.event import (
@@ -164,7 +165,16 @@ class ProcessSensor(KernelSensor):
         }
         # The loader child is a process like any other: learn it while it lives, so its exit (the first
         # event the sensor sees) names it instead of being a `missing_process`.
-        self._open(_offsets(), defines, _MAPS, c.ringbuf_pages, before_release=self.ctx.cache.resolve)
+        try:
+            self._open(_offsets(), defines, _MAPS, c.ringbuf_pages, before_release=self.ctx.cache.resolve)
+        except BPFUnavailable as exc:
+            if "failed" not in str(exc):
+                raise
+            # Kernels before 5.11 lack bpf_get_current_task_btf (direct, verifier-checked loads): the same
+            # program with every field read through bpf_probe_read_kernel instead (slower, same fields).
+            log.warning("process sensor: %s; retrying with probe reads only", exc)
+            self._open(_offsets(), {**defines, "SH_PROBE_READ_ONLY": 1}, _MAPS, c.ringbuf_pages,
+                       before_release=self.ctx.cache.resolve)
         self._forks_map = self._bpf.maps["forks"]
         self.ctx.cache.fork_source = self.fork_info
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)

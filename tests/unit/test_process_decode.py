@@ -549,3 +549,33 @@ def test_exit_names_the_parent_its_parent_exec_id_names(h):
     out = h.one(exit_msg(200, ktime=13 * S, code=0, start=11 * S - 5))
     assert out.parent.exec_id == out.process.parent_exec_id == shell.process.exec_id
     assert out.parent.binary == "/bin/bash"
+
+
+def test_load_falls_back_to_probe_reads_when_the_kernel_refuses_direct_loads(h, monkeypatch):
+    """Kernels before 5.11 lack bpf_get_current_task_btf: the sensor retries the same program compiled
+    with every field read through bpf_probe_read_kernel (-DSH_PROBE_READ_ONLY)."""
+    from siemhub.collector.sensors import BPFUnavailable
+
+    class FakeMap:
+        def clear(self):
+            pass
+
+        def update(self, key, value):
+            pass
+
+    class FakeBPF:
+        maps = {name: FakeMap() for name in ("ignore_exe", "ignore_cgroup", "filters_on", "forks")}
+
+    calls = []
+
+    def fake_open(offsets, defines, maps, pages, before_release=None):
+        calls.append(dict(defines))
+        if "SH_PROBE_READ_ONLY" not in defines:
+            raise BPFUnavailable("loading process/process.bpf.c failed: unknown func bpf_get_current_task_btf")
+        h.sensor._bpf = FakeBPF()
+
+    monkeypatch.setattr(h.sensor, "_open", fake_open)
+    monkeypatch.setattr(h.sensor.config, "procfs_scan", False)
+    h.sensor.load()
+    assert [c.get("SH_PROBE_READ_ONLY") for c in calls] == [None, 1]
+    assert h.cache.fork_source == h.sensor.fork_info
