@@ -129,13 +129,13 @@ class Redactor:
             p = e.process
             if p is not None and p.args:
                 h = seen(id(p))
-                q = h[1] if h is not None and h[0] is p else self.process(p)
+                q = h[1] if h is not None and h[0] is p else self._first(p)
                 if q is not p:
                     e.process, hit = q, True
             p = e.parent
             if p is not None and p.args:
                 h = seen(id(p))
-                q = h[1] if h is not None and h[0] is p else self.process(p)
+                q = h[1] if h is not None and h[0] is p else self._first(p)
                 if q is not p:
                     e.parent, hit = q, True
             changed += hit
@@ -146,6 +146,10 @@ class Redactor:
         hit = self._seen.get(id(p))
         if hit is not None and hit[0] is p:
             return hit[1]
+        return self._first(p)
+
+    def _first(self, p: Process) -> Process:
+        """An image not seen before: check it, remember the verdict."""
         q = self._process(p)
         if len(self._seen) >= 8192:
             for key in list(self._seen)[:4096]:  # oldest half: recent images are the ones seen again
