@@ -40,12 +40,13 @@ def make_events(n: int) -> list[Event]:
     return out
 
 
-def run_exporter(bootstrap: str, topic: str, events: list[Event]) -> tuple[float, float]:
+def run_exporter(bootstrap: str, topic: str, events: list[Event], redact: bool = False) -> tuple[float, float]:
     cfg = config.parse(f"""
 exporters:
   k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_events: 4096, max_wait: 0.05}},
       queue: {{max_events: 50000}}}}
 routes: [{{name: all, to: [k]}}]
+redact: {{enabled: {str(redact).lower()}}}
 metrics: {{enabled: false}}
 status_interval: 0
 """, "<bench>")
