@@ -346,6 +346,7 @@ class KafkaExporter(Exporter):
         content_type = b"application/json"
         self._base_headers = [("siemhub.format", config.format.encode()), ("content-type", content_type)]
         self._headers: dict[tuple[str, str], list] = {}
+        self._headers_now: dict[str, list] = {}  # by event type, for the current schema version
         self._producer: Producer | None = None
         self.max_in_flight = config.max_in_flight
         self._stalled = 0  # send rounds in a row in which nothing was delivered
@@ -397,24 +398,27 @@ class KafkaExporter(Exporter):
             h = [("siemhub.schema_version", e.schema_version.encode()), ("siemhub.type", e.type.encode()),
                  *self._base_headers]
             self._headers[key] = h
+            if e.schema_version == SCHEMA_VERSION:
+                self._headers_now[e.type] = h
         return h
 
     def encode(self, batch: Sequence[Event]) -> KafkaBatch:
         # One C call encodes the whole batch; JSON lines never contain a raw newline inside a value.
         values = self._format.encode_lines(batch).split(b"\n")
         topic_t, key_t = self._topic, self._key
-        static_topic = safe_topic(topic_t.text) if not topic_t.fields else None
-        default_key = key_t.text == "{node}/{exec_id}"
-        out = []
-        for i, e in enumerate(batch):
-            topic = static_topic or safe_topic(topic_t.render(e))
-            if default_key:
-                p = e.process
-                key = f"{e.node.name}/{p.exec_id if p is not None else ''}".encode()
-            else:
-                key = key_t.render(e).encode() or None
-            out.append((topic, key, values[i], self._headers_for(e)))
-        return KafkaBatch(out)
+        if topic_t.fields:
+            topics = [safe_topic(topic_t.render(e)) for e in batch]
+        else:
+            topics = [safe_topic(topic_t.text)] * len(batch)
+        if key_t.text == "{node}/{exec_id}":  # the default, without the template walk
+            keys = [(e.node.name + "/" + (e.process.exec_id if e.process is not None else "")).encode()
+                    for e in batch]
+        else:
+            keys = [key_t.render(e).encode() or None for e in batch]
+        # Header lists are built once per event type and shared by its messages.
+        now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
+        headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
+        return KafkaBatch(zip(topics, keys, values, headers))  # values ends with b"" after the last newline
 
     # --- send (I/O) ---
 
