@@ -102,7 +102,7 @@ sources:
   kafka: {{brokers: ["{bootstrap}"], topics: ["{topic}"], group_id: {group}, session_timeout_ms: 6000,
           max_poll_messages: 5000, commit_interval: 1}}
 exporters:
-  out: {{type: file, path: "{out}", fsync: never, batch: {{max_events: 4096, max_wait: 0.2}},
+  out: {{type: file, path: "{out}", fsync: never, batch: {{max_events: 4096, max_wait: 0.05}},
          queue: {{max_events: 50000}}}}
 routes: [{{name: all, to: [out]}}]
 metrics: {{listen: "127.0.0.1:{port}"}}
