@@ -38,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat, starmap
 
 import msgspec
 
@@ -139,8 +140,8 @@ class MemoryBuffer:
 
     def take(self, n: int) -> tuple[list[Event], int]:
         q = self._q
-        with self._lock:
-            return [q.popleft() for _ in range(min(n, len(q)))], 0
+        with self._lock:  # popleft called from C (starmap): half the cost of a comprehension
+            return list(starmap(q.popleft, repeat((), min(n, len(q))))), 0
 
     def take_skipped(self) -> int:
         with self._lock:
