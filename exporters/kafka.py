@@ -304,9 +304,9 @@ PENDING, DELIVERED, FAILED = 0, 1, 2
 
 
 class KafkaBatch(list):
-    """The encoded batch: a list of (topic, key, value, headers). It also remembers, across retries of
-    the same payload, which messages were already delivered or given up, so a retry re-sends only the
-    rest (no duplicates of what Kafka already has)."""
+    """The encoded batch: a list of (topic, key (str or None), value, headers). It also remembers,
+    across retries of the same payload, which messages were already delivered or given up, so a
+    retry re-sends only the rest (no duplicates of what Kafka already has)."""
 
     __slots__ = ("state", "reasons")
 
@@ -410,11 +410,11 @@ class KafkaExporter(Exporter):
             topics = [safe_topic(topic_t.render(e)) for e in batch]
         else:
             topics = [safe_topic(topic_t.text)] * len(batch)
+        # Keys stay str: librdkafka takes their UTF-8 bytes without a bytes object per message.
         if key_t.text == "{node}/{exec_id}":  # the default, without the template walk
-            keys = [(e.node.name + "/" + (e.process.exec_id if e.process is not None else "")).encode()
-                    for e in batch]
+            keys = [f"{e.node.name}/{e.process.exec_id if e.process is not None else ''}" for e in batch]
         else:
-            keys = [key_t.render(e).encode() or None for e in batch]
+            keys = [key_t.render(e) or None for e in batch]
         # Header lists are built once per event type and shared by its messages.
         now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
         headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
