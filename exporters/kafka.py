@@ -467,11 +467,12 @@ class KafkaExporter(Exporter):
         once each of its messages has a report, or its deadline passed, or its producer was replaced
         (the purge reported what it could)."""
         if rnd.reports < len(rnd.produced) and rnd.producer is self._producer:
+            # Past the deadline, still serve what is queued: while an older batch was being retried
+            # nobody polled, and reports that came meanwhile must count (not be re-sent).
             left = rnd.deadline - time.monotonic()
-            if left > 0:
-                rnd.producer.poll(min(timeout, left))
-                if rnd.reports < len(rnd.produced) and time.monotonic() < rnd.deadline:
-                    return None
+            rnd.producer.poll(min(timeout, left) if left > 0 else 0)
+            if rnd.reports < len(rnd.produced) and time.monotonic() < rnd.deadline:
+                return None
         return self._settle(rnd.payload, rnd)
 
     def _settle(self, payload: KafkaBatch, rnd: _Round) -> SendResult:

@@ -264,3 +264,17 @@ def test_rounds_of_a_replaced_producer_are_answered_at_once_and_resent():
     again.released.update(m[2] for m in first)
     t4 = ex.submit(first)  # the retry re-sends what is not delivered, on the new producer
     assert again.produced == [first[0][2]] and ex.poll(t4, 0).outcome is Outcome.DONE
+
+
+def test_reports_queued_past_the_deadline_still_count():
+    # While an older batch is retried nobody polls; a later batch's reports wait in librdkafka's
+    # queue past its deadline. They must count as delivered, not be re-sent.
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(0), _event(1)])
+    ex._producer = held = HeldProducer()
+    t = ex.submit(payload)
+    held.released.update(m[2] for m in payload)
+    t.deadline = 0.0  # long past
+    r = ex.poll(t, 0)
+    assert r.outcome is Outcome.DONE and list(payload.state) == [DELIVERED, DELIVERED]
