@@ -90,6 +90,11 @@ class KafkaSource:
             "session.timeout.ms": c.session_timeout_ms,
             "heartbeat.interval.ms": max(100, c.session_timeout_ms // 3),
             "enable.partition.eof": False,
+            # librdkafka stops fetching a partition whose local queue is over its thresholds for
+            # fetch.queue.backoff.ms (1000 by default); a replica that drains the queue faster than
+            # that then sits idle waiting for the next fetch (measured: 60% of its time with a
+            # backlog, 106k -> 258k events/s with 20 ms in a consumer doing ~4 µs of work per event).
+            "fetch.queue.backoff.ms": 20,
         })
         conf.update(c.properties)
         return conf
