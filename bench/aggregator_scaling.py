@@ -68,6 +68,7 @@ class LineCounter:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
         self.offsets = [0] * len(paths)
+        self.each = [0] * len(paths)  # per replica
         self.lines = 0
 
     def count(self) -> int:
@@ -77,7 +78,9 @@ class LineCounter:
             with open(p, "rb") as f:
                 f.seek(self.offsets[i])
                 for chunk in iter(lambda: f.read(1 << 20), b""):
-                    self.lines += chunk.count(b"\n")
+                    n = chunk.count(b"\n")
+                    self.lines += n
+                    self.each[i] += n
                     self.offsets[i] += len(chunk)
         return self.lines
 
@@ -150,9 +153,12 @@ status_interval: 0
     # replicas inside it (they have been reading meanwhile; what they delivered is subtracted).
     t0, n0 = time.perf_counter(), counter.count()
     cpu0 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker_pid), time.process_time(), machine_busy()]
+    samples = []  # (time, per-replica counts)
     while counter.count() < n and time.monotonic() < deadline:
+        samples.append((time.perf_counter(), list(counter.each)))
         time.sleep(0.05)
     t1 = time.perf_counter()
+    samples.append((t1, list(counter.each)))
     cpu1 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker_pid), time.process_time(), machine_busy()]
     moved = shares() != s  # a rebalance inside the window
     for p in procs:
@@ -161,17 +167,24 @@ status_interval: 0
         p.wait(30)
     got = counter.count()
     assert got >= n, f"only {got} of {n} delivered"
+    # While every replica still had work: until the first one delivered its whole share. The rest of
+    # the window is a tail in which the replicas that finished early sit idle (their shares are
+    # equal, but one may have read more than the other while the events were being produced).
+    final = samples[-1][1]
+    busy_end = next((t, sum(c)) for t, c in samples if any(x >= f for x, f in zip(c, final, strict=True)))
+    all_busy = (busy_end[1] - n0) / (busy_end[0] - t0) if busy_end[0] > t0 else float("nan")
     cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
     wall = t1 - t0
     reps, broker, bench, busy = cpu[:replicas], cpu[-3], cpu[-2], cpu[-1]
-    return {"rate": (n - n0) / wall, "events": n - n0, "wall": wall, "replica_cpu": reps, "broker_cpu": broker,
+    return {"rate": (n - n0) / wall, "all_busy": all_busy, "events": n - n0, "wall": wall, "replica_cpu": reps, "broker_cpu": broker,
             "bench_cpu": bench, "other_cpu": max(0.0, busy - sum(reps) - broker - bench), "moved": moved,
             "us_per_event": sum(reps) / (n - n0) * 1e6}
 
 
 def show(label: str, r: dict) -> None:
     reps = " + ".join(f"{c:.2f}" for c in r["replica_cpu"])
-    print(f"  {label}: {r['rate']:9,.0f} events/s ({r['events']} events in {r['wall']:.2f}s), "
+    print(f"  {label}: {r['rate']:9,.0f} events/s ({r['events']} events in {r['wall']:.2f}s; "
+          f"{r['all_busy']:,.0f}/s while every replica had work), "
           f"{r['us_per_event']:5.1f} µs CPU/event; CPU s: replicas {reps}, broker {r['broker_cpu']:.2f}, "
           f"bench {r['bench_cpu']:.2f}, rest of machine {r['other_cpu']:.2f}"
           + ("  [rebalance inside the window]" if r["moved"] else ""))
@@ -183,7 +196,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    ratios, per_core = [], []
+    ratios, busy_ratios, per_core = [], [], []
     messages = [(encode_json(e), f"node-a/{e.process.exec_id}".encode()) for e in make_events(args.events)]
     with Tansu() as broker, tempfile.TemporaryDirectory() as d:
         print(f"{args.events} events over {args.partitions} partitions; {os.cpu_count()} CPUs, "
@@ -194,10 +207,14 @@ def main() -> None:
             two = run(2, broker, messages, args.partitions, Path(d))
             show(f"round {rnd + 1}, 2 replicas", two)
             ratios.append(two["rate"] / one["rate"])
+            busy_ratios.append(two["all_busy"] / one["all_busy"])
             per_core.append(2 * one["us_per_event"] / two["us_per_event"])
-            print(f"  round {rnd + 1}: scaling 2 vs 1: {ratios[-1]:.2f}x")
+            print(f"  round {rnd + 1}: scaling 2 vs 1: {ratios[-1]:.2f}x ({busy_ratios[-1]:.2f}x while every replica "
+                  f"had work)")
     print(f"scaling 2 vs 1, median of {len(ratios)} rounds: {statistics.median(ratios):.2f}x "
           f"(each round: {', '.join(f'{x:.2f}' for x in ratios)}; target 1.6x, CPU permitting)")
+    print(f"while every replica had work: {statistics.median(busy_ratios):.2f}x "
+          f"(each round: {', '.join(f'{x:.2f}' for x in busy_ratios)})")
     # Derived, not measured: what two replicas would move if each had a core to itself, given the CPU
     # each event cost them (a replica is one Python process: it cannot use much more than one core).
     print(f"CPU per event 1 replica / 2 replicas, x2: {statistics.median(per_core):.2f}x "
