@@ -18,11 +18,11 @@ machine, not only by siemhub.
 
     .venv/bin/python bench/aggregator_scaling.py [--events 100000] [--partitions 4] [--rounds 3]
 
-Measured (2 vCPU VM shared with other sessions, --events 200000 --rounds 3): 1 replica 44k-57k
-events/s at 7.6-8.0 µs CPU/event, 2 replicas 54k-66k events/s at 9.8-10.6 µs CPU/event: scaling
-1.18x median (0.94-1.49; target 1.6x, missed). The rest of the machine used 1-1.5 of the 2 cores in
-most windows. A replica is one Python process (at most about one core): alone on the machine it
-moved 99k events/s using 0.87 of a core (docs/kafka.md).
+Measured (2 vCPU VM shared with other sessions, --events 300000 --rounds 3, two runs): scaling
+2.78x and 1.57x median (rounds 1.14-3.37; target 1.6x): the figure follows the other sessions' load.
+Two replicas alone on the machine: 196k-209k events/s on 1.45-1.55 cores; one replica on a nearly
+idle machine: 113k events/s on 0.98 of a core (one Python process). With a core per replica, two
+move about 1.8x one (docs/kafka.md).
 """
 
 from __future__ import annotations
