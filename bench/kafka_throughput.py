@@ -16,9 +16,9 @@ per event (the broker's CPU is not counted: it runs in its own process).
 
     .venv/bin/python bench/kafka_throughput.py [--events 100000] [--rounds 3]
 
-Measured (2 vCPU VM shared with other sessions, --rounds 5, two runs): raw 349k and 442k events/s
-(3.9 and 2.9 µs CPU/event), exporter 272k and 273k events/s (4.4 and 4.3 µs CPU/event): ratio 0.78
-and 0.62 (target 0.80, missed). Per thread, the exporter's Python thread costs 3.3 µs/event against
+Measured (2 vCPU VM shared with other sessions, --rounds 5, three runs): raw 349k, 442k and 402k
+events/s (3.9, 2.9 and 3.3 µs CPU/event), exporter 272k, 273k and 265k events/s (4.4, 4.3 and 4.5 µs
+CPU/event): ratio 0.78, 0.62 and 0.66 (target 0.80, missed; the quietest machine gave 0.66). Per thread, the exporter's Python thread costs 3.3 µs/event against
 2.2-2.6 for the raw loop's: the difference is JSON encoding and the batch bookkeeping (docs/kafka.md).
 """
 
