@@ -3,16 +3,29 @@
 Starts Tansu on 127.0.0.1 (memory storage). The raw producer sends pre-serialized messages (the same
 native JSON bytes, keys and headers the exporter would send) with the same librdkafka settings (lz4,
 idempotent, acks=all, linger 20 ms) and flushes at the end; the exporter path is the whole pipeline:
-Pipeline.emit -> queue -> batch -> encode -> produce -> wait for every delivery report. Rounds
-alternate to share the machine's noise. Prints events/s, the ratio (target >= 0.80) and process CPU
+Pipeline.emit -> queue -> batch -> encode -> produce -> wait for every delivery report, with the Kafka
+exporter's defaults (4 batches in flight). Redaction is off on the exporter side: it is a pipeline
+stage applied once per event before any exporter, measured on its own (README, "Redaction"); the
+benchmark's `curl` command lines take its slow path, ~3 µs/event. The process runs with the agent's
+garbage-collector settings (collector/agent.py: gc.freeze, threshold 50,000), for both sides. Rounds
+alternate to share the machine's noise. Both producers are connected before the clock starts, and
+the exporter's batch.max_wait is 10 ms: the raw producer's final flush() sends its tail at once, and
+the last partial batch should not wait longer than that (with batches in flight, partial batches
+cost little). Prints events/s, the ratio (target >= 0.80) and process CPU
 per event (the broker's CPU is not counted: it runs in its own process).
 
     .venv/bin/python bench/kafka_throughput.py [--events 100000] [--rounds 3]
+
+Measured (2 vCPU VM shared with other sessions, --rounds 5, three runs): raw 349k, 442k and 402k
+events/s (3.9, 2.9 and 3.3 µs CPU/event), exporter 272k, 273k and 265k events/s (4.4, 4.3 and 4.5 µs
+CPU/event): ratio 0.78, 0.62 and 0.66 (target 0.80, missed; the quietest machine gave 0.66). Per thread, the exporter's Python thread costs 3.3 µs/event against
+2.2-2.6 for the raw loop's: the difference is JSON encoding and the batch bookkeeping (docs/kafka.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -40,17 +53,19 @@ def make_events(n: int) -> list[Event]:
     return out
 
 
-def run_exporter(bootstrap: str, topic: str, events: list[Event]) -> tuple[float, float]:
+def run_exporter(bootstrap: str, topic: str, events: list[Event], redact: bool = False) -> tuple[float, float]:
     cfg = config.parse(f"""
 exporters:
-  k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_events: 4096, max_wait: 0.05}},
+  k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_events: 4096, max_wait: 0.01}},
       queue: {{max_events: 50000}}}}
 routes: [{{name: all, to: [k]}}]
+redact: {{enabled: {str(redact).lower()}}}
 metrics: {{enabled: false}}
 status_interval: 0
 """, "<bench>")
     pipe = Pipeline(cfg)
     pipe.start()
+    pipe.runners["k"].exporter._producer.list_topics(timeout=10)  # connected, as the raw producer is
     cpu0, t0 = time.process_time(), time.perf_counter()
     marks = {}
     for i in range(0, len(events), 1000):
@@ -87,6 +102,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     events = make_events(args.events)
+    gc.freeze()  # as the agent does once it started (collector/agent.py)
+    gc.set_threshold(50_000, 20, 50)
     # the exact bytes the exporter sends, built once outside the timed loop for the raw producer
     from siemhub.exporters.kafka import KafkaExporter
     enc_cfg = config.parse('exporters: {k: {type: kafka, brokers: ["x:1"]}}\nroutes: [{name: a, to: [k]}]')
@@ -108,8 +125,12 @@ def main() -> None:
     exp = statistics.median(x[0] for x in results["exporter"])
     raw_cpu = statistics.median(x[1] for x in results["raw"])
     exp_cpu = statistics.median(x[1] for x in results["exporter"])
+    pairs = [e[0] / r[0] for r, e in zip(results["raw"], results["exporter"], strict=True)]
     print(f"median: raw {raw:,.0f}/s ({raw_cpu:.1f} µs CPU/event), exporter {exp:,.0f}/s ({exp_cpu:.1f} µs CPU/event)")
-    print(f"ratio exporter/raw: {exp / raw:.2f} (target >= 0.80)")
+    print(f"ratio exporter/raw: {exp / raw:.2f} of the medians, {statistics.median(pairs):.2f} median of the rounds "
+          f"({', '.join(f'{x:.2f}' for x in pairs)}) (target >= 0.80)")
+    print(f"CPU per event raw/exporter: {raw_cpu / exp_cpu:.2f} (the ratio both would reach if each were bound "
+          f"by the CPU it gets; robust to other load on the machine)")
 
 
 if __name__ == "__main__":

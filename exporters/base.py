@@ -1,7 +1,12 @@
 """The exporter contract, shared by every destination.
 
 An exporter turns a batch of canonical events into one payload with a pure `encode(batch)`, and does
-all of its I/O in `send(payload)`, which reports an Outcome. Whether a failure is worth retrying is
+all of its I/O in `send(payload)`, which reports an Outcome. An exporter whose backend acknowledges
+asynchronously (Kafka delivery reports) can keep several batches in flight: it sets `max_in_flight`
+above 1 and implements `submit(payload) -> ticket` (start sending, do not wait) and
+`poll(ticket, timeout) -> SendResult | None` (the answer, once there is one). The delivery runner
+still finishes batches strictly in order, so acknowledgements never run ahead of an undelivered
+event; the defaults send one batch at a time through `send`. Whether a failure is worth retrying is
 decided in one place, `outcome_for_http` / `outcome_for_exception` below, never ad hoc in a plugin.
 Queueing, batching, retries and drop accounting live in collector/delivery.py and are the same for
 every exporter. Exporters are found by name through the `siemhub.exporters` entry-point group.
@@ -144,6 +149,8 @@ class Exporter:
 
     config_model: ClassVar[type[ExporterConfig]] = ExporterConfig
     formats: ClassVar[tuple[str, ...]] = ("native",)
+    # Batches submitted and not yet answered that the runner may keep (1: one send at a time).
+    max_in_flight: int = 1
 
     def __init__(self, name: str, config: ExporterConfig) -> None:
         self.name = name
@@ -157,6 +164,18 @@ class Exporter:
 
     def send(self, payload: Any) -> SendResult:
         raise NotImplementedError
+
+    def submit(self, payload: Any) -> Any:
+        """Start sending `payload` and return a ticket for `poll`. An exporter with max_in_flight > 1
+        returns before the backend answers; the default sends synchronously (the ticket is the result).
+        A retried batch is submitted again with the same payload."""
+        return self.send(payload)
+
+    def poll(self, ticket: Any, timeout: float) -> SendResult | None:
+        """The result of a submitted send, or None if it is not known after waiting up to `timeout`
+        seconds. Must return a result eventually (an exporter bounds its own wait, e.g. by a timeout
+        answered as RETRY)."""
+        return ticket
 
     def flush(self, timeout: float = 5.0) -> None:
         """Push anything the exporter itself buffers (files: to disk)."""

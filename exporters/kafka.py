@@ -214,8 +214,10 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     message_max_bytes: int = Field(1_000_000, ge=1000, description="larger messages are given up (dead letter)")
     delivery_timeout_ms: int = Field(30_000, ge=1000, description="librdkafka message.timeout.ms: a message not "
                                      "delivered by then comes back as a retryable failure")
-    # Exporter batches: one send waits for every delivery report, so bigger batches keep the pipe full.
     batch: BatchConfig = BatchConfig(max_events=4096, max_wait=0.5)
+    # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
+    # round trip) the next ones are already encoded and produced. Batches still finish in order.
+    max_in_flight: int = Field(4, ge=1, le=64, description="exporter batches waiting for delivery reports")
 
     @field_validator("topic", "key")
     @classmethod
@@ -302,9 +304,9 @@ PENDING, DELIVERED, FAILED = 0, 1, 2
 
 
 class KafkaBatch(list):
-    """The encoded batch: a list of (topic, key, value, headers). It also remembers, across retries of
-    the same payload, which messages were already delivered or given up, so a retry re-sends only the
-    rest (no duplicates of what Kafka already has)."""
+    """The encoded batch: a list of (topic, key (str or None), value, headers). It also remembers,
+    across retries of the same payload, which messages were already delivered or given up, so a
+    retry re-sends only the rest (no duplicates of what Kafka already has)."""
 
     __slots__ = ("state", "reasons")
 
@@ -315,11 +317,13 @@ class KafkaBatch(list):
 
 
 class _Round:
-    """Delivery reports of one send attempt."""
+    """One send attempt of a batch (the exporter's ticket): its delivery reports only, so a late report
+    of an earlier attempt cannot count here."""
 
-    __slots__ = ("produced", "reports", "errors")
+    __slots__ = ("payload", "producer", "deadline", "produced", "reports", "errors")
 
-    def __init__(self) -> None:
+    def __init__(self, payload: KafkaBatch, producer: Producer, deadline: float) -> None:
+        self.payload, self.producer, self.deadline = payload, producer, deadline
         self.produced: list[int] = []
         self.reports = 0
         self.errors: list[tuple[KafkaError, bytes | None]] = []
@@ -342,7 +346,9 @@ class KafkaExporter(Exporter):
         content_type = b"application/json"
         self._base_headers = [("siemhub.format", config.format.encode()), ("content-type", content_type)]
         self._headers: dict[tuple[str, str], list] = {}
+        self._headers_now: dict[str, list] = {}  # by event type, for the current schema version
         self._producer: Producer | None = None
+        self.max_in_flight = config.max_in_flight
         self._stalled = 0  # send rounds in a row in which nothing was delivered
         self.send_timeout = config.delivery_timeout_ms / 1000 + 5
 
@@ -392,28 +398,39 @@ class KafkaExporter(Exporter):
             h = [("siemhub.schema_version", e.schema_version.encode()), ("siemhub.type", e.type.encode()),
                  *self._base_headers]
             self._headers[key] = h
+            if e.schema_version == SCHEMA_VERSION:
+                self._headers_now[e.type] = h
         return h
 
     def encode(self, batch: Sequence[Event]) -> KafkaBatch:
         # One C call encodes the whole batch; JSON lines never contain a raw newline inside a value.
         values = self._format.encode_lines(batch).split(b"\n")
         topic_t, key_t = self._topic, self._key
-        static_topic = safe_topic(topic_t.text) if not topic_t.fields else None
-        default_key = key_t.text == "{node}/{exec_id}"
-        out = []
-        for i, e in enumerate(batch):
-            topic = static_topic or safe_topic(topic_t.render(e))
-            if default_key:
-                p = e.process
-                key = f"{e.node.name}/{p.exec_id if p is not None else ''}".encode()
-            else:
-                key = key_t.render(e).encode() or None
-            out.append((topic, key, values[i], self._headers_for(e)))
-        return KafkaBatch(out)
+        if topic_t.fields:
+            topics = [safe_topic(topic_t.render(e)) for e in batch]
+        else:
+            topics = [safe_topic(topic_t.text)] * len(batch)
+        # Keys stay str: librdkafka takes their UTF-8 bytes without a bytes object per message.
+        if key_t.text == "{node}/{exec_id}":  # the default, without the template walk
+            keys = [f"{e.node.name}/{e.process.exec_id if e.process is not None else ''}" for e in batch]
+        else:
+            keys = [key_t.render(e) or None for e in batch]
+        # Header lists are built once per event type and shared by its messages.
+        now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
+        headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
+        return KafkaBatch(zip(topics, keys, values, headers))  # values ends with b"" after the last newline
 
     # --- send (I/O) ---
 
     def send(self, payload: KafkaBatch) -> SendResult:
+        ticket = self.submit(payload)
+        while True:
+            result = self.poll(ticket, 1.0)
+            if result is not None:
+                return result
+
+    def submit(self, payload: KafkaBatch) -> _Round:
+        """Produce the messages of `payload` not delivered yet; their reports are served by poll()."""
         from confluent_kafka import KafkaException
 
         if not isinstance(payload, KafkaBatch):
@@ -422,7 +439,8 @@ class KafkaExporter(Exporter):
         if producer is None:
             producer = self._producer = self._new_producer()
         state = payload.state
-        rnd = _Round()  # reports of this attempt only: a late report of an earlier one cannot count here
+        # message.timeout.ms bounds how long librdkafka keeps a message; send_timeout is a safety net.
+        rnd = _Round(payload, producer, time.monotonic() + self.send_timeout)
         produced = rnd.produced
         on_delivery = rnd.on_delivery
         produce = producer.produce
@@ -442,12 +460,20 @@ class KafkaExporter(Exporter):
                         state[i] = FAILED
                         payload.reasons[i] = reason
                     break  # RETRY: stays pending, the next send tries it again
-        # Serve delivery reports until every produced message has one. message.timeout.ms bounds how
-        # long librdkafka keeps a message, so this ends; send_timeout is a safety net.
-        deadline = time.monotonic() + self.send_timeout
-        while rnd.reports < len(produced) and time.monotonic() < deadline:
-            producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
-        return self._settle(payload, rnd)
+        return rnd
+
+    def poll(self, rnd: _Round, timeout: float) -> SendResult | None:
+        """Serve delivery reports (of every round in flight) for up to `timeout`; the result of `rnd`
+        once each of its messages has a report, or its deadline passed, or its producer was replaced
+        (the purge reported what it could)."""
+        if rnd.reports < len(rnd.produced) and rnd.producer is self._producer:
+            # Past the deadline, still serve what is queued: while an older batch was being retried
+            # nobody polled, and reports that came meanwhile must count (not be re-sent).
+            left = rnd.deadline - time.monotonic()
+            rnd.producer.poll(min(timeout, left) if left > 0 else 0)
+            if rnd.reports < len(rnd.produced) and time.monotonic() < rnd.deadline:
+                return None
+        return self._settle(rnd.payload, rnd)
 
     def _settle(self, payload: KafkaBatch, rnd: _Round) -> SendResult:
         state = payload.state

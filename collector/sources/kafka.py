@@ -25,10 +25,11 @@ from typing import Literal
 import msgspec
 from pydantic import Field
 
-from siemhub.collector.event import decode_json
+from siemhub.collector.event import Event
 from siemhub.exporters.kafka import KafkaConnection, LibrdkafkaLog, client_config
 
 log = logging.getLogger("siemhub.sources.kafka")
+_decode = msgspec.json.Decoder(Event).decode  # native JSON, as collector.event.decode_json
 
 
 class KafkaSourceConfig(KafkaConnection):
@@ -89,6 +90,11 @@ class KafkaSource:
             "session.timeout.ms": c.session_timeout_ms,
             "heartbeat.interval.ms": max(100, c.session_timeout_ms // 3),
             "enable.partition.eof": False,
+            # librdkafka stops fetching a partition whose local queue is over its thresholds for
+            # fetch.queue.backoff.ms (1000 by default); a replica that drains the queue faster than
+            # that then sits idle waiting for the next fetch (measured: 60% of its time with a
+            # backlog, 106k -> 258k events/s with 20 ms in a consumer doing ~4 µs of work per event).
+            "fetch.queue.backoff.ms": 20,
         })
         conf.update(c.properties)
         return conf
@@ -133,27 +139,37 @@ class KafkaSource:
 
     def _handle(self, msgs: list) -> None:
         events = []
+        append = events.append
+        decode = _decode
         last: dict[tuple[str, int], int] = {}
-        consumed: dict[str, int] = {}
+        counts: dict[tuple[str, int], int] = {}
+        tp, run = None, 0  # messages come in runs of one partition: count a run, not each message
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                log.warning("consume error: %s", err.str())
+            if m.error() is not None:
+                log.warning("consume error: %s", m.error().str())
                 continue
-            topic = m.topic()
-            tp = (topic, m.partition())
-            last[tp] = m.offset()
-            consumed[topic] = consumed.get(topic, 0) + 1
+            here = (m.topic(), m.partition())
+            if here != tp:
+                if tp is not None:
+                    counts[tp] = counts.get(tp, 0) + run
+                tp, run = here, 0
+            run += 1
+            last[here] = m.offset()
             value = m.value()
             if value is None:
                 self._reject(m, "empty")
                 continue
             try:
-                events.append(decode_json(value))
+                append(decode(value))
             except msgspec.ValidationError:
                 self._reject(m, "invalid_event")
             except msgspec.DecodeError:
                 self._reject(m, "invalid_json")
+        if tp is not None:
+            counts[tp] = counts.get(tp, 0) + run
+        consumed: dict[str, int] = {}
+        for (topic, _), n in counts.items():
+            consumed[topic] = consumed.get(topic, 0) + n
         for topic, n in consumed.items():
             self.m_consumed.labels(topic).inc(n)
             self.consumed += n

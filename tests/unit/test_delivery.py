@@ -800,3 +800,210 @@ def test_a_dead_exporter_with_a_disk_buffer_does_not_slow_another(make_runner, t
     assert rd.buffered == 1000 and rd.dropped == {}
     rd.stop(time.monotonic() + 0.05)
     assert rd.buffered == 1000
+
+
+# --- batches in flight (max_in_flight > 1) ---------------------------------------------------------
+
+
+class Ticket:
+    def __init__(self, ids: list[str], attempt: int) -> None:
+        self.ids, self.attempt = ids, attempt
+        self.answered = threading.Event()
+        self.result: SendResult | None = None
+
+
+class PipelinedExporter(FakeExporter):
+    """submit() returns at once; the test answers each ticket when it likes (`answer`), like delivery
+    reports arriving in any order."""
+
+    def __init__(self, name: str = "piped", *, in_flight: int = 3, auto=None, **kw) -> None:
+        super().__init__(name, **kw)
+        self.max_in_flight = in_flight
+        self.auto = auto  # (ids, attempt) -> SendResult answered at once, or None: the test answers
+        self.tickets: list[Ticket] = []
+        self.most_unanswered = 0
+
+    def submit(self, payload):
+        with self.lock:
+            if self.closed:
+                self.send_while_closed = True
+            self.attempts.append(list(payload))
+            t = Ticket(list(payload), len(self.attempts))
+            self.tickets.append(t)
+            self.most_unanswered = max(self.most_unanswered, sum(not x.answered.is_set() for x in self.tickets))
+        if self.auto is not None:
+            result = self.auto(t.ids, t.attempt)
+            if result is not None:
+                self.answer(t, result)
+        return t
+
+    def answer(self, t: Ticket, result: SendResult) -> None:
+        if result.outcome is Outcome.DONE:
+            with self.lock:
+                self.delivered += t.ids
+        t.result = result
+        t.answered.set()
+
+    def poll(self, ticket, timeout):
+        return ticket.result if ticket.answered.wait(timeout) else None
+
+    def ticket(self, first_id: str, attempt: int = 1) -> Ticket:
+        """The ticket of the `attempt`-th submit of the batch starting with `first_id`."""
+        wait_until(lambda: sum(t.ids[0] == first_id for t in self.tickets) >= attempt)
+        return [t for t in self.tickets if t.ids[0] == first_id][attempt - 1]
+
+
+def test_batches_in_flight_finish_strictly_in_order(make_runner):
+    exp = PipelinedExporter(in_flight=3, batch=2, max_wait=0.01)
+    r = make_runner(exp)
+    evs = events(6)
+    mark = r.put_many(evs)
+    b1, b2, b3 = (exp.ticket(evs[i].id) for i in (0, 2, 4))  # all three out before any answer
+    exp.answer(b3, DONE)
+    exp.answer(b2, DONE)
+    time.sleep(0.05)
+    assert r.finished == 0 and r.sent == 0  # the oldest batch is not answered: nothing counts
+    exp.answer(b1, DONE)
+    wait_until(lambda: r.finished == mark == 6)
+    assert r.sent == 6 and exp.most_unanswered == 3
+
+
+def test_window_bounds_the_batches_in_flight(make_runner):
+    exp = PipelinedExporter(in_flight=2, batch=2, max_wait=0.01)
+    r = make_runner(exp)
+    evs = events(8)
+    r.put_many(evs)
+    b1, b2 = exp.ticket(evs[0].id), exp.ticket(evs[2].id)
+    time.sleep(0.05)
+    assert len(exp.tickets) == 2  # the third batch waits for room
+    exp.answer(b2, DONE)
+    time.sleep(0.05)
+    assert len(exp.tickets) == 2  # room comes only when the oldest finishes
+    exp.answer(b1, DONE)
+    exp.answer(exp.ticket(evs[4].id), DONE)
+    exp.answer(exp.ticket(evs[6].id), DONE)
+    wait_until(lambda: r.finished == 8)
+    assert exp.most_unanswered == 2 and exp.delivered == ids(evs[2:4] + evs[:2] + evs[4:])
+
+
+def test_failing_middle_batch_is_retried_while_later_ones_succeed(make_runner):
+    exp = PipelinedExporter(in_flight=3, batch=2, max_wait=0.01, retry=(0.05, 0.05, 1.0, 5.0))
+    r = make_runner(exp)
+    evs = events(6)
+    r.put_many(evs)
+    b1, b2, b3 = (exp.ticket(evs[i].id) for i in (0, 2, 4))
+    exp.answer(b1, DONE)
+    exp.answer(b3, DONE)
+    exp.answer(b2, RETRY_503)
+    wait_until(lambda: r.finished == 2)
+    retry = exp.ticket(evs[2].id, attempt=2)  # only the failed batch is sent again
+    time.sleep(0.05)
+    assert r.finished == 2  # the third batch is delivered, but the watermark waits for the second
+    exp.answer(retry, DONE)
+    wait_until(lambda: r.finished == 6)
+    assert r.sent == 6 and r.dropped == {}
+    assert [t.ids[0] for t in exp.tickets] == [evs[0].id, evs[2].id, evs[4].id, evs[2].id]
+    assert sorted(exp.delivered) == sorted(ids(evs))
+
+
+def test_watermark_never_passes_an_undelivered_event_with_answers_in_any_order(make_runner):
+    rnd = random.Random(7)
+    exp = PipelinedExporter(in_flight=4, batch=5, max_wait=0.002, retry=(0.002, 0.01, 2.0, 0.2))
+    r = make_runner(exp)
+    evs = events(400)
+    pos = {e.id: i + 1 for i, e in enumerate(evs)}
+    given_up: set[int] = set()
+    samples: list[tuple[int, list[int]]] = []
+    stop = threading.Event()
+
+    def answerer():  # answers the open tickets in random order with random outcomes
+        while not stop.is_set():
+            with exp.lock:
+                open_ = [t for t in exp.tickets if not t.answered.is_set()]
+            if not open_:
+                time.sleep(0.001)
+                continue
+            t = rnd.choice(open_)
+            roll = rnd.random()
+            if roll < 0.2:
+                exp.answer(t, RETRY_503)
+            elif roll < 0.25:
+                with exp.lock:
+                    given_up.update(pos[x] for x in t.ids)
+                exp.answer(t, SendResult(Outcome.GIVE_UP, "http_400"))
+            else:
+                exp.answer(t, DONE)
+
+    def watch():
+        while not stop.is_set():
+            f = r.finished
+            with exp.lock:
+                ok = {pos[x] for x in exp.delivered} | given_up
+            samples.append((f, [s for s in range(1, f + 1) if s not in ok]))
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=answerer, daemon=True), threading.Thread(target=watch, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(0, 400, 40):
+            r.put_many(evs[i:i + 40])
+        wait_until(lambda: r.finished == 400, timeout=20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert samples and all(not missing for _, missing in samples)  # nothing counted before delivery
+    assert accounted(r) == 400 and exp.most_unanswered <= 4
+    assert set(pos[x] for x in exp.delivered) | given_up == set(range(1, 401))
+
+
+def test_default_exporters_keep_one_batch_in_flight(make_runner):
+    concurrent, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(_ids, _n):
+        with lock:
+            concurrent[0] += 1
+            most[0] = max(most[0], concurrent[0])
+        time.sleep(0.01)
+        with lock:
+            concurrent[0] -= 1
+        return DONE
+
+    exp = FakeExporter(batch=2, max_wait=0.005, on_send=slow)
+    assert exp.max_in_flight == 1
+    r = make_runner(exp)
+    r.put_many(events(20))
+    wait_until(lambda: r.finished == 20)
+    assert most[0] == 1
+
+
+def test_a_disk_buffer_keeps_one_batch_in_flight(make_runner, tmp_path):
+    # DiskQueue.ack() acknowledges everything read: two batches out would be acknowledged together.
+    exp = PipelinedExporter(in_flight=4, batch=2, max_wait=0.005, buffer=disk(tmp_path),
+                            auto=lambda _ids, _n: None)
+    r = make_runner(exp)
+    evs = events(6)
+    r.put_many(evs)
+    b1 = exp.ticket(evs[0].id)
+    time.sleep(0.05)
+    assert len(exp.tickets) == 1
+    exp.answer(b1, DONE)
+    exp.answer(exp.ticket(evs[2].id), DONE)
+    exp.answer(exp.ticket(evs[4].id), DONE)
+    wait_until(lambda: r.finished == 6)
+    assert exp.most_unanswered == 1
+
+
+def test_stop_gives_up_on_batches_still_unanswered_at_the_deadline(make_runner):
+    exp = PipelinedExporter(in_flight=3, batch=2, max_wait=0.005)
+    r = make_runner(exp)
+    evs = events(6)
+    r.put_many(evs)
+    b1 = exp.ticket(evs[0].id)
+    exp.ticket(evs[4].id)
+    exp.answer(b1, DONE)
+    r.stop(time.monotonic() + 0.1)
+    assert r.sent == 2 and r.dropped == {"shutdown_deadline": 4} and r.finished == 6
+    assert exp.closed and not exp.send_while_closed

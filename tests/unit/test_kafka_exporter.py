@@ -91,7 +91,7 @@ def test_encode_topic_key_headers():
     ex = cls("k", cfg)
     batch = ex.encode([_event(1), _event(2, "process_exit", "ex2")])
     assert [m[0] for m in batch] == ["siemhub.process_exec", "siemhub.process_exit"]
-    assert [m[1] for m in batch] == [b"n1/ex1", b"n1/ex2"]
+    assert [m[1] for m in batch] == ["n1/ex1", "n1/ex2"]  # librdkafka sends their UTF-8 bytes
     assert b'"id":"id-1"' in batch[0][2] and b"\n" not in batch[0][2]
     headers = dict(batch[1][3])
     assert headers["siemhub.type"] == b"process_exit" and headers["content-type"] == b"application/json"
@@ -132,7 +132,8 @@ class _Msg:
 
 
 class FakeProducer:
-    """Accepts produce() and answers each message at flush() with the error `fate(value)` returns."""
+    """Accepts produce() and answers each message at poll() or flush() with the error `fate(value)`
+    returns (like librdkafka, which serves delivery reports from both)."""
 
     def __init__(self, fate, refuse=None):
         self.fate, self.refuse = fate, refuse or (lambda v: None)
@@ -153,7 +154,7 @@ class FakeProducer:
         return 0
 
     def poll(self, timeout=None):
-        return 0
+        return self.flush(timeout)
 
 
 def test_send_retries_only_undelivered_messages():
@@ -200,3 +201,80 @@ def test_tls_verification_is_on_by_default_and_turning_it_off_is_logged(caplog):
     conf = producer_config(cfg)
     assert conf["enable.ssl.certificate.verification"] is False
     assert "verification is OFF" in caplog.text
+
+
+class HeldProducer(FakeProducer):
+    """Reports only the messages the test released (as delivered), or purged ones (as purged)."""
+
+    def __init__(self):
+        super().__init__(lambda v: None)
+        self.released: set[bytes] = set()
+        self.purged = False
+
+    def poll(self, timeout=None):
+        keep = []
+        for value, cb in self.pending:
+            if self.purged:
+                cb(KafkaError(KafkaError._PURGE_QUEUE), _Msg(value))
+            elif value in self.released:
+                cb(None, _Msg(value))
+            else:
+                keep.append((value, cb))
+        self.pending = keep
+        return 0
+
+    flush = poll
+
+    def purge(self):
+        self.purged = True
+
+
+def test_rounds_in_flight_are_answered_independently():
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    assert ex.max_in_flight == 4  # the default: the runner keeps up to 4 batches in flight
+    first, second = ex.encode([_event(0), _event(1)]), ex.encode([_event(2), _event(3)])
+    ex._producer = held = HeldProducer()
+    t1, t2 = ex.submit(first), ex.submit(second)
+    assert len(held.produced) == 4  # both produced before any report
+    held.released.update(m[2] for m in second)
+    assert ex.poll(t2, 0).outcome is Outcome.DONE
+    assert ex.poll(t1, 0) is None  # the first one's reports are not in yet
+    held.released.update(m[2] for m in first)
+    assert ex.poll(t1, 0).outcome is Outcome.DONE
+    assert list(first.state) == list(second.state) == [DELIVERED, DELIVERED]
+
+
+def test_rounds_of_a_replaced_producer_are_answered_at_once_and_resent():
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    first, second = ex.encode([_event(0)]), ex.encode([_event(1)])
+    ex._producer = HeldProducer()
+    t1, t2 = ex.submit(first), ex.submit(second)
+    ex._drop_producer()  # what _settle does after a fatal error: purge, serve the purge reports
+    for t in (t1, t2):
+        r = ex.poll(t, 0)
+        assert r.outcome is Outcome.RETRY and r.reason == "kafka_purge_queue"
+    # a round whose reports never came (its producer is gone) does not wait for its deadline
+    ex._producer = HeldProducer()
+    t3 = ex.submit(first)
+    ex._producer = again = HeldProducer()
+    r3 = ex.poll(t3, 0)
+    assert r3.outcome is Outcome.RETRY and r3.reason == "kafka_no_delivery_report"
+    again.released.update(m[2] for m in first)
+    t4 = ex.submit(first)  # the retry re-sends what is not delivered, on the new producer
+    assert again.produced == [first[0][2]] and ex.poll(t4, 0).outcome is Outcome.DONE
+
+
+def test_reports_queued_past_the_deadline_still_count():
+    # While an older batch is retried nobody polls; a later batch's reports wait in librdkafka's
+    # queue past its deadline. They must count as delivered, not be re-sent.
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(0), _event(1)])
+    ex._producer = held = HeldProducer()
+    t = ex.submit(payload)
+    held.released.update(m[2] for m in payload)
+    t.deadline = 0.0  # long past
+    r = ex.poll(t, 0)
+    assert r.outcome is Outcome.DONE and list(payload.state) == [DELIVERED, DELIVERED]

@@ -117,3 +117,13 @@ def test_revoke_commits_what_is_delivered_and_forgets_the_partition():
     assert ("t", 0) not in src._parts and ("t", 1) in src._parts
     src._on_lost(None, [TP("t", 1)])
     assert not src._parts and len(src._consumer.commits) == 1
+
+
+def test_consumer_refetches_soon_after_its_queue_drains():
+    # librdkafka's default fetch.queue.backoff.ms (1 s) left a replica with a backlog idle most of
+    # the time; the aggregator sets a short one, and properties still win.
+    src, _ = _source()
+    conf = src.consumer_config()
+    assert conf["fetch.queue.backoff.ms"] == 20 and conf["enable.auto.commit"] is False
+    cfg = KafkaSourceConfig(brokers=["b:1"], topics=["t"], properties={"fetch.queue.backoff.ms": 500})
+    assert KafkaSource(cfg, FakePipeline()).consumer_config()["fetch.queue.backoff.ms"] == 500
