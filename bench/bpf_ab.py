@@ -360,7 +360,7 @@ def main() -> None:
             print_means("== attached together, mean over runs (ns per program run)", totals)
             for v in ("A", "B"):
                 print(f"   {v} attached first: " + ", ".join(f"{x:.0f}" for x in first[(v, 0)])
-                      + f"; second: " + ", ".join(f"{x:.0f}" for x in first[(v, 1)]) + " (sum, ns per exec)")
+                      + "; second: " + ", ".join(f"{x:.0f}" for x in first[(v, 1)]) + " (sum, ns per exec)")
         solo = collections.defaultdict(list)
         for run in range(args.solo):
             for v in (["A", "B"] if run % 2 == 0 else ["B", "A"]):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, proc_cpu  # bench/measure.py
+from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("inet_sock_set_state", "sys_exit_accept4", "sys_exit_accept", "sys_enter_sendto")  # sendto: the DNS check
 
@@ -62,13 +61,7 @@ def main() -> None:
     n = args.connects
     siemhub = Path(sys.executable).with_name("siemhub")
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-connect-bench-"))
-    out = tmp / "events.jsonl"
-    cfg = tmp / "bench.yaml"
-    cfg.write_text(
-        "sensors:\n  process: {}\n  network: {}\n"
-        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never, rotate_bytes: 100000000000}}\n"
-        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
-    )
+    cfg, out = write_agent_config(tmp, '  process: {}\n  network: {}')
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1024)
@@ -149,10 +142,7 @@ def main() -> None:
     print(f"kernel total per connection (both ends): {kernel_ns / max(n, 1) / 1000:.2f} us")
     total = agent_cpu + kernel_ns / 1e9
     print(f"overhead: agent+BPF CPU {total:.2f}s = {100 * total / max(work_cpu, 1e-9):.1f}% of the workload's CPU")
-    shutil.rmtree(tmp, ignore_errors=True)
-    err = agent.stderr.read() if agent.stderr else ""
-    if err.strip():
-        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+    clean_up(tmp, agent)
 
 
 if __name__ == "__main__":

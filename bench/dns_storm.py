@@ -29,7 +29,6 @@ import argparse
 import ctypes
 import os
 import resource
-import shutil
 import signal
 import socket
 import struct
@@ -39,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, proc_cpu  # bench/measure.py
+from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_enter_sendmmsg", "sys_enter_write", "sys_enter_writev",
             "sys_enter_connect")
@@ -88,13 +87,7 @@ def main() -> None:
     n = args.sends - args.sends % 2
     siemhub = Path(sys.executable).with_name("siemhub")
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-dns-bench-"))
-    out = tmp / "events.jsonl"
-    cfg = tmp / "bench.yaml"
-    cfg.write_text(
-        "sensors:\n  process: {}\n  network: {}\n"
-        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never, rotate_bytes: 100000000000}}\n"
-        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
-    )
+    cfg, out = write_agent_config(tmp, '  process: {}\n  network: {}')
     sinks = []
     for port, kind in ((53, socket.SOCK_DGRAM), (5353, socket.SOCK_DGRAM)):
         s = socket.socket(socket.AF_INET, kind)
@@ -195,10 +188,7 @@ def main() -> None:
             line += (f"; delivered {delivered}/{want}; agent {agent_cpu / max(delivered, 1) * 1e6:.1f} us/event, "
                      f"agent+BPF {100 * (agent_cpu + ns / 1e9) / max(work, 1e-9):.0f}% of the workload's CPU")
         print(line)
-    shutil.rmtree(tmp, ignore_errors=True)
-    err = agent.stderr.read() if agent.stderr else ""
-    if err.strip():
-        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+    clean_up(tmp, agent)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, proc_cpu, proc_cpu_split  # bench/measure.py
+from measure import bpf_stats, clean_up, proc_cpu, proc_cpu_split, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
 
@@ -142,13 +141,7 @@ def main() -> None:
 
     siemhub = Path(sys.executable).with_name("siemhub")
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-bench-"))
-    out = tmp / "events.jsonl"
-    cfg = tmp / "bench.yaml"
-    cfg.write_text(
-        "sensors:\n  process: {}\n"
-        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never, rotate_bytes: {1 << 40}}}\n"
-        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
-    )
+    cfg, out = write_agent_config(tmp, '  process: {}')
     binary = "/bin/true"
     if args.tiny:
         (tmp / "true.c").write_text(TINY_TRUE_C)
@@ -234,10 +227,7 @@ def main() -> None:
     events_bytes = out.stat().st_size
     total_events = sum(r[10] + r[11] for r in results)
     print(f"output: {events_bytes / max(total_events, 1):.0f} bytes per event (native JSON)")
-    shutil.rmtree(tmp, ignore_errors=True)
-    err = agent.stderr.read() if agent.stderr else ""
-    if err.strip():
-        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+    clean_up(tmp, agent)
 
 
 if __name__ == "__main__":

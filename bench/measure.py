@@ -43,3 +43,25 @@ def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
             rt, rc = out.get(name, (0, 0))
             out[name] = (rt + p.get("run_time_ns", 0), rc + p.get("run_cnt", 0))  # one tracepoint, several sensors
     return out
+
+
+def write_agent_config(tmp: Path, sensors: str) -> tuple[Path, Path]:
+    """The benchmarks' agent: these sensors (lines under `sensors:`), every event to tmp/events.jsonl as
+    native JSON (never rotated, never fsynced), no metrics, no status events. Returns (config, output)."""
+    out, cfg = tmp / "events.jsonl", tmp / "bench.yaml"
+    cfg.write_text(
+        f"sensors:\n{sensors}\n"
+        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never, rotate_bytes: {1 << 40}}}\n"
+        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
+    )
+    return cfg, out
+
+
+def clean_up(tmp: Path, agent) -> None:
+    """Remove the benchmark's files and show the end of the (stopped) agent's stderr."""
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    err = agent.stderr.read() if agent is not None and agent.stderr else ""
+    if err.strip():
+        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
