@@ -75,6 +75,9 @@
 #define FMODE_CREATED_ 0x100000
 #define IORING_OP_RENAMEAT_ 35
 #define SKIP_CACHED (1U << 31)             /* internal kflag: the cache proved the path unwatched */
+#define SKIP_UNWATCHED (1U << 30)          /* internal kflag: an absolute name compared in place, unwatched */
+#define SKIP_ (SKIP_CACHED | SKIP_UNWATCHED)
+#define SH_FD_EMBEDDED 64                  /* NR_OPEN_DEFAULT (BITS_PER_LONG) slots in files_struct.fd_array */
 
 /* counters (per CPU): what was skipped and why, so nothing is dropped silently */
 #define ST_SKIP_CACHED 0                   /* proven unwatched by the verdict cache: no path built */
@@ -140,6 +143,7 @@ struct scratch {
 	struct sh_msg_file msg;
 	char data[4 * SH_FILE_PATH_MAX];   /* path, NUL, target, NUL; masks keep writes inside */
 	char pbuf[2 * SH_PBUF];            /* backwards path builder; the LPM key is read in place */
+	u32 uhdr;                          /* LPM prefixlen in front of ubuf: absolute names are compared in place */
 	char ubuf[SH_UBUF];
 	u32 pos;                           /* start of the path in pbuf (kept in memory: verifier pruning) */
 	u32 npos;                          /* the '/' that ends the parent directory's part ("P/"), 0: none */
@@ -156,7 +160,8 @@ BPF_TABLE("lru_hash", u32, u8, wprocs, 16384);           /* processes holding su
 BPF_LPM_TRIE(watch, struct lpm_key, struct watch_val, 4096);
 BPF_LPM_TRIE(below, struct lpm_key, u32, 4096);          /* "A/" with watch entries below -> its length */
 BPF_TABLE("lru_hash", struct vkey, struct vval, vcache, SH_VCACHE_ENTRIES);
-BPF_ARRAY(state, u64, 2);                                /* [0] kernel generation, [1] renames in flight */
+BPF_ARRAY(state, u64, 3);                                /* [0] kernel generation, [1] renames in flight,
+							    [2] armed: set by user space once all is attached */
 BPF_ARRAY(ugen, u64, 1);                                 /* user space generation (watch-set changes) */
 BPF_HASH(holds, u64, u8, 4096);                          /* renames in flight: thread id or io_uring req */
 
@@ -197,17 +202,28 @@ static __always_inline void *user_regs(void)
  * written). Array lookups are inlined by the verifier: this costs a few instructions. */
 static __always_inline u64 cache_gen(void)
 {
+	/* (not armed yet: renames are not held, so the cache is not used either) */
 	u32 k0 = 0, k1 = 1;
+	u32 k2 = 2;
 	u64 *g = state.lookup(&k0);
 	u64 *busy = state.lookup(&k1);
+	u64 *armed = state.lookup(&k2);
 	u64 *u = ugen.lookup(&k0);
-	if (!g || !busy || !u || *busy)
+	if (!g || !busy || !armed || !u || *busy || !*armed)
 		return 0;
 	return *g + *u + 1;
 }
 
+/* bcc attaches the programs in the order of their names (sys_enter_* before sys_exit_*): a hold taken
+ * before its release is attached would never be released. So holds are taken only once user space has
+ * armed the cache, after every program is attached; a rename already running then holds nothing and
+ * still bumps the generation at exit. */
 static __always_inline void cache_hold(u64 id)
 {
+	u32 k2 = 2;
+	u64 *armed = state.lookup(&k2);
+	if (!armed || !*armed)
+		return;
 	u8 one = 1;
 	if (holds.insert(&id, &one) == 0) {
 		u32 k1 = 1;
@@ -306,13 +322,24 @@ static __always_inline int dir_cached(struct cctx *c, void *dentry, void *vfsmnt
 
 /* --- path building -------------------------------------------------------------------------------- */
 
-/* task->files->fdt->fd[fd], or 0 */
+/* task->files->fdt->fd[fd], or 0. A process with at most 64 descriptors uses the table embedded in
+ * files_struct (fdt == &files->fdtab, fdt->fd == files->fd_array): one read less. */
 static __always_inline void *fd_file(void *task, u32 fd)
 {
-	void *fdt = rd_ptr(rd_ptr(task, OFF_TASK_FILES), OFF_FILES_FDT);
-	if (!fdt || fd >= rd_u32(fdt, OFF_FDTABLE_MAX_FDS))
+	void *files = rd_ptr(task, OFF_TASK_FILES);
+	void *fdt = rd_ptr(files, OFF_FILES_FDT);
+	if (!fdt)
 		return 0;
-	void *arr = rd_ptr(fdt, OFF_FDTABLE_FD);
+	void *arr;
+	if (fdt == (char *)files + OFF_FILES_FDTAB) {
+		if (fd >= SH_FD_EMBEDDED)
+			return 0;
+		arr = (char *)files + OFF_FILES_FD_ARRAY;
+	} else {
+		if (fd >= rd_u32(fdt, OFF_FDTABLE_MAX_FDS))
+			return 0;
+		arr = rd_ptr(fdt, OFF_FDTABLE_FD);
+	}
 	return rd_ptr(arr, fd * sizeof(void *));
 }
 
@@ -393,6 +420,13 @@ static __always_inline u32 path_of_name(struct scratch *s, struct cctx *c, void 
 	u32 len = (n - 1 - skip) & (SH_UBUF - 1);
 	u32 pos = (SH_PBUF - len) & SH_PMASK;
 	void *dentry = 0, *vfsmnt = 0, *file = 0;
+	if (use_cache && s->ubuf[0] == '/' && n < SH_UBUF) {
+		/* absolute: compare the string where it lies; build nothing when it is not watched */
+		u32 bytes = n > SH_FILE_KEY_MAX ? SH_FILE_KEY_MAX : n;
+		s->uhdr = bytes * 8;
+		if (!watch.lookup((struct lpm_key *)&s->uhdr))
+			return SKIP_UNWATCHED;
+	}
 	if (s->ubuf[0] != '/' && n < SH_UBUF) {
 		/* relative: ask the cache about the starting directory before building anything */
 		if (dfd == AT_FDCWD_) {
@@ -431,7 +465,7 @@ static __always_inline u32 path_of_name(struct scratch *s, struct cctx *c, void 
 /* The watch entry covering the path in pbuf, if any: the LPM key is written in front of the path. */
 static __always_inline struct watch_val *match(struct scratch *s, u32 kflags)
 {
-	if (kflags & (SH_FILE_TRUNC_PATH | SH_FILE_RELATIVE | SH_FILE_NO_PATH | SKIP_CACHED))
+	if (kflags & (SH_FILE_TRUNC_PATH | SH_FILE_RELATIVE | SH_FILE_NO_PATH | SKIP_))
 		return 0;  /* the root-side part of the path is unknown: it cannot be compared */
 	u32 pos = s->pos & SH_PMASK;
 	if (pos < 8)
@@ -495,12 +529,15 @@ static __always_inline u32 copy_path(struct scratch *s, u32 off)
 	return len;
 }
 
-static __always_inline struct scratch *begin(u32 op)
+static __always_inline struct scratch *begin(void)
 {
 	u32 zero = 0;
-	struct scratch *s = scratch_map.lookup(&zero);
-	if (!s)
-		return 0;
+	return scratch_map.lookup(&zero);
+}
+
+/* The message header and fields, once the path is known to be watched. */
+static __always_inline void msg_init(struct scratch *s, u32 op)
+{
 	u64 id = bpf_get_current_pid_tgid();
 	u64 ug = bpf_get_current_uid_gid();
 	struct sh_msg_file *m = &s->msg;
@@ -516,7 +553,6 @@ static __always_inline struct scratch *begin(u32 op)
 	m->dev = 0;
 	m->path_len = m->target_len = 0;
 	m->result = 0;
-	return s;
 }
 
 static __always_inline void file_identity(struct scratch *s, void *file)
@@ -568,29 +604,33 @@ static __always_inline u32 enf_bit(u32 op)
 #define K_OPEN 2
 #define K_CREAT 3
 
-/* dfd, name, flags and mode of an open, from the saved registers */
-static __always_inline void open_args(int kind, s32 *dfd, u64 *name, u32 *flags, u32 *mode)
+/* dfd and name of an open, from the saved registers */
+static __always_inline void open_name(void *regs, int kind, s32 *dfd, u64 *name)
 {
-	void *regs = user_regs();
 	*dfd = AT_FDCWD_;
 	if (kind == K_OPENAT || kind == K_OPENAT2) {
 		*dfd = (s32)ARG(regs, 0);
 		*name = ARG(regs, 1);
-		if (kind == K_OPENAT) {
-			*flags = (u32)ARG(regs, 2);
-			*mode = (u32)ARG(regs, 3);
-		} else {
-			u64 how[2] = {};  /* struct open_how { u64 flags; u64 mode; u64 resolve; } */
-			bpf_probe_read_user(how, sizeof(how), (void *)ARG(regs, 2));
-			*flags = (u32)how[0];
-			*mode = (u32)how[1];
-		}
-	} else if (kind == K_OPEN) {
+	} else {
 		*name = ARG(regs, 0);
+	}
+}
+
+/* flags and mode: read only for a watched path */
+static __always_inline void open_flags(void *regs, int kind, u32 *flags, u32 *mode)
+{
+	if (kind == K_OPENAT) {
+		*flags = (u32)ARG(regs, 2);
+		*mode = (u32)ARG(regs, 3);
+	} else if (kind == K_OPENAT2) {
+		u64 how[2] = {};  /* struct open_how { u64 flags; u64 mode; u64 resolve; } */
+		bpf_probe_read_user(how, sizeof(how), (void *)ARG(regs, 2));
+		*flags = (u32)how[0];
+		*mode = (u32)how[1];
+	} else if (kind == K_OPEN) {
 		*flags = (u32)ARG(regs, 1);
 		*mode = (u32)ARG(regs, 2);
 	} else {
-		*name = ARG(regs, 0);
 		*flags = 01 | O_CREAT_ | O_TRUNC_;
 		*mode = (u32)ARG(regs, 1);
 	}
@@ -610,19 +650,20 @@ static __always_inline int on_open_exit(long ret, int kind)
 			return 0;  /* the common case */
 		}
 	}
-	struct scratch *s = begin(SH_FILE_OPEN);
+	struct scratch *s = begin();
 	if (!s)
 		return 0;
 	s32 dfd = AT_FDCWD_;
 	u64 name = 0;
 	u32 flags = 0, mode = 0, k;
+	void *regs = user_regs();
 	if (file) {
 		k = path_of_file(s, file);
 	} else {
-		open_args(kind, &dfd, &name, &flags, &mode);
+		open_name(regs, kind, &dfd, &name);
 		k = path_of_name(s, &c, task, dfd, name, 1);
-		if (k & SKIP_CACHED) {
-			count(ST_SKIP_CACHED);
+		if (k & SKIP_) {
+			count(k & SKIP_CACHED ? ST_SKIP_CACHED : ST_RESOLVED);
 			return 0;
 		}
 	}
@@ -635,8 +676,8 @@ static __always_inline int on_open_exit(long ret, int kind)
 	cache_store(s, &c, k, file != 0, w);
 	if (!w)
 		return 0;
-	if (file)
-		open_args(kind, &dfd, &name, &flags, &mode);
+	open_flags(regs, kind, &flags, &mode);
+	msg_init(s, SH_FILE_OPEN);
 	struct sh_msg_file *m = &s->msg;
 	m->kflags = k;
 	m->result = ret;
@@ -686,47 +727,60 @@ struct nargs {
 	u32 gid;
 };
 
-static __always_inline int on_name_exit(long ret, struct nargs *a)
+/* Resolve and match a by-name operation: the scratch (path built) when watched, else 0. The other
+ * arguments are read by the caller only then. */
+static __always_inline struct scratch *name_match(struct nargs *a, struct watch_val *out)
 {
-	struct scratch *s = begin(a->op);
+	struct scratch *s = begin();
 	if (!s)
 		return 0;
 	void *task = (void *)bpf_get_current_task();
 	struct cctx c = {};
 	u32 k = path_of_name(s, &c, task, a->dfd, a->path, 1);
-	if (k & SKIP_CACHED) {
-		count(ST_SKIP_CACHED);
+	if (k & SKIP_) {
+		count(k & SKIP_CACHED ? ST_SKIP_CACHED : ST_RESOLVED);
 		return 0;
 	}
 	struct watch_val *w = match(s, k);
-	u32 enforce = 0, rule = 0;
-	if (w) {
-		enforce = w->enforce;
-		rule = w->rule;
-	}
+	if (w)
+		*out = *w;
 	cache_store(s, &c, k, 0, w);
 	if (!w)
 		return 0;
+	msg_init(s, a->op);
+	s->msg.kflags = k;
+	return s;
+}
+
+static __always_inline int name_report(struct scratch *s, long ret, struct nargs *a, struct watch_val *w)
+{
 	struct sh_msg_file *m = &s->msg;
-	m->kflags = k;
 	m->result = ret;
 	m->flags = a->flags;
 	m->mode = a->mode;
 	m->arg_uid = a->uid;
 	m->arg_gid = a->gid;
 	m->path_len = copy_path(s, 0);
-	finish(s, task, ret >= 0 ? enf_bit(a->op) : 0, enforce, rule);
+	finish(s, (void *)bpf_get_current_task(), ret >= 0 ? enf_bit(a->op) : 0, w->enforce, w->rule);
 	return 0;
 }
 
-/* NAME_EXIT(syscall, op, dfd, path, flags, mode, uid, gid): the argument expressions use `r` (regs) */
+/* NAME_EXIT(syscall, op, dfd, path, flags, mode, uid, gid): the argument expressions use `r` (the
+ * saved registers); flags, mode, uid and gid are read only for a watched path. */
 #define NAME_EXIT(name, OP, DFD, PATH, FLAGS, MODE, UID, GID)                                    \
 	TRACEPOINT_PROBE(syscalls, sys_exit_##name)                                              \
 	{                                                                                        \
 		void *r = user_regs();                                                           \
-		struct nargs a = {.op = (OP), .dfd = (s32)(DFD), .path = (PATH), .flags = (u32)(FLAGS), \
-				  .mode = (u32)(MODE), .uid = (u32)(UID), .gid = (u32)(GID)};    \
-		return on_name_exit(args->ret, &a);                                              \
+		struct nargs a = {.op = (OP), .dfd = (s32)(DFD), .path = (PATH)};                \
+		struct watch_val w = {};                                                         \
+		struct scratch *s = name_match(&a, &w);                                          \
+		if (!s)                                                                          \
+			return 0;                                                                \
+		a.flags = (u32)(FLAGS);                                                          \
+		a.mode = (u32)(MODE);                                                            \
+		a.uid = (u32)(UID);                                                              \
+		a.gid = (u32)(GID);                                                              \
+		return name_report(s, args->ret, &a, &w);                                        \
 	}
 
 NAME_EXIT(unlinkat, SH_FILE_UNLINK, ARG(r, 0), ARG(r, 1), ARG(r, 2), 0, 0, 0)
@@ -746,9 +800,10 @@ NAME_EXIT(lchown, SH_FILE_CHOWN, AT_FDCWD_, ARG(r, 0), 0x100, 0, ARG(r, 1), ARG(
 static __always_inline int on_rename_exit(long ret, s32 olddfd, u64 oldname, s32 newdfd, u64 newname, u32 flags)
 {
 	cache_release(bpf_get_current_pid_tgid());
-	struct scratch *s = begin(SH_FILE_RENAME);
+	struct scratch *s = begin();
 	if (!s)
 		return 0;
+	msg_init(s, SH_FILE_RENAME);
 	void *task = (void *)bpf_get_current_task();
 	struct cctx c = {};  /* c.gen stays 0: nothing is cached from a rename */
 	u32 k = path_of_name(s, &c, task, olddfd, oldname, 0);
@@ -784,12 +839,8 @@ static __always_inline int on_rename_exit(long ret, s32 olddfd, u64 oldname, s32
 	return 0;
 }
 
+/* (the sys_enter halves are at the end of the file) */
 #define RENAME(name, OLDDFD, OLD, NEWDFD, NEW, FLAGS)                                            \
-	TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                             \
-	{                                                                                        \
-		cache_hold(bpf_get_current_pid_tgid());                                          \
-		return 0;                                                                        \
-	}                                                                                        \
 	TRACEPOINT_PROBE(syscalls, sys_exit_##name)                                              \
 	{                                                                                        \
 		void *r = user_regs();                                                           \
@@ -810,16 +861,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_pivot_root) { cache_invalidate(); return 0; 
 
 #if SH_IO_URING
 /* An io_uring rename bypasses the syscall tracepoints: hold the cache from submission to completion
- * (a request that posts no completion leaves the cache disabled: slower, never wrong). */
-TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
-{
-	if (args->opcode == IORING_OP_RENAMEAT_) {
-		cache_invalidate();
-		cache_hold((u64)args->req);
-	}
-	return 0;
-}
-
+ * (a request that posts no completion leaves the cache disabled: slower, never wrong). The submit
+ * half is at the end of the file. */
 TRACEPOINT_PROBE(io_uring, io_uring_complete)
 {
 	u8 op = 0;
@@ -843,7 +886,7 @@ static __always_inline int on_fd_exit(long ret, u32 op, u32 fd, u32 mode, u32 ui
 		count(ST_SKIP_CACHED);
 		return 0;
 	}
-	struct scratch *s = begin(op);
+	struct scratch *s = begin();
 	if (!s)
 		return 0;
 	u32 k = path_of_file(s, file);
@@ -856,6 +899,7 @@ static __always_inline int on_fd_exit(long ret, u32 op, u32 fd, u32 mode, u32 ui
 	cache_store(s, &c, k, 1, w);
 	if (!w)
 		return 0;
+	msg_init(s, op);
 	struct sh_msg_file *m = &s->msg;
 	m->kflags = k;
 	m->result = ret;
@@ -903,9 +947,10 @@ static __always_inline int on_write(u32 fd)
 	wfds.delete(&key);
 	if (!file || (u64)rd_ptr(file, OFF_FILE_F_INODE) != v.inode)
 		return 0;  /* the struct file was freed and reused since the open */
-	struct scratch *s = begin(SH_FILE_WRITE);
+	struct scratch *s = begin();
 	if (!s)
 		return 0;
+	msg_init(s, SH_FILE_WRITE);
 	struct sh_msg_file *m = &s->msg;
 	m->kflags = path_of_file(s, file);
 	m->path_len = copy_path(s, 0);
@@ -917,3 +962,22 @@ static __always_inline int on_write(u32 fd)
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { return on_write(args->fd); }
 TRACEPOINT_PROBE(syscalls, sys_enter_pwrite64) { return on_write(args->fd); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return on_write((u32)args->fd); }
+
+/* --- the holding halves (see cache_hold: they do nothing until user space arms the cache) ---------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2) { cache_hold(bpf_get_current_pid_tgid()); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat) { cache_hold(bpf_get_current_pid_tgid()); return 0; }
+#if SH_LEGACY_SYSCALLS
+TRACEPOINT_PROBE(syscalls, sys_enter_rename) { cache_hold(bpf_get_current_pid_tgid()); return 0; }
+#endif
+
+#if SH_IO_URING
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+	if (args->opcode == IORING_OP_RENAMEAT_) {
+		cache_invalidate();
+		cache_hold((u64)args->req);
+	}
+	return 0;
+}
+#endif

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 
 from siemhub.collector import bpfsys
 from siemhub.collector.bpfload import check_environment
@@ -34,6 +35,8 @@ OFFSETS = {
     "OFF_TASK_FS": ("task_struct", "fs"),
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
+    "OFF_FILES_FDTAB": ("files_struct", "fdtab"),
+    "OFF_FILES_FD_ARRAY": ("files_struct", "fd_array"),
     "OFF_FDTABLE_MAX_FDS": ("fdtable", "max_fds"),
     "OFF_FDTABLE_FD": ("fdtable", "fd"),
     "OFF_FILE_F_PATH": ("file", "f_path"),
@@ -60,7 +63,7 @@ OFFSETS = {
 # carry arguments 0-4 on each architecture (the syscall does not change them).
 _ARG_REGS = {"x86_64": ("di", "si", "dx", "r10", "r8")}
 _IO_URING_OFFSET = {"OFF_IO_KIOCB_OPCODE": ("io_kiocb", "opcode")}
-_MAPS = ["events", "lost", "killed", "watch", "below", "ugen", "stats"]
+_MAPS = ["events", "lost", "killed", "watch", "below", "ugen", "stats", "state"]
 _TRACEFS = "/sys/kernel/tracing/events/syscalls"
 _IO_URING_TRACEFS = "/sys/kernel/tracing/events/io_uring"
 # per-CPU counters of the kernel side (bpf/file/file.bpf.c ST_*), by index
@@ -192,7 +195,9 @@ class FileSensor(KernelSensor):
         self.watch_paths = 0
         self.watch_missing = 0
         self.block_available = False
-        self.kernel_stats = dict.fromkeys(_STATS, 0)
+        self.kernel_stats = dict.fromkeys((*_STATS, "cache_holds"), 0)
+        self._held_since: float | None = None
+        self._held_warned = False
         self._rules: list = list(config.enforce)
         self.pending = PendingEvents(self._lookup, max_items=config.pending.max_events,
                                      max_age=config.pending.max_wait)
@@ -222,6 +227,9 @@ class FileSensor(KernelSensor):
         }
         self._open(offsets, defines, _MAPS, c.ringbuf_pages)
         self.set_watch(c.watch, c.enforce)
+        # Every program is attached now: renames may hold the verdict cache, which turns it on
+        # (bpf/file/file.bpf.c, cache_hold).
+        self._bpf.maps["state"].update(_u32(2), struct.pack("<Q", 1))
         self.block_available, why = block_support()
         if c.enforce:
             log.info("file sensor: enforcement in force: sigkill from syscall tracepoints (%d rules); "
@@ -275,6 +283,18 @@ class FileSensor(KernelSensor):
         self.killed = sum(self._bpf.maps["killed"].lookup_percpu_u64(_u32(0)))
         smap = self._bpf.maps["stats"]
         self.kernel_stats = {name: sum(smap.lookup_percpu_u64(_u32(i))) for i, name in enumerate(_STATS)}
+        held = self._bpf.maps["state"].lookup(_u32(1))
+        # renames in flight (the cache is off while > 0): a value that stays up means a lost release
+        self.kernel_stats["cache_holds"] = struct.unpack("<Q", held)[0] if held else 0
+        now = time.monotonic()
+        if not self.kernel_stats["cache_holds"]:
+            self._held_since = None
+        elif self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since > 60 and not self._held_warned:
+            self._held_warned = True
+            log.warning("file sensor: the verdict cache has been off for a minute (%d renames seem in flight): "
+                        "every open is resolved in full (correct, slower)", self.kernel_stats["cache_holds"])
 
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "enforce_kills": self.killed,
