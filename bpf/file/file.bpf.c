@@ -130,6 +130,15 @@ struct dblock {
 	u64 inode;
 };
 
+/* the last directory found NONE on this CPU: consecutive opens in one directory skip the hash lookup */
+struct vmemo {
+	u64 dentry;
+	u64 mnt;
+	u64 gen;
+	u64 inode;
+	u64 hash_len;
+};
+
 /* identities gathered on the fast path, reused to store verdicts after a walk */
 struct cctx {
 	u64 gen;                           /* 0: the cache may not be used (rename in flight) */
@@ -164,6 +173,7 @@ BPF_ARRAY(state, u64, 3);                                /* [0] kernel generatio
 							    [2] armed: set by user space once all is attached */
 BPF_ARRAY(ugen, u64, 1);                                 /* user space generation (watch-set changes) */
 BPF_HASH(holds, u64, u8, 4096);                          /* renames in flight: thread id or io_uring req */
+BPF_PERCPU_ARRAY(last, struct vmemo, 1);
 
 static __always_inline u64 wake_flag(void)
 {
@@ -285,6 +295,26 @@ static __always_inline void cache_put(u64 gen, u64 dentry, u64 mnt, u64 kind, st
 	count(ST_STORED);
 }
 
+/* 1 when directory (dentry, mnt), whose identity is `id`, is known to hold nothing watched. */
+static __always_inline int dir_none(u64 gen, u64 dentry, u64 mnt, struct dblock *id)
+{
+	u32 zero = 0;
+	struct vmemo *lm = last.lookup(&zero);
+	if (!lm)
+		return 0;
+	if (lm->dentry == dentry && lm->mnt == mnt && lm->gen == gen && lm->inode == id->inode &&
+	    lm->hash_len == id->hash_len)
+		return 1;
+	if (!cache_says(gen, dentry, mnt, V_DIR, id, V_NONE))
+		return 0;
+	lm->dentry = dentry;
+	lm->mnt = mnt;
+	lm->gen = gen;
+	lm->inode = id->inode;
+	lm->hash_len = id->hash_len;
+	return 1;
+}
+
 /* 1 when the cache proves the open file unwatched. Fills `c` for cache_store(). */
 static __always_inline int file_cached(struct cctx *c, void *file)
 {
@@ -303,7 +333,7 @@ static __always_inline int file_cached(struct cctx *c, void *file)
 		return 0;
 	}
 	dread(c->self.parent, &c->par);
-	if (cache_says(c->gen, c->self.parent, c->mnt, V_DIR, &c->par, V_NONE))
+	if (dir_none(c->gen, c->self.parent, c->mnt, &c->par))
 		return 1;
 	return cache_says(c->gen, c->dentry, c->mnt, V_FILE, &c->self, V_NOMATCH);
 }
@@ -317,7 +347,7 @@ static __always_inline int dir_cached(struct cctx *c, void *dentry, void *vfsmnt
 	if (!c->gen || !dentry)
 		return 0;
 	dread(c->dentry, &c->par);
-	return cache_says(c->gen, c->dentry, c->mnt, V_DIR, &c->par, V_NONE);
+	return dir_none(c->gen, c->dentry, c->mnt, &c->par);
 }
 
 /* --- path building -------------------------------------------------------------------------------- */
