@@ -338,6 +338,126 @@ static __always_inline int file_cached(struct cctx *c, void *file)
 	return cache_says(c->gen, c->dentry, c->mnt, V_FILE, &c->self, V_NOMATCH);
 }
 
+/* The fast path of opens, with direct loads: from bpf_get_current_task_btf() the verifier knows the
+ * type of every field walked to (task->files->fd_array[fd]->f_path.dentry->d_parent...) and lets the
+ * program load it like memory (a fault reads 0) instead of calling bpf_probe_read_kernel, which costs
+ * ~35 ns a call here. Only pointers to structs keep a type, so this works for the descriptor table
+ * embedded in files_struct (processes that never had more than 64 descriptors); others take
+ * fd_file() and file_cached(). Offsets into a typed pointer must be constants: fd_array[fd] is one
+ * constant load per descriptor number (inline asm, so the compiler cannot turn it into a computed
+ * offset). */
+#define LDP(p, off) (*(void **)((char *)(p) + (off)))
+#define LD32(p, off) (*(u32 *)((char *)(p) + (off)))
+#define FD_CASE(n)                                                                               \
+	case n:                                                                                  \
+		asm volatile("%[f] = *(u64 *)(%[b] + %[o])"                                      \
+			     : [f] "=r"(f)                                                       \
+			     : [b] "r"(files), [o] "i"(OFF_FILES_FD_ARRAY + 8 * (n)));          \
+		break;
+
+static __always_inline void *fd_embedded(void *files, u32 fd)
+{
+	void *f = 0;
+	switch (fd) {
+	FD_CASE(0)
+	FD_CASE(1)
+	FD_CASE(2)
+	FD_CASE(3)
+	FD_CASE(4)
+	FD_CASE(5)
+	FD_CASE(6)
+	FD_CASE(7)
+	FD_CASE(8)
+	FD_CASE(9)
+	FD_CASE(10)
+	FD_CASE(11)
+	FD_CASE(12)
+	FD_CASE(13)
+	FD_CASE(14)
+	FD_CASE(15)
+	FD_CASE(16)
+	FD_CASE(17)
+	FD_CASE(18)
+	FD_CASE(19)
+	FD_CASE(20)
+	FD_CASE(21)
+	FD_CASE(22)
+	FD_CASE(23)
+	FD_CASE(24)
+	FD_CASE(25)
+	FD_CASE(26)
+	FD_CASE(27)
+	FD_CASE(28)
+	FD_CASE(29)
+	FD_CASE(30)
+	FD_CASE(31)
+	FD_CASE(32)
+	FD_CASE(33)
+	FD_CASE(34)
+	FD_CASE(35)
+	FD_CASE(36)
+	FD_CASE(37)
+	FD_CASE(38)
+	FD_CASE(39)
+	FD_CASE(40)
+	FD_CASE(41)
+	FD_CASE(42)
+	FD_CASE(43)
+	FD_CASE(44)
+	FD_CASE(45)
+	FD_CASE(46)
+	FD_CASE(47)
+	FD_CASE(48)
+	FD_CASE(49)
+	FD_CASE(50)
+	FD_CASE(51)
+	FD_CASE(52)
+	FD_CASE(53)
+	FD_CASE(54)
+	FD_CASE(55)
+	FD_CASE(56)
+	FD_CASE(57)
+	FD_CASE(58)
+	FD_CASE(59)
+	FD_CASE(60)
+	FD_CASE(61)
+	FD_CASE(62)
+	FD_CASE(63)
+	}
+	return f;
+}
+
+static __always_inline void dread_direct(void *dentry, struct dblock *b)
+{
+	b->parent = (u64)LDP(dentry, OFF_DENTRY_PARENT);
+	b->hash_len = ((u64)LD32(dentry, OFF_DENTRY_NAME + OFF_QSTR_LEN) << 32) |
+		      LD32(dentry, OFF_DENTRY_NAME + OFF_QSTR_HASH);
+	b->inode = (u64)LDP(dentry, OFF_DENTRY_INODE);
+}
+
+/* file_cached() with direct loads; `file` comes from fd_embedded(). */
+static __always_inline int file_cached_direct(struct cctx *c, void *file)
+{
+	void *dentry = LDP(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
+	c->mnt = (u64)LDP(file, OFF_FILE_F_PATH + OFF_PATH_MNT);
+	c->dentry = (u64)dentry;
+	c->gen = cache_gen();
+	if (!c->gen || !dentry) {
+		c->gen = 0;
+		return 0;
+	}
+	dread_direct(dentry, &c->self);
+	void *parent = LDP(dentry, OFF_DENTRY_PARENT);
+	if (!parent || parent == dentry) {
+		c->gen = 0;
+		return 0;
+	}
+	dread_direct(parent, &c->par);
+	if (dir_none(c->gen, c->self.parent, c->mnt, &c->par))
+		return 1;
+	return cache_says(c->gen, c->dentry, c->mnt, V_FILE, &c->self, V_NOMATCH);
+}
+
 /* 1 when the cache proves that nothing inside directory (dentry, mnt) is watched. */
 static __always_inline int dir_cached(struct cctx *c, void *dentry, void *vfsmnt)
 {
@@ -672,13 +792,30 @@ static __always_inline int on_open_exit(long ret, int kind)
 	void *file = 0;
 	struct cctx c = {};
 	if (ret >= 0) {
-		file = fd_file(task, (u32)ret);
-		if (!file)
-			return 0;
-		if (file_cached(&c, file)) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		void *files = LDP(t, OFF_TASK_FILES);
+		void *fdt = LDP(files, OFF_FILES_FDT);
+		int hit;
+		if ((u64)fdt == (u64)files + OFF_FILES_FDTAB && ret < SH_FD_EMBEDDED) {
+			void *f = fd_embedded(files, (u32)ret);
+			if (!f)
+				return 0;
+			hit = file_cached_direct(&c, f);
+		} else {
+			file = fd_file(task, (u32)ret);
+			if (!file)
+				return 0;
+			hit = file_cached(&c, file);
+		}
+		if (hit) {
 			count(ST_SKIP_CACHED);
 			return 0;  /* the common case */
 		}
+		/* the slow path reads with bpf_probe_read_kernel from an untyped pointer (one program
+		 * path for both kinds of table) */
+		file = fd_file(task, (u32)ret);
+		if (!file)
+			return 0;
 	}
 	struct scratch *s = begin();
 	if (!s)

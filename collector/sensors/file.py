@@ -50,6 +50,7 @@ OFFSETS = {
     "OFF_DENTRY_INODE": ("dentry", "d_inode"),
     "OFF_QSTR_LEN": ("qstr", "len"),
     "OFF_QSTR_HASH_LEN": ("qstr", "hash_len"),
+    "OFF_QSTR_HASH": ("qstr", "hash"),
     "OFF_QSTR_NAME": ("qstr", "name"),
     "OFF_MOUNT_MNT": ("mount", "mnt"),
     "OFF_MOUNT_PARENT": ("mount", "mnt_parent"),

@@ -325,3 +325,34 @@ def test_bind_mount_onto_a_watched_path_is_reported(file_agent, tmp_path):
         subprocess.run(["umount", str(target)], check=True)
     _caught_up(file_agent, "sentinel-bind")
     assert not _file_events(file_agent, lambda f: f["path"].startswith(str(src)))
+
+
+TABLES = r"""
+import os, sys
+mode, unwatched, watched = sys.argv[1:]
+keep = [os.open("/dev/null", os.O_RDONLY) for _ in range(100 if mode == "large" else 0)]
+for i in range(50):
+    with open(os.path.join(unwatched, "f%d" % (i % 5))) as f:
+        f.read()
+with open(os.path.join(watched, "table-" + mode), "w") as f:
+    f.write("x")
+"""
+
+
+def test_small_and_large_descriptor_tables(file_agent):
+    """A process that never had more than 64 descriptors is served by direct loads from the table
+    embedded in files_struct, a larger one by bpf_probe_read_kernel: both must report the watched
+    write and nothing else. (A subshell's fork copies a table sized by the subshell's own descriptors.)"""
+    u = file_agent.dirs["unwatched"] / f"tables-{time.monotonic_ns()}"
+    u.mkdir()
+    for i in range(5):
+        (u / f"f{i}").write_text("x")
+    w = file_agent.dirs["watched"]
+    py = sys.executable
+    subprocess.run(["/bin/sh", "-c", f'("{py}" -c "$0" small {u} {w}); ("{py}" -c "$0" large {u} {w})', TABLES],
+                   check=True)
+    for mode in ("small", "large"):
+        path = str(w / f"table-{mode}")
+        assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "open" and f["path"] == p, 1), mode
+        assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "write" and f["path"] == p, 1), mode
+    assert not _file_events(file_agent, lambda f: f["path"].startswith(str(u)))
