@@ -204,7 +204,8 @@ static __always_inline void *user_regs(void)
 	return (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-#define ARG(regs, n) rd_u64((regs), OFF_REG_ARG##n)
+/* bpf_task_pt_regs() returns a typed pointer: its fields are loaded directly (no helper call) */
+#define ARG(regs, n) (*(u64 *)((char *)(regs) + OFF_REG_ARG##n))
 
 /* --- the verdict cache ---------------------------------------------------------------------------- */
 
@@ -802,7 +803,10 @@ static __always_inline int on_open_exit(long ret, int kind)
 				return 0;
 			hit = file_cached_direct(&c, f);
 		} else {
-			file = fd_file(task, (u32)ret);
+			/* a larger table: fdtable is still typed, its fd array of pointers is not */
+			if (!fdt || (u32)ret >= LD32(fdt, OFF_FDTABLE_MAX_FDS))
+				return 0;
+			file = rd_ptr((void *)(u64)LDP(fdt, OFF_FDTABLE_FD), (u32)ret * sizeof(void *));
 			if (!file)
 				return 0;
 			hit = file_cached(&c, file);
