@@ -3,8 +3,9 @@
  * Only syscall tracepoints exist here (no kprobes, no fentry, no LSM). Each handled syscall runs one
  * program, at sys_exit: the arguments are read back from the task's saved user registers
  * (bpf_task_pt_regs; the syscall does not change them), and only when they are needed (a watched path,
- * a failed open, a by-name operation). An unwatched open costs the descriptor lookup and two cache
- * lookups, nothing else. Renames also run at sys_enter (see "verdict cache").
+ * a failed open, a by-name operation). An unwatched open costs the descriptor lookup, the identity of
+ * the file's directory and one cache lookup, read with direct (BTF-typed) loads where the verifier
+ * allows them (see file_cached_direct), nothing else. Renames also run at sys_enter (verdict cache).
  *
  * Path resolution (written backwards into a scratch buffer, the way the kernel's d_path does):
  *  - by file: opens that returned a descriptor, fchmod/fchown/ftruncate and writes take the struct file
