@@ -790,7 +790,7 @@ static __always_inline void open_flags(void *regs, int kind, u32 *flags, u32 *mo
 
 static __always_inline int on_open_exit(long ret, int kind)
 {
-	void *task = (void *)bpf_get_current_task();
+	void *task;
 	void *file = 0;
 	struct cctx c = {};
 	if (ret >= 0) {
@@ -818,10 +818,12 @@ static __always_inline int on_open_exit(long ret, int kind)
 		}
 		/* the slow path reads with bpf_probe_read_kernel from an untyped pointer (one program
 		 * path for both kinds of table) */
+		task = (void *)bpf_get_current_task();
 		file = fd_file(task, (u32)ret);
 		if (!file)
 			return 0;
 	}
+	task = (void *)bpf_get_current_task();
 	struct scratch *s = begin();
 	if (!s)
 		return 0;
