@@ -16,11 +16,11 @@ events that reached user space for unwatched paths (target 0), in-kernel run tim
 the sensor's BPF + agent CPU as a share of the workload's own CPU (target <= 3%), the whole slowdown
 against the baseline (it includes the syscall-tracepoint machinery), the kernel's skip counters, and
 the detection rate of writes to watched files (target 100%). Run as root:
-`.venv/bin/python bench/file_storm.py`. Two runs (2-core VM shared with other sessions): BPF per
-iteration 131/123 ns for the tight loop (4.6%/4.4% of its 3.07 us), 141/125 ns for the walk
-(3.4%/3.6%), 598/616 ns for churn (2.5%/2.7%), 240/247 ns with a large table, 238/254 ns for
-missing names (17%/19%); 0 unwatched events; 1000/1000 watched writes. Before the verdict cache: 1,748 ns
-per open of the tight loop.
+`.venv/bin/python bench/file_storm.py`. Two runs (2-core VM shared with other sessions), BPF per
+iteration and BPF + agent as a share of the workload's CPU: tight loop 108/101 ns (3.8%/3.6% of its
+~3 us), walk 102/103 ns (2.5%/3.5%), churn 571/545 ns (2.4%/2.4%), large table 223/218 ns (7.5%/8.5%),
+missing names 244/226 ns (19%/17%); 0 unwatched events; 1000/1000 watched writes. Before the verdict
+cache: 1,748 ns per open of the tight loop.
 """
 
 from __future__ import annotations
