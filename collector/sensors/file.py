@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 
 from siemhub.collector import bpfsys
 from siemhub.collector.bpfload import check_environment
 from siemhub.collector.config import FileSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
 from siemhub.collector.pending import PendingEvents
-from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors import BPFUnavailable, SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 
@@ -34,6 +35,8 @@ OFFSETS = {
     "OFF_TASK_FS": ("task_struct", "fs"),
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
+    "OFF_FILES_FDTAB": ("files_struct", "fdtab"),
+    "OFF_FILES_FD_ARRAY": ("files_struct", "fd_array"),
     "OFF_FDTABLE_MAX_FDS": ("fdtable", "max_fds"),
     "OFF_FDTABLE_FD": ("fdtable", "fd"),
     "OFF_FILE_F_PATH": ("file", "f_path"),
@@ -44,7 +47,10 @@ OFFSETS = {
     "OFF_FS_PWD": ("fs_struct", "pwd"),
     "OFF_DENTRY_PARENT": ("dentry", "d_parent"),
     "OFF_DENTRY_NAME": ("dentry", "d_name"),
+    "OFF_DENTRY_INODE": ("dentry", "d_inode"),
     "OFF_QSTR_LEN": ("qstr", "len"),
+    "OFF_QSTR_HASH_LEN": ("qstr", "hash_len"),
+    "OFF_QSTR_HASH": ("qstr", "hash"),
     "OFF_QSTR_NAME": ("qstr", "name"),
     "OFF_MOUNT_MNT": ("mount", "mnt"),
     "OFF_MOUNT_PARENT": ("mount", "mnt_parent"),
@@ -54,8 +60,15 @@ OFFSETS = {
     "OFF_INODE_I_SB": ("inode", "i_sb"),
     "OFF_SB_S_DEV": ("super_block", "s_dev"),
 }
-_MAPS = ["events", "lost", "killed", "watch"]
+# The syscall arguments are read back at sys_exit from the saved user registers: the registers that
+# carry arguments 0-4 on each architecture (the syscall does not change them).
+_ARG_REGS = {"x86_64": ("di", "si", "dx", "r10", "r8")}
+_IO_URING_OFFSET = {"OFF_IO_KIOCB_OPCODE": ("io_kiocb", "opcode")}
+_MAPS = ["events", "lost", "killed", "watch", "below", "ugen", "stats", "state"]
 _TRACEFS = "/sys/kernel/tracing/events/syscalls"
+_IO_URING_TRACEFS = "/sys/kernel/tracing/events/io_uring"
+# per-CPU counters of the kernel side (bpf/file/file.bpf.c ST_*), by index
+_STATS = ("cache_skips", "paths_resolved", "paths_matched", "cache_stores", "cache_invalidations")
 
 OPERATIONS = {m.FILE_OPEN: "open", m.FILE_WRITE: "write", m.FILE_UNLINK: "unlink", m.FILE_RENAME: "rename",
               m.FILE_CHMOD: "chmod", m.FILE_CHOWN: "chown", m.FILE_TRUNCATE: "truncate"}
@@ -131,6 +144,19 @@ def build_watch_entries(watch: list[str], enforce: list) -> dict[bytes, tuple[in
     return out
 
 
+def below_entries(keys) -> dict[bytes, int]:
+    """{"A/": len("A/")} for every directory A that has watch entries strictly below it (the kernel's
+    verdict cache may only call a directory "nothing watched inside" when it is not among these)."""
+    out: dict[bytes, int] = {}
+    for key in keys:
+        end = len(key) - 1 if key.endswith(b"/") else len(key)  # "dir/" itself is not below "dir/"
+        i = key.find(b"/")
+        while 0 <= i < end:
+            out[key[: i + 1]] = i + 1
+            i = key.find(b"/", i + 1)
+    return out
+
+
 def lpm_key(key: bytes) -> bytes:
     """struct lpm_key { u32 prefixlen (bits); u8 data[SH_FILE_KEY_MAX]; }"""
     if len(key) > m.FILE_KEY_MAX:
@@ -170,6 +196,9 @@ class FileSensor(KernelSensor):
         self.watch_paths = 0
         self.watch_missing = 0
         self.block_available = False
+        self.kernel_stats = dict.fromkeys((*_STATS, "cache_holds"), 0)
+        self._held_since: float | None = None
+        self._held_warned = False
         self._rules: list = list(config.enforce)
         self.pending = PendingEvents(self._lookup, max_items=config.pending.max_events,
                                      max_age=config.pending.max_wait)
@@ -181,14 +210,27 @@ class FileSensor(KernelSensor):
         c = self.config
         check_environment()
         legacy = os.path.exists(os.path.join(_TRACEFS, "sys_enter_open"))
+        regs = _ARG_REGS.get(os.uname().machine)
+        if regs is None:
+            raise BPFUnavailable(f"file sensor: syscall argument registers unknown on {os.uname().machine}")
+        offsets = dict(OFFSETS)
+        offsets.update({f"OFF_REG_ARG{i}": ("pt_regs", r) for i, r in enumerate(regs)})
+        io_uring = all(os.path.exists(os.path.join(_IO_URING_TRACEFS, t))
+                       for t in ("io_uring_submit_req", "io_uring_complete"))
+        if io_uring:
+            offsets.update(_IO_URING_OFFSET)
         defines = {
             "SH_RINGBUF_PAGES": c.ringbuf_pages,
             "SH_WAKEUP_EVERY": c.wakeup_every,
             "SH_PATH_DEPTH": c.path_depth,
             "SH_LEGACY_SYSCALLS": int(legacy),
+            "SH_IO_URING": int(io_uring),
         }
-        self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
+        self._open(offsets, defines, _MAPS, c.ringbuf_pages)
         self.set_watch(c.watch, c.enforce)
+        # Every program is attached now: renames may hold the verdict cache, which turns it on
+        # (bpf/file/file.bpf.c, cache_hold).
+        self._bpf.maps["state"].update(_u32(2), struct.pack("<Q", 1))
         self.block_available, why = block_support()
         if c.enforce:
             log.info("file sensor: enforcement in force: sigkill from syscall tracepoints (%d rules); "
@@ -207,12 +249,18 @@ class FileSensor(KernelSensor):
     def set_watch(self, watch: list[str], enforce: list) -> None:
         """Replace the watch list and enforce rules in the kernel (at start-up and at run time)."""
         entries, keys = self.check_watch(watch, enforce)  # raises before any change
-        wmap = self._bpf.maps["watch"]
-        for old in wmap.keys():
-            if old not in keys:
-                wmap.delete(old)
-        for k, v in keys.items():
-            wmap.update(k, v)
+        below = {lpm_key(k): _u32(n) for k, n in below_entries(entries).items()}
+        # The kernel's verdict cache must forget what it learnt from the old set: entries stored while
+        # the maps change carry the generation of the first bump and die with the second.
+        self._bump_generation()
+        for name, want in (("below", below), ("watch", keys)):
+            bmap = self._bpf.maps[name]
+            for old in bmap.keys():
+                if old not in want:
+                    bmap.delete(old)
+            for k, v in want.items():
+                bmap.update(k, v)
+        self._bump_generation()
         self._rules = list(enforce)
         paths = list(watch) + [r.path for r in enforce]
         self.watch_paths = len(paths)
@@ -221,6 +269,11 @@ class FileSensor(KernelSensor):
         log.info("file sensor: watching %d paths (%d trie entries); %d do not exist and are watched by name "
                  "for their creation%s", len(paths), len(entries), len(missing),
                  f": {', '.join(missing[:8])}" if missing else "")
+
+    def _bump_generation(self) -> None:
+        gmap = self._bpf.maps["ugen"]
+        cur = gmap.lookup(_u32(0))
+        gmap.update(_u32(0), struct.pack("<Q", (struct.unpack("<Q", cur)[0] if cur else 0) + 1))
 
     def ready(self, raw: list[bytes]) -> list[Event]:
         events = self.decode(raw) if raw else []
@@ -234,13 +287,27 @@ class FileSensor(KernelSensor):
     def check_counters(self) -> None:
         super().check_counters()
         self.killed = sum(self._bpf.maps["killed"].lookup_percpu_u64(_u32(0)))
+        smap = self._bpf.maps["stats"]
+        self.kernel_stats = {name: sum(smap.lookup_percpu_u64(_u32(i))) for i, name in enumerate(_STATS)}
+        held = self._bpf.maps["state"].lookup(_u32(1))
+        # renames in flight (the cache is off while > 0): a value that stays up means a lost release
+        self.kernel_stats["cache_holds"] = struct.unpack("<Q", held)[0] if held else 0
+        now = time.monotonic()
+        if not self.kernel_stats["cache_holds"]:
+            self._held_since = None
+        elif self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since > 60 and not self._held_warned:
+            self._held_warned = True
+            log.warning("file sensor: the verdict cache has been off for a minute (%d renames seem in flight): "
+                        "every open is resolved in full (correct, slower)", self.kernel_stats["cache_holds"])
 
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "enforce_kills": self.killed,
                 "watch_paths": self.watch_paths, "watch_paths_missing": self.watch_missing,
                 "enforce_block_available": int(self.block_available),
                 "pending_resolved": self.pending.resolved, "pending_expired": self.pending.expired,
-                "pending_overflow": self.pending.overflow}
+                "pending_overflow": self.pending.overflow, **self.kernel_stats}
 
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
 

@@ -198,3 +198,161 @@ def test_startup_reports_enforcement_mode(file_agent):
     lockdown = Path("/sys/kernel/security/lockdown")
     if lockdown.exists() and "[none]" not in lockdown.read_text():
         assert c["enforce_block_available"] == 0
+
+
+# --- the kernel's verdict cache: what it skips must never hide a watched path ---------------------------
+
+def _sensor(agent):
+    return next(s for s in agent.agent.sensors if s.name == "file")
+
+
+def _kernel_stats(agent):
+    sensor = _sensor(agent)
+    sensor.check_counters()
+    return dict(sensor.kernel_stats)
+
+
+def _write(path: Path, text: str = "x\n") -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def _caught_up(agent, name: str) -> None:
+    """A watched write after the actions: once it is seen, every earlier event has been decoded."""
+    (agent.dirs["watched"] / name).write_text("x")
+    agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"].endswith("/" + name), what=name)
+
+
+def test_unwatched_opens_are_skipped_by_the_cache(file_agent):
+    u = file_agent.dirs["unwatched"] / f"cached-{time.monotonic_ns()}"
+    u.mkdir()
+    for i in range(50):
+        (u / f"f{i}").write_text("x")
+    before = _kernel_stats(file_agent)
+    for _ in range(20):
+        for i in range(50):
+            with open(u / f"f{i}") as f:
+                f.read()
+    after = _kernel_stats(file_agent)
+    # other processes open files too, so the counters can only be bounded from below
+    assert after["cache_skips"] - before["cache_skips"] >= 900, (before, after)
+    _caught_up(file_agent, "sentinel-cache")
+    assert not _file_events(file_agent, lambda f: str(u) in f["path"])
+
+
+def test_directory_moved_into_a_watched_tree_is_reported(file_agent):
+    """The cache learnt that nothing inside `mover` (and `outer/inner`) is watched; renaming them under
+    the watched directory must make writes inside them visible at once."""
+    tag = time.monotonic_ns()
+    u, w = file_agent.dirs["unwatched"], file_agent.dirs["watched"]
+    mover = u / f"mover-{tag}"
+    inner = u / f"outer-{tag}" / "inner"
+    for d in (mover, inner):
+        d.mkdir(parents=True)
+        for _ in range(5):             # the first open walks and stores, the next ones hit the cache
+            _write(d / "file")
+    assert _kernel_stats(file_agent)["cache_skips"] > 0
+    os.rename(mover, w / mover.name)                     # the directory itself moves
+    os.rename(u / f"outer-{tag}", w / f"outer-{tag}")    # an ancestor moves: inner's dentry does not
+    _write(w / mover.name / "file", "after\n")
+    _write(w / mover.name / "new-file", "after\n")
+    _write(w / f"outer-{tag}" / "inner" / "file", "after\n")
+    want = {str(w / mover.name / "file"), str(w / mover.name / "new-file"),
+            str(w / f"outer-{tag}" / "inner" / "file")}
+    for path in want:
+        found = _wait_count(file_agent, lambda f, p=path: f["operation"] == "write" and f["path"] == p, 1)
+        assert found, f"the write to {path} after its directory moved was not reported"
+    # before the moves nothing was reported from them (only the renames themselves name the old paths)
+    assert not _file_events(file_agent, lambda f: f["operation"] != "rename" and f["path"].startswith(str(u)))
+    assert _kernel_stats(file_agent)["cache_holds"] == 0, "a rename left the cache held"
+
+
+def test_watch_set_change_at_run_time(file_agent):
+    """Verdicts cached under the old watch set die with it: a directory added at run time is reported
+    at once, and one removed goes quiet."""
+    sensor = _sensor(file_agent)
+    old_watch, old_enforce = list(sensor.config.watch), list(sensor.config.enforce)
+    d = file_agent.dirs["unwatched"] / f"late-{time.monotonic_ns()}"
+    d.mkdir()
+    for _ in range(5):
+        _write(d / "f")                                  # cached: nothing watched here
+    try:
+        sensor.set_watch(old_watch + [f"{d}/"], old_enforce)
+        _write(d / "f", "now watched\n")
+        assert _wait_count(file_agent, lambda f: f["operation"] == "write" and f["path"] == str(d / "f"), 1)
+    finally:
+        sensor.set_watch(old_watch, old_enforce)
+    n = len(_file_events(file_agent, lambda f: f["path"] == str(d / "f")))
+    for _ in range(5):
+        _write(d / "f", "unwatched again\n")
+    _caught_up(file_agent, "sentinel-unwatch")
+    assert len(_file_events(file_agent, lambda f: f["path"] == str(d / "f"))) == n
+
+
+def test_relative_names_in_a_cached_cwd_and_symlinked_paths(file_agent):
+    """A relative unlink in an unwatched cwd is skipped by the cache, in a watched cwd it is reported;
+    an open through a symlink into the watched tree is reported under its real path."""
+    tag = time.monotonic_ns()
+    u, w = file_agent.dirs["unwatched"], file_agent.dirs["watched"]
+    script = "for i in 1 2 3 4 5; do echo x > rel-$i; rm rel-$i; done"
+    subprocess.run(["/bin/sh", "-c", script], cwd=u, check=True)
+    subprocess.run(["/bin/sh", "-c", script], cwd=w, check=True)
+    link = u / f"link-{tag}"
+    link.symlink_to(w)
+    _write(link / f"via-link-{tag}")
+    want = {str(w / f"rel-{i}") for i in range(1, 6)}
+    unl = _wait_count(file_agent, lambda f: f["operation"] == "unlink" and f["path"] in want, 5)
+    assert {e["file"]["path"] for e in unl} == want
+    assert _wait_count(file_agent, lambda f: f["operation"] == "write" and f["path"] == str(w / f"via-link-{tag}"), 1)
+    _caught_up(file_agent, "sentinel-rel")
+    assert not _file_events(file_agent, lambda f: f["path"].startswith(str(u / "rel-")))
+
+
+def test_bind_mount_onto_a_watched_path_is_reported(file_agent, tmp_path):
+    """The cache is keyed by (dentry, mount): the same unwatched directory seen through a bind mount
+    inside the watched tree is a different key, and umount/mount invalidate the cache."""
+    src = file_agent.dirs["unwatched"] / f"bind-src-{time.monotonic_ns()}"
+    src.mkdir()
+    for _ in range(5):
+        _write(src / "f")                                # cached: nothing watched in src
+    target = file_agent.dirs["watched"] / src.name
+    target.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(target)], check=True)
+    try:
+        _write(target / "f", "through the mount\n")
+        assert _wait_count(file_agent, lambda f: f["operation"] == "write" and f["path"] == str(target / "f"), 1)
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    _caught_up(file_agent, "sentinel-bind")
+    assert not _file_events(file_agent, lambda f: f["path"].startswith(str(src)))
+
+
+TABLES = r"""
+import os, sys
+mode, unwatched, watched = sys.argv[1:]
+keep = [os.open("/dev/null", os.O_RDONLY) for _ in range(100 if mode == "large" else 0)]
+for i in range(50):
+    with open(os.path.join(unwatched, "f%d" % (i % 5))) as f:
+        f.read()
+with open(os.path.join(watched, "table-" + mode), "w") as f:
+    f.write("x")
+"""
+
+
+def test_small_and_large_descriptor_tables(file_agent):
+    """A process that never had more than 64 descriptors is served by direct loads from the table
+    embedded in files_struct, a larger one by bpf_probe_read_kernel: both must report the watched
+    write and nothing else. (A subshell's fork copies a table sized by the subshell's own descriptors.)"""
+    u = file_agent.dirs["unwatched"] / f"tables-{time.monotonic_ns()}"
+    u.mkdir()
+    for i in range(5):
+        (u / f"f{i}").write_text("x")
+    w = file_agent.dirs["watched"]
+    py = sys.executable
+    subprocess.run(["/bin/sh", "-c", f'("{py}" -c "$0" small {u} {w}); ("{py}" -c "$0" large {u} {w})', TABLES],
+                   check=True)
+    for mode in ("small", "large"):
+        path = str(w / f"table-{mode}")
+        assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "open" and f["path"] == p, 1), mode
+        assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "write" and f["path"] == p, 1), mode
+    assert not _file_events(file_agent, lambda f: f["path"].startswith(str(u)))

@@ -203,3 +203,14 @@ def test_struct_format_reads_each_field_at_its_offset():
         else:
             width = {"start_boottime": 8, "result": 8, "ino": 8, "path_len": 2, "target_len": 2}.get(name, 4)
             assert int.from_bytes(raw[off:off + width], "little", signed=name == "result") == v, name
+
+
+def test_below_entries_name_every_directory_with_watch_entries_under_it():
+    """The kernel's verdict cache calls a directory "nothing watched inside" only when it is not here."""
+    from siemhub.collector.sensors.file import below_entries
+
+    entries = build_watch_entries(["/etc/passwd", "/etc/ssh/", "/var/lib/kubelet/config.yaml", "/"], [])
+    below = below_entries(entries)
+    assert below == {b"/": 1, b"/etc/": 5, b"/var/": 5, b"/var/lib/": 9, b"/var/lib/kubelet/": 17}
+    assert b"/etc/ssh/" not in below, "a watched directory with nothing listed under it is a plain prefix"
+    assert below_entries(build_watch_entries(["/etc/ssh/", "/etc/ssh/sshd_config"], []))[b"/etc/ssh/"] == 9
