@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, proc_cpu  # bench/measure.py
+from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
 
 
 WORKLOAD_C = r"""
@@ -191,14 +190,8 @@ def main() -> None:
     (tmp / "w.c").write_text(WORKLOAD_C)
     exe = str(tmp / "w")
     subprocess.run(["gcc", "-O2", "-o", exe, str(tmp / "w.c")], check=True)
-    out = tmp / "events.jsonl"
-    cfg = tmp / "bench.yaml"
     default_watch = __import__("siemhub.collector.config", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
-    cfg.write_text(
-        "sensors:\n  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]) + "\n"
-        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never}}\n"
-        "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n"
-    )
+    cfg, out = write_agent_config(tmp, "  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]))
     iters = {m: max(1, int(args.opens * share)) for m, share, _ in workloads}
     for m, _, _ in workloads:  # warm the dentry cache (negative entries too): runs compare alike
         run_workload(exe, m, tree, iters[m])
@@ -294,10 +287,7 @@ def main() -> None:
     print(f"\nwatched writes: {args.writes} files opened for writing and written: {opens} open events, "
           f"{writes} write events -> detection {100 * opens / args.writes:.1f}% (opens), "
           f"{100 * writes / args.writes:.1f}% (writes)")
-    shutil.rmtree(tmp, ignore_errors=True)
-    err = agent.stderr.read() if agent.stderr else ""
-    if err.strip():
-        print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+    clean_up(tmp, agent)
 
 
 if __name__ == "__main__":
