@@ -176,6 +176,9 @@ class FileSensorConfig(_Strict):
     watch: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_WATCH),
                              description="absolute paths; a trailing '/' (or an existing directory) watches "
                                          "everything below it")
+    watch_writes: list[str] = Field([], description="paths reported only when changed: opened for writing, "
+                                                    "written, unlinked, renamed, chmod/chown, truncated (reads are "
+                                                    "not reported); e.g. /proc/sys/")
     enforce: list[FileEnforceRule] = Field([], description="paths whose operations get SIGKILL in the kernel")
     path_depth: int = Field(32, ge=4, le=64, description="path components walked in the kernel")
     ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
@@ -185,7 +188,7 @@ class FileSensorConfig(_Strict):
 
     _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
 
-    @field_validator("watch")
+    @field_validator("watch", "watch_writes")
     @classmethod
     def _watch(cls, v: list[str]) -> list[str]:
         return [_watch_path(p) for p in v]

@@ -503,6 +503,7 @@ class KernelFilters:
     network_cidrs: list[str] = field(default_factory=list)
     file_enforce: list[FileEnforceRule] = field(default_factory=list)
     file_watch: list[str] = field(default_factory=list)
+    file_watch_writes: list[str] = field(default_factory=list)  # reported only when changed
 
 
 # --- the engine ------------------------------------------------------------------------------------
@@ -560,9 +561,15 @@ class PolicyEngine:
             self._push_ignore(cr, r, given)
         elif r.action == "post" or r.action == "notify":
             if "file_access" in types and r.match.paths:
-                # watched so the sensor reports them; globs cannot be, and /proc/ is left to the config
-                # (sensors.file.watch) since reads there are constant
-                self.kernel.file_watch += [p for p in r.match.paths if not _GLOB.search(p) and not p.startswith("/proc/")]
+                # watched so the sensor reports them (globs cannot be). A rule about changes only (no
+                # reads among its operations) needs only changes reported: a watch_writes entry, which
+                # also makes /proc/ paths cheap to watch (reads there are constant, writes rare).
+                paths = [p for p in r.match.paths if not _GLOB.search(p)]
+                ops = set(r.match.operations or ())
+                if ops and not ops & {"open", "open_read"}:
+                    self.kernel.file_watch_writes += paths
+                else:
+                    self.kernel.file_watch += [p for p in paths if not p.startswith("/proc/")]
         self.rules.append(cr)
 
     def _enforce(self, lp: LoadedPolicy, cr: CompiledRule, r: Rule, given: set[str]) -> None:
@@ -753,7 +760,8 @@ def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -
                                        list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)))
         elif s.name == "file" and sc.file is not None:
             out.append((s, "watch", (list(dict.fromkeys([*sc.file.watch, *k.file_watch])),
-                                     [*sc.file.enforce, *k.file_enforce])))
+                                     [*sc.file.enforce, *k.file_enforce],
+                                     list(dict.fromkeys([*sc.file.watch_writes, *k.file_watch_writes])))))
     return out
 
 
@@ -767,7 +775,7 @@ def _loaded_settings(s: Any, what: str) -> tuple | None:
     if s.name == "network":
         return list(c.ignore.cidrs), list(c.ignore.ports), c.ignore.loopback
     if s.name == "file":
-        return list(c.watch), list(c.enforce)
+        return list(c.watch), list(c.enforce), list(c.watch_writes)
     return None
 
 

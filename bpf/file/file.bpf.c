@@ -96,6 +96,7 @@ struct lpm_key {
 struct watch_val {
 	u32 enforce;                       /* SH_FILE_ENF_* operations that get SIGKILL */
 	u32 rule;                          /* enforce rule number (1-based) for the report, 0: none */
+	u32 report;                        /* SH_FILE_ENF_* operations reported; 0: all (watch_writes: changes) */
 };
 
 struct wfd {
@@ -842,15 +843,22 @@ static __always_inline int on_open_exit(long ret, int kind)
 		}
 	}
 	struct watch_val *w = match(s, k);
-	u32 enforce = 0, rule = 0;
+	u32 enforce = 0, rule = 0, report = 0;
 	if (w) {
 		enforce = w->enforce;
 		rule = w->rule;
+		report = w->report;
 	}
 	cache_store(s, &c, k, file != 0, w);
 	if (!w)
 		return 0;
 	open_flags(regs, kind, &flags, &mode);
+	if (report) {
+		/* a path watched for changes only (watch_writes): an open for reading is not one */
+		u32 acc = flags & O_ACCMODE_;
+		if (acc == 0 && !(flags & (O_CREAT_ | O_TRUNC_)) && !(report & SH_FILE_ENF_OPEN_READ))
+			return 0;
+	}
 	msg_init(s, SH_FILE_OPEN);
 	struct sh_msg_file *m = &s->msg;
 	m->kflags = k;

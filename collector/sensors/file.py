@@ -14,6 +14,8 @@ kernel reports the real path of opened files. Caveats: see docs/sensors/file.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import logging
 import os
 import struct
@@ -83,7 +85,7 @@ _KFLAGS = ((m.FILE_TRUNC_PATH, "truncated_path"), (m.FILE_TRUNC_TARGET, "truncat
            (m.FILE_CREATED, "created"))
 _WRITES = frozenset(("write", "unlink", "rename", "chmod", "chown", "truncate"))
 _UNSET = 0xFFFFFFFF
-_WATCH_VAL = struct.Struct("<II")
+_WATCH_VAL = struct.Struct("<III")  # struct watch_val {u32 enforce; u32 rule; u32 report}
 
 
 _u32 = bpfsys.u32
@@ -118,10 +120,16 @@ def _watch_forms(path: str) -> list[bytes]:
     return keys
 
 
-def build_watch_entries(watch: list[str], enforce: list) -> dict[bytes, tuple[int, int]]:
-    """{trie key bytes: (enforce mask, rule number)}. The trie answers with the longest matching entry,
-    so each entry carries the enforcement of every rule whose path covers it (a rule's key is a prefix
-    of the entry's key)."""
+# What an entry of `watch_writes` reports: every operation but a plain read (struct watch_val.report).
+REPORT_CHANGES = sum(v for k, v in m.FILE_ENF.items() if k != "open_read")
+
+
+def build_watch_entries(watch: list[str], enforce: list,
+                        watch_writes: Sequence[str] = ()) -> dict[bytes, tuple[int, int, int]]:
+    """{trie key bytes: (enforce mask, rule number, report mask)}. The trie answers with the longest
+    matching entry, so each entry carries the enforcement of every rule whose path covers it (a rule's
+    key is a prefix of the entry's key), and reports everything (mask 0) unless every entry covering it
+    is a `watch_writes` one (then only changes: REPORT_CHANGES)."""
     rules = []  # (keys, mask, number)
     for i, rule in enumerate(enforce, 1):
         mask = 0
@@ -133,6 +141,9 @@ def build_watch_entries(watch: list[str], enforce: list) -> dict[bytes, tuple[in
         keys.update(_watch_forms(p))
     for rkeys, _, _ in rules:
         keys.update(rkeys)
+    full = set(keys)  # entries that report every operation (watch, enforce rules)
+    for p in watch_writes:
+        keys.update(_watch_forms(p))
     out = {}
     for key in keys:
         mask = number = 0
@@ -140,7 +151,8 @@ def build_watch_entries(watch: list[str], enforce: list) -> dict[bytes, tuple[in
             if any(key.startswith(rk) for rk in rkeys):
                 mask |= rmask
                 number = number or rnum
-        out[key] = (mask, number)
+        covered = any(key.startswith(f) for f in full if f.endswith(b"/") or f == key)
+        out[key] = (mask, number, 0 if covered else REPORT_CHANGES)
     return out
 
 
@@ -227,7 +239,7 @@ class FileSensor(KernelSensor):
             "SH_IO_URING": int(io_uring),
         }
         self._open(offsets, defines, _MAPS, c.ringbuf_pages)
-        self.set_watch(c.watch, c.enforce)
+        self.set_watch(c.watch, c.enforce, c.watch_writes)
         # Every program is attached now: renames may hold the verdict cache, which turns it on
         # (bpf/file/file.bpf.c, cache_hold).
         self._bpf.maps["state"].update(_u32(2), struct.pack("<Q", 1))
@@ -240,15 +252,15 @@ class FileSensor(KernelSensor):
             log.info("file sensor: no enforce rules; block: %s", "available" if self.block_available
                      else f"unavailable ({why})")
 
-    def check_watch(self, watch: list[str], enforce: list) -> tuple[dict, dict]:
+    def check_watch(self, watch: list[str], enforce: list, watch_writes: Sequence[str] = ()) -> tuple[dict, dict]:
         """The trie entries set_watch would install, without changing anything (ValueError when the
         settings cannot be applied): lets a reload check every sensor before it changes any."""
-        entries = build_watch_entries(watch, enforce)
+        entries = build_watch_entries(watch, enforce, watch_writes)
         return entries, {lpm_key(k): _WATCH_VAL.pack(*v) for k, v in entries.items()}
 
-    def set_watch(self, watch: list[str], enforce: list) -> None:
-        """Replace the watch list and enforce rules in the kernel (at start-up and at run time)."""
-        entries, keys = self.check_watch(watch, enforce)  # raises before any change
+    def set_watch(self, watch: list[str], enforce: list, watch_writes: Sequence[str] = ()) -> None:
+        """Replace the watch lists and enforce rules in the kernel (at start-up and at run time)."""
+        entries, keys = self.check_watch(watch, enforce, watch_writes)  # raises before any change
         below = {lpm_key(k): _u32(n) for k, n in below_entries(entries).items()}
         # The kernel's verdict cache must forget what it learnt from the old set: entries stored while
         # the maps change carry the generation of the first bump and die with the second.
@@ -262,7 +274,7 @@ class FileSensor(KernelSensor):
                 bmap.update(k, v)
         self._bump_generation()
         self._rules = list(enforce)
-        paths = list(watch) + [r.path for r in enforce]
+        paths = list(watch) + list(watch_writes) + [r.path for r in enforce]
         self.watch_paths = len(paths)
         missing = [p for p in paths if not os.path.lexists(p)]
         self.watch_missing = len(missing)

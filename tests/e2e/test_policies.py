@@ -276,3 +276,25 @@ def test_dns_names_policy_on_a_real_query(tmp_path):
         assert action["policy"]["rule"] == "paste" and action["network"]["dns_query"] == "x.paste.siemhub.test"
         assert not [e for e in events if e["type"] == "dns_query" and e["network"]["dns"]["id"] != 100
                     and "policy:paste-sites" in e.get("tags", [])]
+
+
+def test_proc_sys_writes_caught_by_the_library_reads_never_reported(tmp_path):
+    """The library's container-escape rule on writes under /proc/sys works with the file sensor's
+    defaults: the engine watches /proc/sys/ for changes only, so a sysctl write is reported (and the
+    policy fires) while reads of /proc/sys never reach user space."""
+    host = open("/proc/sys/kernel/hostname").read().strip()
+    for running in running_agent(tmp_path, "  process: {poll_interval: 0.05}\n  file: {poll_interval: 0.05}",
+                                 "policies: {}"):
+        mark = f"sysctl-{time.monotonic_ns()}"
+        subprocess.run(["/bin/cat", "/proc/sys/kernel/ostype", "/proc/sys/kernel/hostname"], check=True,
+                       capture_output=True)
+        # writing the current hostname back changes nothing on the host
+        subprocess.run(["/bin/sh", "-c", f"echo {host} > /proc/sys/kernel/hostname # {mark}"], check=True)
+        pa = running.wait_for(lambda e: e["type"] == "policy_action" and e["policy"]["policy"] == "container-escape"
+                              and mark in " ".join(e["process"].get("args", [])))[0]
+        assert pa["file"]["path"] == "/proc/sys/kernel/hostname" and pa["severity"] == "high"
+        time.sleep(0.5)
+        reads = [e for e in running.events() if e["type"] == "file_access"
+                 and e["file"]["path"].startswith("/proc/sys/") and e["process"]["binary"] == "/bin/cat"]
+        assert reads == []
+        break

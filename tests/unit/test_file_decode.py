@@ -142,11 +142,22 @@ def test_watch_entries_dirs_files_and_enforcement(tmp_path):
     rule = FileEnforceRule(path=str(d / "secret"), operations=["open_read", "write"])
     entries = build_watch_entries(["/nonexistent-x/file", str(d)], [rule])
     root = str(d).encode()
-    assert entries[b"/nonexistent-x/file\0"] == (0, 0)   # missing files are watched by name
-    assert entries[root + b"/"] == (0, 0) and entries[root + b"\0"] == (0, 0)
-    assert entries[root + b"/secret\0"] == (m.FILE_ENF["open_read"] | m.FILE_ENF["write"], 1)
+    assert entries[b"/nonexistent-x/file\0"] == (0, 0, 0)   # missing files are watched by name
+    assert entries[root + b"/"] == (0, 0, 0) and entries[root + b"\0"] == (0, 0, 0)
+    assert entries[root + b"/secret\0"] == (m.FILE_ENF["open_read"] | m.FILE_ENF["write"], 1, 0)
     key = lpm_key(b"/etc/\0")
     assert len(key) == 4 + m.FILE_KEY_MAX and int.from_bytes(key[:4], "little") == 48
+
+
+def test_watch_writes_entries_report_changes_unless_a_full_watch_covers_them(tmp_path):
+    from siemhub.collector.sensors.file import REPORT_CHANGES
+
+    entries = build_watch_entries(["/etc/", "/var/log/app.log"], [], ["/proc/sys/", "/etc/hosts", "/var/log/"])
+    assert REPORT_CHANGES and not REPORT_CHANGES & m.FILE_ENF["open_read"]
+    assert entries[b"/proc/sys/"] == (0, 0, REPORT_CHANGES)  # only changes under /proc/sys
+    assert entries[b"/etc/hosts\0"][2] == 0  # inside a fully watched directory: everything
+    assert entries[b"/var/log/"][2] == REPORT_CHANGES
+    assert entries[b"/var/log/app.log\0"][2] == 0  # a full watch below a watch_writes one wins (longest match)
 
 
 def test_watch_through_a_symlink_adds_the_real_path(tmp_path):

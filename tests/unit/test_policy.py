@@ -436,11 +436,12 @@ def test_install_is_all_or_nothing_across_sensors():
         ig = SimpleNamespace(binaries=[f"/b{n}"], cgroups=[], cidrs=[f"10.{n}.0.0/16"], ports=[n], loopback=False)
         return SimpleNamespace(sensors=SimpleNamespace(process=SimpleNamespace(ignore=ig),
                                                        network=SimpleNamespace(ignore=ig),
-                                                       file=SimpleNamespace(watch=[f"/w{n}"], enforce=[])))
+                                                       file=SimpleNamespace(watch=[f"/w{n}"], enforce=[],
+                                                                            watch_writes=[])))
     sensors = [Fake("process", "filters"), Fake("network", "filters"), Fake("file", "watch")]
     policy.install(sensors, cfg(1), None)
     first = [s.applied[-1] for s in sensors]
-    assert first[1] == (["10.1.0.0/16"], [1], False) and first[2] == (["/w1"], [])
+    assert first[1] == (["10.1.0.0/16"], [1], False) and first[2] == (["/w1"], [], [])
 
     sensors[2].refuse = "check"
     with pytest.raises(ValueError, match="sensor file: no"):
@@ -455,4 +456,14 @@ def test_install_is_all_or_nothing_across_sensors():
 
     sensors[2].refuse = None
     policy.install(sensors, cfg(4), None)
-    assert sensors[2].applied[-1] == (["/w4"], [])
+    assert sensors[2].applied[-1] == (["/w4"], [], [])
+
+
+def test_change_only_file_rules_watch_their_paths_for_changes_only(library):
+    """container-escape's /proc/sys rule names only changes: /proc/sys/ is watched for changes (reads
+    there are constant and never reach user space); a rule that names reads is a full watch."""
+    k = library.kernel
+    assert "/proc/sys/" in k.file_watch_writes
+    assert "/proc/sys/" not in k.file_watch
+    assert not [p for p in k.file_watch if p.startswith("/proc/")]
+    assert "/etc/shadow" in k.file_watch  # fim-sensitive-files reads of /etc/shadow
