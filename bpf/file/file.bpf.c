@@ -615,6 +615,20 @@ static __always_inline u32 path_of_name(struct scratch *s, struct cctx *c, void 
 	return walk_path(s, dentry, vfsmnt, 0);
 }
 
+/* An LPM key over the first `bytes` bytes of the path at pbuf[pos] (at most SH_FILE_KEY_MAX): its
+ * prefix length is written in the 4 bytes in front of the path (the caller checked pos >= 8). */
+static __always_inline struct lpm_key *lpm_key_at(struct scratch *s, u32 pos, u32 bytes)
+{
+	if (bytes > SH_FILE_KEY_MAX)
+		bytes = SH_FILE_KEY_MAX;
+	u32 bits = bytes * 8;
+	s->pbuf[pos - 4] = bits & 0xff;
+	s->pbuf[pos - 3] = (bits >> 8) & 0xff;
+	s->pbuf[pos - 2] = 0;
+	s->pbuf[pos - 1] = 0;
+	return (struct lpm_key *)&s->pbuf[pos - 4];
+}
+
 /* The watch entry covering the path in pbuf, if any: the LPM key is written in front of the path. */
 static __always_inline struct watch_val *match(struct scratch *s, u32 kflags)
 {
@@ -623,15 +637,7 @@ static __always_inline struct watch_val *match(struct scratch *s, u32 kflags)
 	u32 pos = s->pos & SH_PMASK;
 	if (pos < 8)
 		return 0;
-	u32 bytes = SH_PBUF - pos + 1;
-	if (bytes > SH_FILE_KEY_MAX)
-		bytes = SH_FILE_KEY_MAX;
-	u32 bits = bytes * 8;
-	s->pbuf[pos - 4] = bits & 0xff;
-	s->pbuf[pos - 3] = (bits >> 8) & 0xff;
-	s->pbuf[pos - 2] = 0;
-	s->pbuf[pos - 1] = 0;
-	struct watch_val *w = watch.lookup((struct lpm_key *)&s->pbuf[pos - 4]);
+	struct watch_val *w = watch.lookup(lpm_key_at(s, pos, SH_PBUF - pos + 1));
 	if (w)
 		count(ST_MATCHED);
 	return w;
@@ -651,12 +657,7 @@ static __always_inline void cache_store(struct scratch *s, struct cctx *c, u32 k
 	u32 bytes = npos - pos + 1;  /* "P/" */
 	if (bytes > SH_FILE_KEY_MAX)
 		bytes = SH_FILE_KEY_MAX;
-	u32 bits = bytes * 8;
-	s->pbuf[pos - 4] = bits & 0xff;
-	s->pbuf[pos - 3] = (bits >> 8) & 0xff;
-	s->pbuf[pos - 2] = 0;
-	s->pbuf[pos - 1] = 0;
-	struct lpm_key *key = (struct lpm_key *)&s->pbuf[pos - 4];
+	struct lpm_key *key = lpm_key_at(s, pos, bytes);
 	u32 *b = below.lookup(key);
 	int has_below = b && *b == bytes;
 	u64 dir = by_file ? c->self.parent : c->dentry;
