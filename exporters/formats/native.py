@@ -6,8 +6,9 @@ parent: bench/user_path.py). Process objects are immutable and shared: one exec 
 long argument list (a 10,000-argument exec is 100 KB of JSON), re-encoding it for every event that
 names it costs more than splicing its bytes, encoded once, into each event (msgspec.Raw); below that
 size building the splice costs more than it saves (measured: 4.1 vs 2.2 us per exec + exit pair), so
-only events that carry such an image take that path. The output is byte-for-byte what encoding the
-Event directly gives (tests/unit/test_native_format.py checks it).
+only single events (encode_one) that carry such an image take that path; batches are encoded directly.
+The output is byte-for-byte what encoding the Event directly gives (tests/unit/test_native_format.py
+checks it).
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def _big(e: Event) -> bool:
 
 
 def encode_lines(batch: Sequence[Event]) -> bytes:
-    return _encoder.encode_lines([_wire(e) if _big(e) else e for e in batch])
+    # Batches are encoded directly, even with long argument lists: the per-event test and the splice
+    # cost every event more than re-encoding the rare huge image saves (bench/kafka_throughput.py,
+    # bench/user_path.py); encode_one, used one event at a time, keeps the splice.
+    return _encoder.encode_lines(batch)
 
 
 def encode_one(event: Event) -> bytes:
