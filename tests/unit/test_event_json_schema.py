@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import msgspec
-import pytest
 
 from siemhub.collector.event import SCHEMA_VERSION, Event
 
@@ -43,7 +43,6 @@ def test_schema_file_is_up_to_date():
 
 
 def test_golden_native_events_validate():
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
     files = sorted(GOLDEN.glob("native_*.json"))
     assert files

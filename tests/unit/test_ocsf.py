@@ -14,6 +14,8 @@ import os
 import shlex
 from pathlib import Path
 
+import jsonschema
+import ocsf_json_schema
 import pytest
 
 from siemhub.collector.event import (EVENT_BASE, AgentStatus, Container, Dns, Event, Exit, Network, Node, Pod,
@@ -59,8 +61,6 @@ def sample_events() -> dict[str, Event]:
 
 @pytest.fixture(scope="module")
 def validators():
-    jsonschema = pytest.importorskip("jsonschema")
-    ocsf_json_schema = pytest.importorskip("ocsf_json_schema")
     out = {}
     for version in VERSIONS:
         schema = ocsf_json_schema.OcsfJsonSchemaEmbedded(ocsf_json_schema.get_ocsf_schema(version=version))
