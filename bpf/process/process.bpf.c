@@ -8,7 +8,8 @@
  * child (a raw tracepoint argument has no type) and the cwd walk's mounts (reached by container_of, which
  * typed loads cannot do), and the latter two read adjacent fields in one window (SH_WIN_*).
  * Ring-buffer wake-ups are batched: every message is submitted with BPF_RB_NO_WAKEUP except every
- * SH_WAKEUP_EVERY-th per CPU; user space also polls on a short timeout, so latency stays bounded.
+ * SH_WAKEUP_EVERY-th per CPU, or after SH_WAKEUP_BYTES per CPU; user space also polls on a
+ * timeout (poll_interval), which bounds the latency. Large batches are what keep user space cheap.
  * Messages that do not fit in the ring buffer are counted per type in `lost`, never silently dropped.
  */
 #include "siemhub.h"
@@ -18,7 +19,10 @@
 #define SH_RINGBUF_PAGES 1024
 #endif
 #ifndef SH_WAKEUP_EVERY
-#define SH_WAKEUP_EVERY 256                /* power of two */
+#define SH_WAKEUP_EVERY 4096               /* power of two */
+#endif
+#ifndef SH_WAKEUP_BYTES
+#define SH_WAKEUP_BYTES (SH_RINGBUF_PAGES * 4096 / 4 / SH_NR_CPUS)
 #endif
 #define SH_DATA_CAP 32768                  /* power of two >= SH_DATA_MAX */
 
@@ -34,7 +38,11 @@ BPF_RINGBUF_OUTPUT(events, SH_RINGBUF_PAGES);
 #define SH_NR_CPUS 64
 #endif
 BPF_ARRAY(exec_scratch, struct exec_buf, SH_NR_CPUS);
-BPF_PERCPU_ARRAY(wakeups, u64, 1);
+struct wake_count {
+	u64 msgs;
+	u64 bytes;
+};
+BPF_PERCPU_ARRAY(wakeups, struct wake_count, 1);
 BPF_PERCPU_ARRAY(lost, u64, 4);            /* indexed by enum sh_msg_type */
 
 /* In-kernel filtering, changed at run time from user space (ProcessSensor.set_filters): execs of
@@ -69,14 +77,22 @@ static __always_inline u32 ns_inum(const void *nsproxy, int ptr_off, int ns_off)
 	return ns ? ld_u32(ns, ns_off + OFF_NSCOMMON_INUM) : 0;
 }
 
-static __always_inline u64 wake_flag(void)
+static __always_inline u64 wake_flag(u32 size)
 {
 	u32 k = 0;
-	u64 *n = wakeups.lookup(&k);
-	if (!n)
+	struct wake_count *w = wakeups.lookup(&k);
+	if (!w)
 		return 0;
-	*n += 1;
-	return (*n & (SH_WAKEUP_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	w->msgs += 1;
+	w->bytes += size + 8;  /* the ring's record header */
+	/* Every SH_WAKEUP_EVERY-th message of this CPU, or once this CPU has written SH_WAKEUP_BYTES since its
+	 * last wake-up (a quarter of the ring shared by all CPUs): large messages, or user space sleeping
+	 * through its poll interval, never fill the ring before the count comes round. */
+	if ((w->msgs & (SH_WAKEUP_EVERY - 1)) == 0 || w->bytes >= SH_WAKEUP_BYTES) {
+		w->bytes = 0;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count_lost(u32 type)
@@ -88,7 +104,7 @@ static __always_inline void count_lost(u32 type)
 
 static __always_inline void submit(void *msg, u32 size, u32 type)
 {
-	if (events.ringbuf_output(msg, size, wake_flag()) != 0)
+	if (events.ringbuf_output(msg, size, wake_flag(size)) != 0)
 		count_lost(type);
 }
 
