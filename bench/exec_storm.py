@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--execs", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=1, help="parallel spawning processes")
     ap.add_argument("--workload", choices=["fork", "spawn", "both"], default="both")
+    ap.add_argument("--process-config", default="", metavar="YAML",
+                    help='settings of sensors.process, e.g. "poll_interval: 0.1, wakeup_every: 256" (to compare)')
     ap.add_argument("--tiny", action="store_true",
                     help="exec a 1-page static exit(0) program instead of /bin/true (reaches higher rates)")
     args = ap.parse_args()
@@ -141,7 +143,7 @@ def main() -> None:
 
     siemhub = Path(sys.executable).with_name("siemhub")
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-bench-"))
-    cfg, out = write_agent_config(tmp, '  process: {}')
+    cfg, out = write_agent_config(tmp, f"  process: {{{args.process_config}}}")
     binary = "/bin/true"
     if args.tiny:
         (tmp / "true.c").write_text(TINY_TRUE_C)

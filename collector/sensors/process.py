@@ -107,6 +107,7 @@ _EXEC_UNPACK = m.EXEC.unpack_from
 _FORK_UNPACK = m.FORK.unpack_from
 _EXIT_UNPACK = m.EXIT.unpack_from
 _EXEC_SIZE = m.EXEC.size
+_MSG_EXEC, _MSG_FORK, _MSG_EXIT = m.MSG_EXEC, m.MSG_FORK, m.MSG_EXIT
 _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
 
@@ -269,17 +270,18 @@ class ProcessSensor(KernelSensor):
     def decode(self, raw: list[bytes]) -> list[Event]:
         events: list[Event] = self._early
         self._early = []
+        append, exec_, exit_ = events.append, self._exec, self._exit
         for msg in raw:
             try:
                 kind = msg[0]
-                if kind == m.MSG_EXEC:
-                    events.append(self._exec(msg))
-                elif kind == m.MSG_FORK:
-                    self._fork(msg)
-                elif kind == m.MSG_EXIT:
-                    ev = self._exit(msg)
+                if kind == _MSG_EXEC:
+                    append(exec_(msg))
+                elif kind == _MSG_EXIT:
+                    ev = exit_(msg)
                     if ev is not None:
-                        events.append(ev)
+                        append(ev)
+                elif kind == _MSG_FORK:
+                    self._fork(msg)
                 else:
                     self._decode_error("unknown_type")
             except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream
@@ -473,8 +475,10 @@ class ProcessSensor(KernelSensor):
             cache.mark_exited(pid, entry)
         sig = code & 0x7F
         duration = ktime - entry.exec_ktime if entry is not None and entry.exec_ktime else None
-        ex = Exit(code=None if sig else (code >> 8) & 0xFF, signal=signal_name(sig) if sig else None,
-                  core_dumped=bool(code & 0x80), duration_ns=duration)
+        if sig:
+            ex = Exit(signal=signal_name(sig), core_dumped=bool(code & 0x80), duration_ns=duration)
+        else:
+            ex = Exit(code=(code >> 8) & 0xFF, duration_ns=duration)
         return Event(id=ctx.ids.new(), time=ctx.clock.from_boot(ktime), type="process_exit",
                      schema_version=SCHEMA_VERSION, severity="info", node=ctx.node, process=proc, parent=parent,
                      exit=ex)

@@ -179,3 +179,25 @@ metrics: {{enabled: false}}
         assert text.strip(), name
         for s in secrets:
             assert s not in text, f"{s!r} reached the {name} format"
+
+
+def test_same_command_line_in_new_images_is_checked_once_with_the_right_tool(monkeypatch):
+    """Every exec is a new image, but hosts repeat command lines: the verdict is kept per (tool, args).
+    The tool is part of the key: the same arguments mean a password for mysql and not for ls."""
+    r = Redactor()
+    calls = []
+    real = r.args
+    monkeypatch.setattr(r, "args", lambda args, tool="": calls.append(tool) or real(args, tool))
+    secret = [Process(exec_id=f"m{i}", pid=i, binary="/usr/bin/mysql", args=["mysql", "-uroot", "-phunter2"])
+              for i in range(20)]
+    events = [Event(id=p.exec_id, time="t", type="process_exec", schema_version=SCHEMA_VERSION, severity="info",
+                    node=Node(name="n"), process=p) for p in secret]
+    assert r.apply(events) == 20
+    assert all(e.process.args == ["mysql", "-uroot", f"-p{MASK}"] and "redacted" in e.process.flags for e in events)
+    assert all(p.args == ["mysql", "-uroot", "-phunter2"] for p in secret)  # cached images untouched
+    assert calls == ["mysql"]
+    other = Event(id="x", time="t", type="process_exec", schema_version=SCHEMA_VERSION, severity="info",
+                  node=Node(name="n"), process=Process(exec_id="l", pid=1, binary="/bin/ls",
+                                                       args=["mysql", "-uroot", "-phunter2"]))
+    assert r.apply([other]) == 0 and other.process.args == ["mysql", "-uroot", "-phunter2"]
+    assert calls == ["mysql", "ls"]
