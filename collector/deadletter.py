@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from siemhub.collector.event import Event
+from siemhub.collector.event import Event, dec_hook, enc_hook
 
 if TYPE_CHECKING:
     from siemhub.collector.delivery import ExporterRunner
@@ -40,8 +40,8 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     time: str
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(DeadLetter)
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+_decoder = msgspec.json.Decoder(DeadLetter, dec_hook=dec_hook)
 
 
 def decode_dead_letter(line: bytes) -> DeadLetter:

@@ -44,7 +44,7 @@ import msgspec
 
 from siemhub.collector.deadletter import DeadLetterFile, DeadLetterForward
 from siemhub.collector.diskqueue import DiskQueue
-from siemhub.collector.event import Event
+from siemhub.collector.event import Event, builtins_hook, dec_hook
 from siemhub.collector.metrics import Metrics
 from siemhub.exporters.base import BufferConfig, Exporter, Outcome, SendResult, outcome_for_exception
 
@@ -169,8 +169,8 @@ class DiskBuffer:
     def __init__(self, cfg: BufferConfig, exporter: str) -> None:
         path = cfg.path or os.path.join("var", "buffer", exporter)
         self.q = DiskQueue(path, cfg.max_bytes, cfg.segment_bytes, cfg.fsync)
-        self._enc = msgspec.msgpack.Encoder()
-        self._dec = msgspec.msgpack.Decoder(Event)
+        self._enc = msgspec.msgpack.Encoder(enc_hook=builtins_hook)
+        self._dec = msgspec.msgpack.Decoder(Event, dec_hook=dec_hook)
         self._need = 1
 
     def __len__(self) -> int:

@@ -58,9 +58,94 @@ class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     qos_class: str | None = None  # Guaranteed, Burstable, BestEffort (from the cgroup path)
 
 
-class Caps(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
-    effective: list[str] = []  # capability names, e.g. CAP_SYS_ADMIN
-    permitted: list[str] = []
+class Caps:
+    """Capability names of a process image: `effective` and `permitted` lists.
+
+    Not a msgspec Struct, on purpose: one Caps object is shared by every process with the same sets
+    (ProcessCache.caps), and root's 41 + 41 names are ~1.6 KB of JSON that every exec and exit event of
+    a root process repeats. Its JSON is encoded once and spliced into each event (msgspec.Raw through
+    `enc_hook`), which halves the native encoding cost of such an event (bench/user_path.py --stages).
+    Encoders and decoders of events therefore take the hooks below (`enc_hook`, `builtins_hook`,
+    `dec_hook`, `schema_hook`); the JSON is exactly what a Struct with these two fields gave. Treat a
+    Caps as immutable once built: its JSON is cached.
+    """
+
+    __slots__ = ("effective", "permitted", "_raw")
+
+    def __init__(self, effective: list[str] | None = None, permitted: list[str] | None = None) -> None:
+        self.effective: list[str] = effective if effective is not None else []
+        self.permitted: list[str] = permitted if permitted is not None else []
+        self._raw: msgspec.Raw | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Caps:
+            return NotImplemented
+        return self.effective == other.effective and self.permitted == other.permitted
+
+    __hash__ = None  # type: ignore[assignment]  (mutable lists inside, like the Struct it replaces)
+
+    def __repr__(self) -> str:
+        return f"Caps(effective={self.effective!r}, permitted={self.permitted!r})"
+
+    def to_builtins(self) -> dict[str, list[str]]:
+        out = {}
+        if self.effective:
+            out["effective"] = list(self.effective)
+        if self.permitted:
+            out["permitted"] = list(self.permitted)
+        return out
+
+    def raw(self) -> msgspec.Raw:
+        r = self._raw
+        if r is None:
+            r = self._raw = msgspec.Raw(msgspec.json.encode(self.to_builtins()))
+        return r
+
+
+_CAPS_SCHEMA = {
+    "title": "Caps",
+    "type": "object",
+    "properties": {
+        "effective": {"type": "array", "items": {"type": "string"}, "default": []},
+        "permitted": {"type": "array", "items": {"type": "string"}, "default": []},
+    },
+    "required": [],
+}
+
+
+def enc_hook(obj: object) -> object:
+    """For JSON encoders of events: Caps as its cached JSON."""
+    if type(obj) is Caps:
+        return obj.raw()
+    raise NotImplementedError(f"objects of type {type(obj).__name__} cannot be encoded")
+
+
+def builtins_hook(obj: object) -> object:
+    """For msgpack encoders and msgspec.to_builtins: Caps as a dict."""
+    if type(obj) is Caps:
+        return obj.to_builtins()
+    raise NotImplementedError(f"objects of type {type(obj).__name__} cannot be encoded")
+
+
+def dec_hook(tp: type, obj: object) -> object:
+    """For decoders of events: a Caps from its JSON object (strictly: lists of strings, nothing else)."""
+    if tp is Caps:
+        if not isinstance(obj, dict) or not set(obj) <= {"effective", "permitted"}:
+            raise ValueError("expected an object with 'effective' and/or 'permitted'")
+        lists = []
+        for key in ("effective", "permitted"):
+            v = obj.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"'{key}' must be an array of strings")
+            lists.append(v)
+        return Caps(*lists)
+    raise NotImplementedError(f"type {tp!r} is not supported")
+
+
+def schema_hook(tp: type) -> dict:
+    if tp is Caps:
+        return {"$ref": "#/$defs/Caps"}
+    raise NotImplementedError(f"type {tp!r} is not supported")
 
 
 class Namespaces(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -214,8 +299,20 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 EVENT_BASE = {"schema_version": SCHEMA_VERSION, "severity": "info"}
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+_decoder = msgspec.json.Decoder(Event, dec_hook=dec_hook)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the native event (docs/siemhub-event.schema.json)."""
+    schema = msgspec.json.schema(Event, schema_hook=schema_hook)
+    defs = {}
+    for name, d in schema["$defs"].items():  # where msgspec put it when Caps was a Struct: after Process
+        defs[name] = d
+        if name == "Process":
+            defs["Caps"] = _CAPS_SCHEMA
+    schema["$defs"] = defs
+    return schema
 
 
 def encode_json(event: Event) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import SEVERITY_RANK, Event, Process
+from siemhub.collector.event import SEVERITY_RANK, Event, Process, enc_hook
 
 # The ECS release whose field definitions tests/unit/test_ecs_format.py checks this format against
 # (shared/reference/ecs/ecs_flat.yml). Every field used here also exists in ECS 8.x.
@@ -437,7 +437,7 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
         sh["policy"] = {"action": pol.action, "enforced": pol.enforced}
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def encode_lines(batch: Sequence[Event]) -> bytes:

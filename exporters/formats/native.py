@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from siemhub.collector.event import AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process
+from siemhub.collector.event import (
+    AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process, builtins_hook, enc_hook,
+)
 
 
 class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -41,7 +43,7 @@ class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     tags: list[str] = []
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)  # Caps: its JSON, encoded once
 _BIG_ARGS = 64  # images with more arguments than this are encoded once and spliced
 _CACHE_MAX = 4096  # recent images are the ones reused as parents
 # id(process) -> (process, its JSON). The process is kept referenced so that its id cannot be reused
@@ -95,7 +97,7 @@ def encode_one(event: Event) -> bytes:
 
 
 def to_obj(event: Event) -> dict:
-    return msgspec.to_builtins(event)
+    return msgspec.to_builtins(event, enc_hook=builtins_hook)
 
 
 def _make():

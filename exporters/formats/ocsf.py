@@ -25,7 +25,7 @@ from importlib import metadata
 
 import msgspec
 
-from siemhub.collector.event import Event, Process
+from siemhub.collector.event import Event, Process, enc_hook
 
 OCSF_VERSION = "1.3.0"
 PROCESS_ACTIVITY = 1007
@@ -215,7 +215,7 @@ def _dns_activity(e: Event, meta: dict, device: dict, severity_id: int, severity
     return out
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def encode_lines(batch: Sequence[Event]) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import Event, Process
+from siemhub.collector.event import Event, Process, builtins_hook, enc_hook
 
 NO_AUID = 4294967295
 
@@ -137,7 +137,7 @@ def to_obj(e: Event) -> dict[str, Any]:
         body["time"] = e.time
         key = "process_exit"
     else:
-        body = msgspec.to_builtins(e)
+        body = msgspec.to_builtins(e, enc_hook=builtins_hook)
         key = f"siemhub_{e.type}"
     out = {key: body, "node_name": e.node.name, "time": e.time}
     if e.node.labels:
@@ -145,7 +145,7 @@ def to_obj(e: Event) -> dict[str, Any]:
     return out
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def encode_lines(batch: Sequence[Event]) -> bytes:

@@ -282,10 +282,11 @@ def test_encode_decode_round_trip_with_every_optional_body():
     )
     # every field of every struct is set to a non-default value: nothing may be omitted or lost
     for s in (e, e.process, e.process.container, e.process.pod, e.process.pod.container, e.node, e.status,
-              e.process.caps, e.process.ns, e.process.binary_properties, e.file, e.network, e.network.dns, e.privilege,
+              e.process.ns, e.process.binary_properties, e.file, e.network, e.network.dns, e.privilege,
               e.policy):
         for f in msgspec.structs.fields(s):
             assert getattr(s, f.name) not in (None, [], {}, ""), f"{type(s).__name__}.{f.name} not set"
+    assert e.process.caps.effective and e.process.caps.permitted  # Caps is not a Struct (collector/event.py)
     data = encode_json(e)
     assert decode_json(data) == e
     assert decode_json(data.decode()) == e
@@ -306,3 +307,27 @@ def test_decode_json_rejects_garbage():
         decode_json(b"{not json")
     with pytest.raises(msgspec.ValidationError):
         decode_json(b'{"id": 1}')
+
+
+def test_caps_json_is_encoded_once_and_round_trips_through_every_codec():
+    """Caps is spliced as cached JSON (collector/event.py): the output must be what a plain object gives,
+    every codec of events (JSON, the disk buffer's msgpack, to_builtins) must carry it, and decoding
+    must be as strict as a typed field."""
+    from siemhub.collector.event import Caps, builtins_hook, dec_hook, enc_hook
+
+    caps = Caps(effective=["CAP_SYS_ADMIN"], permitted=["CAP_SYS_ADMIN", "CAP_BPF"])
+    e = _event(process=Process(exec_id="x", pid=7, binary="/bin/true", caps=caps))
+    obj = json.loads(encode_json(e))
+    assert obj["process"]["caps"] == {"effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN", "CAP_BPF"]}
+    assert caps._raw is not None and encode_json(e) == encode_json(e)  # cached, same bytes
+    assert json.loads(msgspec.json.encode(Caps(permitted=["CAP_BPF"]), enc_hook=enc_hook)) == {"permitted": ["CAP_BPF"]}
+    assert decode_json(encode_json(e)) == e
+    packed = msgspec.msgpack.Encoder(enc_hook=builtins_hook).encode(e)
+    assert msgspec.msgpack.Decoder(Event, dec_hook=dec_hook).decode(packed) == e
+    assert msgspec.to_builtins(e, enc_hook=builtins_hook)["process"]["caps"] == obj["process"]["caps"]
+    good = encode_json(e).decode()
+    for bad in ('{"effective": [1]}', '{"effective": "CAP_BPF"}', '{"other": []}', '["CAP_BPF"]'):
+        text = good.replace(json.dumps(obj["process"]["caps"], separators=(",", ":")), bad)
+        assert text != good
+        with pytest.raises(msgspec.ValidationError):
+            decode_json(text)

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import msgspec
 
-from siemhub.collector.event import SCHEMA_VERSION, Event
+from siemhub.collector.event import SCHEMA_VERSION, Event, json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO / "docs" / "siemhub-event.schema.json"
@@ -20,7 +20,7 @@ GOLDEN = REPO / "tests" / "golden"
 
 
 def generate() -> str:
-    schema = msgspec.json.schema(Event)
+    schema = json_schema()
     doc = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "siemhub event",
