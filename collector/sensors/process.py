@@ -108,6 +108,7 @@ _FORK_UNPACK = m.FORK.unpack_from
 _EXIT_UNPACK = m.EXIT.unpack_from
 _EXEC_SIZE = m.EXEC.size
 _MSG_EXEC, _MSG_FORK, _MSG_EXIT = m.MSG_EXEC, m.MSG_FORK, m.MSG_EXIT
+_ARGS_MEMO_MAX = 512  # argument lists up to this many bytes are memoized (longer: hashing costs as much)
 _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "truncated_args"),
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
 
@@ -151,6 +152,7 @@ class ProcessSensor(KernelSensor):
         self._forks_map = None
         self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
         self._comms: dict[bytes, str | tuple[str, str]] = {}
+        self._args: dict[bytes, tuple[list[str], str | None]] = {}
 
     # --- lifecycle ---
 
@@ -307,7 +309,24 @@ class ProcessSensor(KernelSensor):
             paths = self._decode_paths(key)
         binary, cwd, path_flags = paths
         flags: list[str] = [*path_flags] if path_flags else []
-        args = _split_args(msg[a:b], flags) if args_len else []
+        if args_len:
+            raw_args = msg[a:b]
+            # Command lines repeat (shells, cron, probes, build steps): short ones are decoded once and the
+            # list shared by the images that have it (processes are immutable once built).
+            hit = self._args.get(raw_args) if args_len <= _ARGS_MEMO_MAX else None
+            if hit is None:
+                n = len(flags)
+                args = _split_args(raw_args, flags)
+                if args_len <= _ARGS_MEMO_MAX:
+                    if len(self._args) >= 4096:
+                        self._args.clear()
+                    self._args[raw_args] = (args, flags[n] if len(flags) > n else None)  # non_utf8_args
+            else:
+                args, flag = hit
+                if flag is not None:
+                    flags.append(flag)
+        else:
+            args = []
         if kflags:
             flags.extend(name for bit, name in _KFLAGS if kflags & bit and name not in flags)
         comm_s = self._comms.get(comm)
@@ -328,7 +347,10 @@ class ProcessSensor(KernelSensor):
         else:
             pproc = parent.summary()
             parent_exec_id = pproc.exec_id
-        ns = self._ns(pid, (ns_mnt, ns_pid, ns_net, ns_user, ns_uts, ns_ipc, ns_cgroup))
+        inums = (ns_mnt, ns_pid, ns_net, ns_user, ns_uts, ns_ipc, ns_cgroup)
+        ns = self._ns_cache.get(inums)
+        if ns is None:
+            ns = self._ns(pid, inums)
         entered: list[str] = []
         if ns is not None:
             entered = cache.entered_namespaces(pid, ns, parent.proc.ns if parent is not None else None)
