@@ -320,6 +320,10 @@ def test_non_utf8_binary_args_cwd_round_trip(h):
     # valid UTF-8 is never flagged
     q = h.one(exec_msg(11, filename="/usr/bin/caf\u00e9".encode(), args=["\u00e9t\u00e9".encode()])).process
     assert q.binary == "/usr/bin/caf\u00e9" and q.args == ["\u00e9t\u00e9"] and q.flags == []
+    # the same command lines again: served from the sensor's memo, with the same flags
+    again = h.one(exec_msg(12, filename=raw_fn, args=raw_args, cwd=[b"d\xe9j\xe0"])).process
+    assert again.args == p.args and {"non_utf8_binary", "non_utf8_args", "non_utf8_cwd"} <= set(again.flags)
+    assert h.one(exec_msg(13, filename="/usr/bin/caf\u00e9".encode(), args=["\u00e9t\u00e9".encode()])).process.flags == []
 
 
 # =================================================================================================
