@@ -113,7 +113,8 @@ _KFLAGS = ((m.EXEC_TRUNC_FILENAME, "truncated_binary"), (m.EXEC_TRUNC_ARGS, "tru
            (m.EXEC_TRUNC_CWD, "truncated_cwd"), (m.EXEC_ARGS_FAULT, "args_unreadable"))
 
 _MAPS = ["events", "lost", "filtered", "ignore_exe", "ignore_cgroup", "filters_on", "forks"]
-_FORK_INFO = struct.Struct("<I4xQQ")  # struct fork_info {u32 ppid; u32 pad; u64 start_boottime; u64 ktime}
+_FORK_INFO = struct.Struct("<IIQQ")  # struct fork_info {u32 pid; u32 ppid; u64 start_boottime; u64 ktime}
+FORK_SLOTS = 65536  # SH_FORK_SLOTS: the forks array is indexed by pid modulo this
 _EXE_KEY = struct.Struct("<QI4x")
 
 
@@ -165,6 +166,7 @@ class ProcessSensor(KernelSensor):
             "SH_RINGBUF_PAGES": c.ringbuf_pages,
             "SH_WAKEUP_EVERY": c.wakeup_every,
             "SH_NR_CPUS": _pow2_at_least(os.cpu_count() or 1),
+            "SH_FORK_SLOTS": FORK_SLOTS,
         }
         # The loader child is a process like any other: learn it while it lives, so its exit (the first
         # event the sensor sees) names it instead of being a `missing_process`.
@@ -208,10 +210,13 @@ class ProcessSensor(KernelSensor):
         if m is None:
             return None
         try:
-            raw = m.lookup(_u32(pid))
+            raw = m.lookup(_u32(pid & (FORK_SLOTS - 1)))
         except OSError:
             return None
-        return _FORK_INFO.unpack(raw) if raw is not None else None
+        if raw is None:
+            return None
+        slot_pid, ppid, start_ns, ktime = _FORK_INFO.unpack(raw)
+        return (ppid, start_ns, ktime) if slot_pid == pid else None
 
     def set_filters(self, binaries: list[str], cgroups: list[str]) -> None:
         """Replace the in-kernel ignore lists (at start-up and at run time). Binaries are matched by the

@@ -260,3 +260,51 @@ def test_fork_without_exec_is_named_from_the_kernels_fork_map(fork_agent):
         q = ends[pid]["process"]
         assert "clone" in q["flags"] and q["binary"] == parent["binary"] and q["parent_exec_id"] == parent["exec_id"]
     assert ends[worker]["process"]["exec_id"] == p["exec_id"]  # one process, one exec_id on every event
+
+
+MANY_FORKS = r"""
+import os, sys
+r, w = os.pipe()
+kids = []
+for i in range(12):
+    pid = os.fork()
+    if pid == 0:  # never execs: waits until every sibling exists, then exits with its own code
+        os.close(w)
+        os.read(r, 1)
+        os._exit(10 + i)
+    kids.append(pid)
+os.close(w)  # the children's reads return: all exit
+for k in kids:
+    os.waitpid(k, 0)
+print(os.getpid(), *kids, flush=True)
+"""
+
+
+def test_forks_sharing_a_slot_of_the_fork_map_are_all_reported(tmp_path, monkeypatch):
+    """The kernel's fork map is an array indexed by pid modulo its size: a forked process whose slot is
+    taken by another live, never-exec'd process is sent as a fork message before the slot is reused.
+    With 4 slots and 12 such children alive at once, every child's exit must still be named (clone, the
+    parent's image, its own exit code), none a missing_process."""
+    from siemhub.collector.sensors import process as process_sensor
+    from tests.conftest import running_agent
+
+    monkeypatch.setattr(process_sensor, "FORK_SLOTS", 4)
+    for agent in running_agent(tmp_path, "  process: {poll_interval: 0.05}"):
+        out = subprocess.run([sys.executable, "-c", MANY_FORKS, _marker("many-forks")], capture_output=True,
+                             text=True, check=True).stdout.split()
+        parent_pid, kids = int(out[0]), [int(x) for x in out[1:]]
+        parent = agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == parent_pid,
+                                what="exec of the forking python")[-1]["process"]
+        deadline = time.monotonic() + 15
+        while True:
+            ends = {e["process"]["pid"]: e for e in agent.wait_for(
+                lambda e: e["type"] == "process_exit" and e["process"]["pid"] in kids, what="exits of the forks")}
+            if len(ends) == len(kids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert set(ends) == set(kids)
+        for i, pid in enumerate(kids):
+            q = ends[pid]
+            assert q["exit"]["code"] == 10 + i
+            assert "clone" in q["process"]["flags"] and "missing_process" not in q["process"]["flags"]
+            assert q["process"]["binary"] == parent["binary"] and q["process"]["parent_exec_id"] == parent["exec_id"]
