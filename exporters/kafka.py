@@ -426,8 +426,12 @@ class KafkaExporter(Exporter):
         return h
 
     def encode(self, batch: Sequence[Event]) -> KafkaBatch:
-        # One C call encodes the whole batch; JSON lines never contain a raw newline inside a value.
-        values = self._format.encode_lines(batch).split(b"\n")
+        each = self._format.encode_each
+        if each is not None:
+            values = each(batch)
+        else:  # one C call encodes the batch; JSON lines never contain a raw newline inside a value
+            values = self._format.encode_lines(batch).split(b"\n")
+            values.pop()  # the b"" after the last newline
         topic_t, key_t = self._topic, self._key
         if topic_t.fields:
             topics = [safe_topic(topic_t.render(e)) for e in batch]
@@ -441,7 +445,6 @@ class KafkaExporter(Exporter):
         # Header lists are built once per event type and shared by its messages.
         now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
         headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
-        values.pop()  # the b"" after the last newline
         return KafkaBatch(topics, keys, values, headers)
 
     # --- send (I/O) ---

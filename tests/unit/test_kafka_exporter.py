@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from siemhub.collector import config
 from siemhub.collector.event import EVENT_BASE, Event, Node, Process
 from siemhub.exporters.base import Outcome
+from siemhub.exporters.formats import FORMATS
 from siemhub.exporters.kafka import (
     DELIVERED,
     FAILED,
@@ -102,6 +103,15 @@ def test_encode_topic_key_headers():
     cls, cfg = _cfg("    key: ''\n    format: ocsf")
     batch = cls("k", cfg).encode([_event(1)])
     assert batch[0][1] is None and b'"class_uid":1007' in batch[0][2]
+
+
+@pytest.mark.parametrize("fmt", ["native", "ocsf"])  # native encodes each event, ocsf splits its lines
+def test_message_values_are_the_formats_json_lines(fmt):
+    cls, cfg = _cfg(f"    format: {fmt}")
+    events = [_event(1), _event(2, "process_exit", "ex2"), _event(3)]
+    lines = FORMATS[fmt].encode_lines(events).split(b"\n")
+    assert [m[2] for m in cls("k", cfg).encode(events)] == lines[:-1] and lines[-1] == b""
+    assert len(cls("k", cfg).encode([])) == 0
 
 
 @pytest.mark.parametrize("code, outcome", [
