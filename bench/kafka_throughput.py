@@ -56,7 +56,7 @@ def make_events(n: int) -> list[Event]:
 def run_exporter(bootstrap: str, topic: str, events: list[Event], redact: bool = False) -> tuple[float, float]:
     cfg = config.parse(f"""
 exporters:
-  k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_events: 2048, max_wait: 0.01}},
+  k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_wait: 0.01}},
       queue: {{max_events: 50000}}}}
 routes: [{{name: all, to: [k]}}]
 redact: {{enabled: {str(redact).lower()}}}

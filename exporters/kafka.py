@@ -206,6 +206,9 @@ def safe_topic(name: str) -> str:
 # --- configuration ------------------------------------------------------------------------------------
 
 
+BATCH_DEFAULTS = BatchConfig(max_events=2048, max_wait=0.5)
+
+
 class KafkaConfig(ExporterConfig, KafkaConnection):
     topic: str = Field("siemhub.events", description="topic template; placeholders: " + ", ".join(TEMPLATE_FIELDS))
     key: str = Field("{node}/{exec_id}", description="message key template; empty: no key (round-robin)")
@@ -220,10 +223,20 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     # 2048 rather than larger: the messages of the batches in flight (values, librdkafka's copies, their
     # reports) then stay in the CPU caches; 4096 cost 0.1-0.2 µs more per event for the same throughput
     # (bench/kafka_throughput.py).
-    batch: BatchConfig = BatchConfig(max_events=2048, max_wait=0.5)
+    batch: BatchConfig = BATCH_DEFAULTS
     # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
     # round trip) the next ones are already encoded and produced. Batches still finish in order.
     max_in_flight: int = Field(4, ge=1, le=64, description="exporter batches waiting for delivery reports")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_defaults(cls, v):
+        # A partial `batch:` keeps the Kafka defaults for what it leaves out, not BatchConfig's generic
+        # ones: `batch: {max_wait: 1}` alone would otherwise mean 512-event batches, a quarter of the
+        # throughput.
+        if isinstance(v, dict):
+            return {"max_events": BATCH_DEFAULTS.max_events, "max_wait": BATCH_DEFAULTS.max_wait, **v}
+        return v
 
     @field_validator("topic", "key")
     @classmethod

@@ -81,6 +81,17 @@ def test_config_errors(extra, problem):
     assert problem in str(err.value) and "k.yaml:" in str(err.value)
 
 
+def test_a_partial_batch_section_keeps_the_kafka_defaults():
+    _, cfg = _cfg()
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (2048, 0.5)
+    _, cfg = _cfg("    batch: {max_wait: 1.5}")
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (2048, 1.5)
+    _, cfg = _cfg("    batch: {max_events: 100}")
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (100, 0.5)
+    with pytest.raises(Exception, match="max_event"):
+        _cfg("    batch: {max_event: 100}")  # unknown keys are still refused
+
+
 def test_template_and_topic_names():
     t = Template("siemhub.{type}.{node}")
     assert t.render(_event(1)) == "siemhub.process_exec.n1"
