@@ -38,6 +38,7 @@ from confluent_kafka import Producer  # noqa: E402
 from siemhub.collector import config  # noqa: E402
 from siemhub.collector.agent import Pipeline  # noqa: E402
 from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.exporters.kafka import KafkaExporter, producer_config  # noqa: E402
 from tests.servers.tansu import Tansu  # noqa: E402
 
 
@@ -53,17 +54,24 @@ def make_events(n: int) -> list[Event]:
     return out
 
 
-def run_exporter(bootstrap: str, topic: str, events: list[Event], redact: bool = False) -> tuple[float, float]:
-    cfg = config.parse(f"""
+def bench_config(bootstrap: str, topic: str, linger_ms: float | None = None, redact: bool = False):
+    """The exporter's configuration: its defaults, but a 10 ms batch wait (docstring) and, if given,
+    another linger. The raw producer takes its librdkafka settings from the same configuration."""
+    linger = f", linger_ms: {linger_ms}" if linger_ms is not None else ""
+    return config.parse(f"""
 exporters:
   k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_wait: 0.01}},
-      queue: {{max_events: 50000}}}}
+      queue: {{max_events: 50000}}{linger}}}
 routes: [{{name: all, to: [k]}}]
 redact: {{enabled: {str(redact).lower()}}}
 metrics: {{enabled: false}}
 status_interval: 0
 """, "<bench>")
-    pipe = Pipeline(cfg)
+
+
+def run_exporter(bootstrap: str, topic: str, events: list[Event], redact: bool = False,
+                 linger_ms: float | None = None) -> tuple[float, float]:
+    pipe = Pipeline(bench_config(bootstrap, topic, linger_ms, redact))
     pipe.start()
     pipe.runners["k"].exporter._producer.list_topics(timeout=10)  # connected, as the raw producer is
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -78,10 +86,9 @@ status_interval: 0
     return wall, cpu
 
 
-def run_raw(bootstrap: str, topic: str, messages: list) -> tuple[float, float]:
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                  "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000,
-                  "queue.buffering.max.messages": 1_000_000})
+def run_raw(bootstrap: str, topic: str, messages: list, linger_ms: float | None = None) -> tuple[float, float]:
+    # The exporter's own librdkafka settings (idempotent, acks=all, lz4, linger, batch.size...).
+    p = Producer(producer_config(bench_config(bootstrap, topic, linger_ms).exporters["k"][1]))
     p.list_topics(timeout=10)
     failed = []
     cb = lambda err, msg: failed.append(err) if err else None  # noqa: E731
@@ -100,24 +107,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--linger-ms", type=float, default=None, help="both sides (default: the exporter's default)")
     args = ap.parse_args()
     events = make_events(args.events)
     gc.freeze()  # as the agent does once it started (collector/agent.py)
     gc.set_threshold(50_000, 20, 50)
     # the exact bytes the exporter sends, built once outside the timed loop for the raw producer
-    from siemhub.exporters.kafka import KafkaExporter
     enc_cfg = config.parse('exporters: {k: {type: kafka, brokers: ["x:1"]}}\nroutes: [{name: a, to: [k]}]')
     enc = KafkaExporter("enc", enc_cfg.exporters["k"][1]).encode(events)
     messages = [(key, value, headers) for _, key, value, headers in enc]
     size = statistics.mean(len(v) for _, v, _ in messages)
-    print(f"{args.events} events, {size:.0f} bytes each (native JSON), lz4, idempotent, acks=all, linger 20 ms")
+    conf = producer_config(bench_config("x:1", "t", args.linger_ms).exporters["k"][1])
+    print(f"{args.events} events, {size:.0f} bytes each (native JSON), {conf['compression.type']}, idempotent, "
+          f"acks={conf['acks']}, linger {conf['linger.ms']:g} ms")
     with Tansu() as broker:
         results = {"raw": [], "exporter": []}
         for r in range(args.rounds):
             for kind in ("raw", "exporter"):
                 topic = f"bench.{kind}.{r}"
-                wall, cpu = (run_raw(broker.bootstrap, topic, messages) if kind == "raw"
-                             else run_exporter(broker.bootstrap, topic, events))
+                wall, cpu = (run_raw(broker.bootstrap, topic, messages, args.linger_ms) if kind == "raw"
+                             else run_exporter(broker.bootstrap, topic, events, linger_ms=args.linger_ms))
                 results[kind].append((args.events / wall, cpu / args.events * 1e6))
                 print(f"  round {r + 1} {kind:8s}: {args.events / wall:9,.0f} events/s, "
                       f"{cpu / args.events * 1e6:5.1f} µs CPU/event")

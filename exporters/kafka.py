@@ -220,13 +220,14 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     message_max_bytes: int = Field(1_000_000, ge=1000, description="larger messages are given up (dead letter)")
     delivery_timeout_ms: int = Field(30_000, ge=1000, description="librdkafka message.timeout.ms: a message not "
                                      "delivered by then comes back as a retryable failure")
-    # 2048 rather than larger: the messages of the batches in flight (values, librdkafka's copies, their
-    # reports) then stay in the CPU caches; 4096 cost 0.1-0.2 µs more per event for the same throughput
-    # (bench/kafka_throughput.py).
     batch: BatchConfig = BATCH_DEFAULTS
     # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
     # round trip) the next ones are already encoded and produced. Batches still finish in order.
-    max_in_flight: int = Field(4, ge=1, le=64, description="exporter batches waiting for delivery reports")
+    # Throughput is at most (events in flight) / (linger + round trip): 6 x 2048 events keep the
+    # exporter busy at about 500k events/s with the default linger. More in flight costs CPU: the
+    # messages and their reports fall out of the CPU caches (4 x 4096 cost 0.1-0.2 µs more per event,
+    # 8 x 2048 about 0.4; bench/kafka_throughput.py).
+    max_in_flight: int = Field(6, ge=1, le=64, description="exporter batches waiting for delivery reports")
 
     @field_validator("batch", mode="before")
     @classmethod

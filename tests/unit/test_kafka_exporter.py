@@ -310,7 +310,7 @@ class HeldProducer(FakeProducer):
 def test_rounds_in_flight_are_answered_independently():
     cls, cfg = _cfg()
     ex = cls("k", cfg)
-    assert ex.max_in_flight == 4  # the default: the runner keeps up to 4 batches in flight
+    assert ex.max_in_flight == 6  # the default: the runner keeps up to 6 batches in flight
     first, second = ex.encode([_event(0), _event(1)]), ex.encode([_event(2), _event(3)])
     ex._producer = held = HeldProducer()
     t1, t2 = ex.submit(first), ex.submit(second)
