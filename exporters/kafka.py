@@ -223,10 +223,10 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     batch: BatchConfig = BATCH_DEFAULTS
     # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
     # round trip) the next ones are already encoded and produced. Batches still finish in order.
-    # Throughput is at most (events in flight) / (linger + round trip): 6 x 2048 events keep the
-    # exporter busy at about 500k events/s with the default linger. More in flight costs CPU: the
-    # messages and their reports fall out of the CPU caches (4 x 4096 cost 0.1-0.2 µs more per event,
-    # 8 x 2048 about 0.4; bench/kafka_throughput.py).
+    # Throughput is at most (events in flight) / (linger + round trip): 6 x 2048 events allow about
+    # 400k events/s with the default linger on the test VM. More in flight costs CPU: the messages and
+    # their reports fall out of the CPU caches (4 x 4096 cost 0.1-0.2 µs more per event, 8 x 2048
+    # 0.2-0.45; docs/kafka.md, bench/kafka_throughput.py).
     max_in_flight: int = Field(6, ge=1, le=64, description="exporter batches waiting for delivery reports")
 
     @field_validator("batch", mode="before")
