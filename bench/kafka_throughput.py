@@ -25,12 +25,12 @@ rounds) 0.91, 1.17 and 0.87 (before: 0.76, 0.91, 0.81). Process CPU per event ra
 3.49/4.18, 2.31/2.43 µs: 1.00, 0.83, 0.95 (before 0.68, 0.67, 0.71). Three more runs at load
 1.45-1.65: ratio 0.65, 0.78, 0.90, busiest thread 1.56/2.01, 1.98/2.01, 2.14/2.33 µs (0.78, 0.99,
 0.92). Three runs at the final head, load 1.6-1.7: 0.75, 0.81, 0.97 (busiest thread 0.86, 0.79,
-0.97). The target is met in 6 of 9 runs and missed by up to 0.15 when the machine is quieter: the raw loop then runs at up to 640k events/s
-while the exporter waits for delivery reports a quarter of the time (6 x 2048 events in flight, each
-batch waiting linger plus a round trip, caps it near 400k/s), and its thread costs a little more
-than the raw loop's: it does the same work (produce, now one C-level loop with positional arguments,
-and the reports) plus the JSON encoding (0.5 µs) the raw side never does (docs/kafka.md, "where the
-time goes").
+0.97). The target is met in 6 of 9 runs and missed by up to 0.15 when the machine is quieter: the
+raw loop then runs at up to 640k events/s while the exporter waits for delivery reports a quarter of
+the time (6 x 2048 events in flight, each batch waiting linger plus a round trip, caps it near
+400k/s), and its thread costs a little more than the raw loop's: it does the same work (produce, now
+one C-level loop with positional arguments, and the reports) plus the JSON encoding (0.5 µs) the raw
+side never does (docs/kafka.md, "where the time goes").
 """
 
 from __future__ import annotations
