@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 import string
 import time
+from collections import deque
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import repeat
+from operator import length_hint
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -203,6 +206,9 @@ def safe_topic(name: str) -> str:
 # --- configuration ------------------------------------------------------------------------------------
 
 
+BATCH_DEFAULTS = BatchConfig(max_events=2048, max_wait=0.5)
+
+
 class KafkaConfig(ExporterConfig, KafkaConnection):
     topic: str = Field("siemhub.events", description="topic template; placeholders: " + ", ".join(TEMPLATE_FIELDS))
     key: str = Field("{node}/{exec_id}", description="message key template; empty: no key (round-robin)")
@@ -214,10 +220,24 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     message_max_bytes: int = Field(1_000_000, ge=1000, description="larger messages are given up (dead letter)")
     delivery_timeout_ms: int = Field(30_000, ge=1000, description="librdkafka message.timeout.ms: a message not "
                                      "delivered by then comes back as a retryable failure")
-    batch: BatchConfig = BatchConfig(max_events=4096, max_wait=0.5)
+    batch: BatchConfig = BATCH_DEFAULTS
     # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
     # round trip) the next ones are already encoded and produced. Batches still finish in order.
-    max_in_flight: int = Field(4, ge=1, le=64, description="exporter batches waiting for delivery reports")
+    # Throughput is at most (events in flight) / (linger + round trip): 6 x 2048 events allow about
+    # 400k events/s with the default linger on the test VM. More in flight costs CPU: the messages and
+    # their reports fall out of the CPU caches (4 x 4096 cost 0.1-0.2 µs more per event, 8 x 2048
+    # 0.2-0.45; docs/kafka.md, bench/kafka_throughput.py).
+    max_in_flight: int = Field(6, ge=1, le=64, description="exporter batches waiting for delivery reports")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_defaults(cls, v):
+        # A partial `batch:` keeps the Kafka defaults for what it leaves out, not BatchConfig's generic
+        # ones: `batch: {max_wait: 1}` alone would otherwise mean 512-event batches, a quarter of the
+        # throughput.
+        if isinstance(v, dict):
+            return {"max_events": BATCH_DEFAULTS.max_events, "max_wait": BATCH_DEFAULTS.max_wait, **v}
+        return v
 
     @field_validator("topic", "key")
     @classmethod
@@ -301,19 +321,39 @@ def outcome_for_kafka_error(err: KafkaError) -> tuple[Outcome, str]:
 # --- payload --------------------------------------------------------------------------------------------
 
 PENDING, DELIVERED, FAILED = 0, 1, 2
+_DELIVERED = bytes((DELIVERED,))
 
 
-class KafkaBatch(list):
-    """The encoded batch: a list of (topic, key (str or None), value, headers). It also remembers,
-    across retries of the same payload, which messages were already delivered or given up, so a
-    retry re-sends only the rest (no duplicates of what Kafka already has)."""
+class KafkaBatch(Sequence):
+    """The encoded batch: one message per event, kept as four columns (topics, keys (str or None),
+    values, headers) that submit() hands to produce() in one C-level loop; read as a sequence it gives
+    (topic, key, value, headers) tuples. It also remembers, across retries of the same payload, which
+    messages were already delivered or given up, so a retry re-sends only the rest (no duplicates of
+    what Kafka already has)."""
 
-    __slots__ = ("state", "reasons")
+    __slots__ = ("topics", "keys", "values", "headers", "state", "reasons")
 
-    def __init__(self, messages) -> None:
-        super().__init__(messages)
-        self.state = bytearray(len(self))  # PENDING / DELIVERED / FAILED per message
+    def __init__(self, topics: list[str], keys: list[str | None], values: list[bytes], headers: list[list]) -> None:
+        if not len(topics) == len(keys) == len(values) == len(headers):
+            raise ValueError("columns of different lengths")
+        self.topics, self.keys, self.values, self.headers = topics, keys, values, headers
+        self.state = bytearray(len(values))  # PENDING / DELIVERED / FAILED per message
         self.reasons: dict[int, str] = {}
+
+    @classmethod
+    def of(cls, messages: Sequence[tuple]) -> KafkaBatch:
+        """From (topic, key, value, headers) tuples."""
+        columns = [list(c) for c in zip(*messages, strict=True)] if messages else [[], [], [], []]
+        return cls(*columns)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.topics[i], self.keys[i], self.values[i], self.headers[i]
+
+    def __iter__(self):
+        return zip(self.topics, self.keys, self.values, self.headers)
 
 
 class _Round:
@@ -324,7 +364,7 @@ class _Round:
 
     def __init__(self, payload: KafkaBatch, producer: Producer, deadline: float) -> None:
         self.payload, self.producer, self.deadline = payload, producer, deadline
-        self.produced: list[int] = []
+        self.produced: Sequence[int] = ()  # indices in the payload, set by submit()
         self.reports = 0
         self.errors: list[tuple[KafkaError, bytes | None]] = []
 
@@ -403,8 +443,12 @@ class KafkaExporter(Exporter):
         return h
 
     def encode(self, batch: Sequence[Event]) -> KafkaBatch:
-        # One C call encodes the whole batch; JSON lines never contain a raw newline inside a value.
-        values = self._format.encode_lines(batch).split(b"\n")
+        each = self._format.encode_each
+        if each is not None:
+            values = each(batch)
+        else:  # one C call encodes the batch; JSON lines never contain a raw newline inside a value
+            values = self._format.encode_lines(batch).split(b"\n")
+            values.pop()  # the b"" after the last newline
         topic_t, key_t = self._topic, self._key
         if topic_t.fields:
             topics = [safe_topic(topic_t.render(e)) for e in batch]
@@ -418,7 +462,7 @@ class KafkaExporter(Exporter):
         # Header lists are built once per event type and shared by its messages.
         now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
         headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
-        return KafkaBatch(zip(topics, keys, values, headers))  # values ends with b"" after the last newline
+        return KafkaBatch(topics, keys, values, headers)
 
     # --- send (I/O) ---
 
@@ -431,35 +475,35 @@ class KafkaExporter(Exporter):
 
     def submit(self, payload: KafkaBatch) -> _Round:
         """Produce the messages of `payload` not delivered yet; their reports are served by poll()."""
-        from confluent_kafka import KafkaException
-
         if not isinstance(payload, KafkaBatch):
-            payload = KafkaBatch(payload)
+            payload = KafkaBatch.of(payload)
         producer = self._producer
         if producer is None:
             producer = self._producer = self._new_producer()
         state = payload.state
         # message.timeout.ms bounds how long librdkafka keeps a message; send_timeout is a safety net.
         rnd = _Round(payload, producer, time.monotonic() + self.send_timeout)
-        produced = rnd.produced
-        on_delivery = rnd.on_delivery
-        produce = producer.produce
-        for i, (topic, key, value, headers) in enumerate(payload):
-            if state[i] != PENDING:
-                continue
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                    produced.append(i)
-                    break
-                except BufferError:  # librdkafka's queue is full: serve reports, then try again
-                    producer.poll(0.05)
-                except KafkaException as exc:  # refused before sending (too large, unknown topic...)
-                    outcome, reason = outcome_for_kafka_error(exc.args[0])
-                    if outcome is Outcome.GIVE_UP:
-                        state[i] = FAILED
-                        payload.reasons[i] = reason
-                    break  # RETRY: stays pending, the next send tries it again
+        columns = payload.topics, payload.values, payload.keys, payload.headers
+        n = len(state)
+        if state.count(PENDING) == n:  # the first attempt: every message, no index list
+            todo = None
+        else:  # a retry: only what has no outcome yet
+            todo = [i for i in range(n) if state[i] == PENDING]
+            columns = tuple([col[i] for i in todo] for col in columns)
+        refused = _produce_all(producer, rnd.on_delivery, *columns)
+        if not refused:
+            rnd.produced = range(n) if todo is None else todo
+            return rnd
+        # Refused before sending (too large, unknown topic...): given up now, or left pending for the
+        # next attempt (retryable).
+        out = set()
+        for pos, (outcome, reason) in refused.items():
+            i = pos if todo is None else todo[pos]
+            out.add(i)
+            if outcome is Outcome.GIVE_UP:
+                state[i] = FAILED
+                payload.reasons[i] = reason
+        rnd.produced = [i for i in (range(n) if todo is None else todo) if i not in out]
         return rnd
 
     def poll(self, rnd: _Round, timeout: float) -> SendResult | None:
@@ -478,6 +522,15 @@ class KafkaExporter(Exporter):
     def _settle(self, payload: KafkaBatch, rnd: _Round) -> SendResult:
         state = payload.state
         produced = rnd.produced
+        if not rnd.errors and rnd.reports >= len(produced):
+            # Every message produced has a report and none failed: the common case, in bulk.
+            if len(produced) == len(state):  # the whole batch, at its first attempt
+                state[:] = _DELIVERED * len(state)
+            else:
+                for i in produced:
+                    state[i] = DELIVERED
+            self._stalled = 0
+            return self._result(payload)
         failed: dict[int, tuple[Outcome, str]] = {}
         fatal = False
         if rnd.errors:
@@ -514,8 +567,47 @@ class KafkaExporter(Exporter):
             self._drop_producer()
         if missing:
             return SendResult(Outcome.RETRY, "kafka_no_delivery_report")
-        if PENDING in state:
+        return self._result(payload, retry_reason)
+
+    @staticmethod
+    def _result(payload: KafkaBatch, retry_reason: str = "") -> SendResult:
+        if PENDING in payload.state:
             return SendResult(Outcome.RETRY, retry_reason or "kafka_not_produced")
         if payload.reasons:
             return SendResult(Outcome.DONE, items=[(i, Outcome.GIVE_UP, r) for i, r in sorted(payload.reasons.items())])
         return DONE
+
+
+def _produce_all(producer: Producer, on_delivery, topics: list, values: list, keys: list,
+                 headers: list) -> dict[int, tuple[Outcome, str]]:
+    """produce() each message of the columns, in order; returns the positions produce() refused, with
+    their outcome. The loop runs in C (map over the columns, consumed by a zero-length deque) and the
+    arguments are positional: produce(topic, value, key, partition, callback, on_delivery, timestamp,
+    headers), partition -1 for the configured partitioner, timestamp 0 for now. A refusal stops the
+    map after it took message i from every column; `length_hint` of the values' iterator says which
+    i it was, and the map resumes with the next message."""
+    from confluent_kafka import KafkaException
+
+    n = len(values)
+    left = iter(values)
+    calls = map(producer.produce, topics, left, keys, repeat(-1), repeat(on_delivery), repeat(None), repeat(0),
+                headers)
+    refused: dict[int, tuple[Outcome, str]] = {}
+    while True:
+        try:
+            deque(calls, 0)
+            return refused
+        except BufferError:  # librdkafka's queue is full: serve reports, then try this message again
+            i = n - length_hint(left) - 1
+            while True:
+                producer.poll(0.05)
+                try:
+                    producer.produce(topics[i], values[i], keys[i], -1, on_delivery, None, 0, headers[i])
+                    break
+                except BufferError:
+                    continue
+                except KafkaException as exc:
+                    refused[i] = outcome_for_kafka_error(exc.args[0])
+                    break
+        except KafkaException as exc:  # refused before sending (too large, unknown topic...)
+            refused[n - length_hint(left) - 1] = outcome_for_kafka_error(exc.args[0])

@@ -15,6 +15,9 @@ class Format:
     name: str
     encode_lines: Callable[[Sequence[Event]], bytes]
     to_obj: Callable[[Event], Any]
+    # Optional: one JSON document per event, each exactly a line of encode_lines without its newline
+    # (exporters that send one message per event, Kafka). Without it they split encode_lines' output.
+    encode_each: Callable[[Sequence[Event]], list[bytes]] | None = None
 
 
 def _registry() -> dict[str, Format]:

@@ -9,9 +9,11 @@ from confluent_kafka import KafkaError, KafkaException
 from siemhub.collector import config
 from siemhub.collector.event import EVENT_BASE, Event, Node, Process
 from siemhub.exporters.base import Outcome
+from siemhub.exporters.formats import FORMATS
 from siemhub.exporters.kafka import (
     DELIVERED,
     FAILED,
+    KafkaBatch,
     KafkaExporter,
     Template,
     outcome_for_kafka_error,
@@ -79,6 +81,17 @@ def test_config_errors(extra, problem):
     assert problem in str(err.value) and "k.yaml:" in str(err.value)
 
 
+def test_a_partial_batch_section_keeps_the_kafka_defaults():
+    _, cfg = _cfg()
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (2048, 0.5)
+    _, cfg = _cfg("    batch: {max_wait: 1.5}")
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (2048, 1.5)
+    _, cfg = _cfg("    batch: {max_events: 100}")
+    assert (cfg.batch.max_events, cfg.batch.max_wait) == (100, 0.5)
+    with pytest.raises(Exception, match="max_event"):
+        _cfg("    batch: {max_event: 100}")  # unknown keys are still refused
+
+
 def test_template_and_topic_names():
     t = Template("siemhub.{type}.{node}")
     assert t.render(_event(1)) == "siemhub.process_exec.n1"
@@ -101,6 +114,15 @@ def test_encode_topic_key_headers():
     cls, cfg = _cfg("    key: ''\n    format: ocsf")
     batch = cls("k", cfg).encode([_event(1)])
     assert batch[0][1] is None and b'"class_uid":1007' in batch[0][2]
+
+
+@pytest.mark.parametrize("fmt", ["native", "ocsf"])  # native encodes each event, ocsf splits its lines
+def test_message_values_are_the_formats_json_lines(fmt):
+    cls, cfg = _cfg(f"    format: {fmt}")
+    events = [_event(1), _event(2, "process_exit", "ex2"), _event(3)]
+    lines = FORMATS[fmt].encode_lines(events).split(b"\n")
+    assert [m[2] for m in cls("k", cfg).encode(events)] == lines[:-1] and lines[-1] == b""
+    assert len(cls("k", cfg).encode([])) == 0
 
 
 @pytest.mark.parametrize("code, outcome", [
@@ -139,7 +161,9 @@ class FakeProducer:
         self.fate, self.refuse = fate, refuse or (lambda v: None)
         self.pending, self.produced = [], []
 
-    def produce(self, topic, value, key, headers=None, on_delivery=None):
+    def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
+                headers=None):  # confluent-kafka's signature: the exporter passes every argument by position
+        on_delivery = callback or on_delivery
         err = self.refuse(value)
         if err is not None:
             raise KafkaException(KafkaError(err))
@@ -187,6 +211,60 @@ def test_send_refused_at_produce_is_given_up():
     assert r.outcome is Outcome.DONE and r.items == [(0, Outcome.GIVE_UP, "kafka_msg_size_too_large")]
 
 
+class FullOnceProducer(FakeProducer):
+    """Raises BufferError (librdkafka's queue is full) the first time it is given each value in `full`;
+    counts the polls that made room."""
+
+    def __init__(self, fate, refuse=None, full=()):
+        super().__init__(fate, refuse)
+        self.full, self.polls = set(full), 0
+
+    def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
+                headers=None):
+        if value in self.full:
+            self.full.discard(value)
+            raise BufferError("Local: Queue full")
+        super().produce(topic, value, key, partition, callback, on_delivery, timestamp, headers)
+
+    def poll(self, timeout=None):
+        self.polls += 1
+        return super().poll(timeout)
+
+
+def test_refusals_and_a_full_queue_mid_batch_cost_only_their_own_message():
+    # produce() runs over the whole batch in one C loop; a refusal or a full queue in the middle must
+    # not skip, repeat or reorder the other messages, and each refusal lands on its own index.
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(i) for i in range(6)])
+    refuse = {b'"id":"id-1"': KafkaError.MSG_SIZE_TOO_LARGE, b'"id":"id-4"': KafkaError._TRANSPORT}
+    ex._producer = p = FullOnceProducer(
+        lambda v: None, refuse=lambda v: next((c for k, c in refuse.items() if k in v), None),
+        full=[payload[2][2], payload[5][2]])
+    r = ex.send(payload)
+    assert p.produced == [payload[i][2] for i in (0, 2, 3, 5)]  # in order, once each
+    assert p.polls >= 2  # a full queue is served before the same message is tried again
+    assert r.outcome is Outcome.RETRY and r.reason == "kafka_not_produced"  # id-4: retryable, still pending
+    assert list(payload.state) == [DELIVERED, FAILED, DELIVERED, DELIVERED, 0, DELIVERED]
+    # the retry sends only id-4; refused again, for good this time, it is given up under its own index
+    refuse[b'"id":"id-4"'] = KafkaError.TOPIC_AUTHORIZATION_FAILED
+    ex._producer = again = FakeProducer(lambda v: None, refuse=lambda v: next((c for k, c in refuse.items() if k in v), None))
+    r = ex.send(payload)
+    assert again.produced == []
+    assert r.outcome is Outcome.DONE and r.items == [(1, Outcome.GIVE_UP, "kafka_msg_size_too_large"),
+                                                      (4, Outcome.GIVE_UP, "kafka_topic_authorization_failed")]
+
+
+def test_payload_reads_as_messages_and_builds_from_them():
+    cls, cfg = _cfg()
+    payload = cls("k", cfg).encode([_event(0), _event(1)])
+    messages = list(payload)
+    assert len(payload) == 2 and messages[1] == payload[1] == payload[-1]
+    copy = KafkaBatch.of(messages)
+    assert list(copy) == messages and list(copy.state) == [0, 0]
+    assert len(KafkaBatch.of([])) == 0
+
+
 def test_tls_verification_is_on_by_default_and_turning_it_off_is_logged(caplog):
     _, cfg = _cfg("""    security:
       protocol: ssl
@@ -232,7 +310,7 @@ class HeldProducer(FakeProducer):
 def test_rounds_in_flight_are_answered_independently():
     cls, cfg = _cfg()
     ex = cls("k", cfg)
-    assert ex.max_in_flight == 4  # the default: the runner keeps up to 4 batches in flight
+    assert ex.max_in_flight == 6  # the default: the runner keeps up to 6 batches in flight
     first, second = ex.encode([_event(0), _event(1)]), ex.encode([_event(2), _event(3)])
     ex._producer = held = HeldProducer()
     t1, t2 = ex.submit(first), ex.submit(second)
