@@ -583,3 +583,41 @@ def test_load_falls_back_to_probe_reads_when_the_kernel_refuses_direct_loads(h, 
     h.sensor.load()
     assert [c.get("SH_PROBE_READ_ONLY") for c in calls] == [None, 1]
     assert h.cache.fork_source == h.sensor.fork_info
+
+
+# =================================================================================================
+# KernelSensor.poll: a burst is routed in chunks
+# =================================================================================================
+
+
+class _FakeRing:
+    def __init__(self, records: list[bytes]) -> None:
+        self.records = records
+        self.limits: list[int] = []
+
+    def wait(self, timeout: float) -> None:
+        pass
+
+    def drain(self, limit: int = 1 << 30) -> list[bytes]:
+        self.limits.append(limit)
+        out, self.records = self.records[:limit], self.records[limit:]
+        return out
+
+
+def test_a_burst_is_decoded_and_routed_a_chunk_at_a_time(h, monkeypatch):
+    """50,000 processes killed at once are 50,000 exit records in the ring: routed all at once they would
+    overrun the exporters' bounded queues (drops), so poll() takes them a chunk at a time, each routed
+    before the next is read, and stops after a bounded number of chunks (the rest waits in the ring)."""
+    from siemhub.collector.sensors import kernel
+
+    monkeypatch.setattr(kernel, "_CHUNK", 10)
+    monkeypatch.setattr(kernel, "_CHUNKS_PER_POLL", 3)
+    batches: list[int] = []
+    h.sensor.ctx.emit = lambda events: batches.append(len(events))
+    records = [exec_msg(1000 + i, ktime=(10 + i) * S, start=(10 + i) * S) for i in range(45)]
+    ring = _FakeRing(records)
+    h.sensor._rb, h.sensor._bpf, h.sensor._next_check = ring, object(), float("inf")
+    assert h.sensor.poll(0) == 30  # three chunks of 10, then the poll returns
+    assert batches == [10, 10, 10] and ring.limits == [10, 10, 10]
+    assert h.sensor.poll(0) == 15  # the rest: a chunk of 10, a short one ends the loop
+    assert batches == [10, 10, 10, 10, 5] and not ring.records
