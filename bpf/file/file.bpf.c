@@ -5,7 +5,8 @@
  * (bpf_task_pt_regs; the syscall does not change them), and only when they are needed (a watched path,
  * a failed open, a by-name operation). An unwatched open costs the descriptor lookup, the identity of
  * the file's directory and one cache lookup, read with direct (BTF-typed) loads where the verifier
- * allows them (see file_cached_direct), nothing else. Renames also run at sys_enter (verdict cache).
+ * allows them (see file_cached_direct), nothing else; one in the directory this CPU saw last costs
+ * no hash lookup either (memo_hit_direct, the fast path of on_open_exit). Renames also run at sys_enter (verdict cache).
  *
  * Path resolution (written backwards into a scratch buffer, the way the kernel's d_path does):
  *  - by file: opens that returned a descriptor, fchmod/fchown/ftruncate and writes take the struct file
@@ -461,6 +462,35 @@ static __always_inline int file_cached_direct(struct cctx *c, void *file)
 	return cache_says(c->gen, c->dentry, c->mnt, V_FILE, &c->self, V_NOMATCH);
 }
 
+/* The common case of an unwatched open, answered first and with as little as possible: the file's
+ * directory is the one this CPU last found NONE (the memo, see dir_none), with the same mount,
+ * identity (inode, name hash) and generation, and no rename is in flight. `file` comes from
+ * fd_embedded(). The cheap comparisons (directory and mount) come first: a miss costs no generation
+ * read. The `armed` flag need not be read: a memo is stored only with a generation from cache_gen(),
+ * never 0, and cache_gen() is 0 until armed. Anything else (another directory, a stale memo) falls
+ * back to file_cached_direct(), which asks the memo again and the hash. */
+static __always_inline int memo_hit_direct(void *file)
+{
+	u32 zero = 0, k1 = 1;
+	struct vmemo *lm = last.lookup(&zero);
+	if (!lm)
+		return 0;
+	void *dentry = LDP(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
+	if (!dentry)
+		return 0;
+	void *parent = LDP(dentry, OFF_DENTRY_PARENT);
+	if (lm->dentry != (u64)parent || parent == dentry ||
+	    lm->mnt != (u64)LDP(file, OFF_FILE_F_PATH + OFF_PATH_MNT))
+		return 0;
+	u64 *g = state.lookup(&zero);
+	u64 *busy = state.lookup(&k1);
+	u64 *u = ugen.lookup(&zero);
+	if (!g || !busy || !u || *busy || lm->gen != *g + *u + 1)
+		return 0;
+	return lm->inode == (u64)LDP(parent, OFF_DENTRY_INODE) &&
+	       lm->hash_len == *(u64 *)((char *)parent + OFF_DENTRY_NAME + OFF_QSTR_HASH_LEN);
+}
+
 /* 1 when the cache proves that nothing inside directory (dentry, mnt) is watched. */
 static __always_inline int dir_cached(struct cctx *c, void *dentry, void *vfsmnt)
 {
@@ -790,7 +820,8 @@ static __always_inline void open_flags(void *regs, int kind, u32 *flags, u32 *mo
 	}
 }
 
-static __always_inline int on_open_exit(long ret, int kind)
+/* Every other open: a larger descriptor table, a directory not in the memo, a failed open. */
+static __always_inline int on_open_slow(long ret, int kind)
 {
 	void *task;
 	void *file = 0;
@@ -889,6 +920,26 @@ static __always_inline int on_open_exit(long ret, int kind)
 	}
 	finish(s, task, enf, enforce, rule);
 	return 0;
+}
+
+/* Opens: the fast path (an opened descriptor in the embedded table, in the directory of the memo)
+ * is kept apart from everything else so that it compiles to a short, straight run of instructions:
+ * one helper call (bpf_get_current_task_btf) and nine loads. Measured with bench/file_storm.py, this
+ * took the tight open loop's program from ~105 to ~95 ns a run (bpf_stats; an empty program: ~60). */
+static __always_inline int on_open_exit(long ret, int kind)
+{
+	if (ret >= 0 && ret < SH_FD_EMBEDDED) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		void *files = LDP(t, OFF_TASK_FILES);
+		if ((u64)LDP(files, OFF_FILES_FDT) == (u64)files + OFF_FILES_FDTAB) {
+			void *f = fd_embedded(files, (u32)ret);
+			if (f && memo_hit_direct(f)) {
+				count(ST_SKIP_CACHED);
+				return 0;
+			}
+		}
+	}
+	return on_open_slow(ret, kind);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return on_open_exit(args->ret, K_OPENAT); }
