@@ -143,22 +143,28 @@ def _bpftool(*argv: str):
 
 
 def kernel_counters(agent_pid: int) -> dict[str, int]:
-    """The file sensor's per-CPU `stats` map (bpf/file/file.bpf.c ST_*), found through the agent's own
-    programs (other agents on the machine have maps of the same name)."""
+    """The file sensor's per-CPU `stats` map (bpf/file/file.bpf.c ST_*) plus the fast path's count in the
+    `last` memo, found through the agent's own programs (other agents have maps of the same names)."""
     progs = {a["prog_id"] for a in _bpftool("perf", "show") if a.get("pid") == agent_pid}
     map_ids = set()
     for p in _bpftool("prog", "show"):
         if p["id"] in progs:
             map_ids.update(p.get("map_ids", []))
+    out: dict[str, int] = {}
+    memo_skips = 0
     for mid in sorted(map_ids):
-        if _bpftool("map", "show", "id", str(mid)).get("name") == "stats":
-            out = {}
+        name = _bpftool("map", "show", "id", str(mid)).get("name")
+        if name == "stats":
             for e in _bpftool("map", "dump", "id", str(mid)):
                 key = _int(e["key"])
                 if key < len(STATS):
                     out[STATS[key]] = sum(_int(v["value"]) for v in e["values"])
-            return out
-    return {}
+        elif name == "last":  # the per-CPU memo: its first u64 counts the opens of the fast path
+            memo_skips = sum(_int(v["value"][:8]) for e in _bpftool("map", "dump", "id", str(mid))
+                             for v in e["values"])
+    if out:
+        out["cache_skips"] = out.get("cache_skips", 0) + memo_skips
+    return out
 
 
 def _int(v) -> int:

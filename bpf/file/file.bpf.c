@@ -135,6 +135,8 @@ struct dblock {
 
 /* the last directory found NONE on this CPU: consecutive opens in one directory skip the hash lookup */
 struct vmemo {
+	u64 skips;                         /* opens answered by the fast path (counted here: its cache line
+					      is loaded anyway); user space adds them to ST_SKIP_CACHED */
 	u64 dentry;
 	u64 mnt;
 	u64 gen;
@@ -172,9 +174,10 @@ BPF_TABLE("lru_hash", u32, u8, wprocs, 16384);           /* processes holding su
 BPF_LPM_TRIE(watch, struct lpm_key, struct watch_val, 4096);
 BPF_LPM_TRIE(below, struct lpm_key, u32, 4096);          /* "A/" with watch entries below -> its length */
 BPF_TABLE("lru_hash", struct vkey, struct vval, vcache, SH_VCACHE_ENTRIES);
-BPF_ARRAY(state, u64, 3);                                /* [0] kernel generation, [1] renames in flight,
-							    [2] armed: set by user space once all is attached */
-BPF_ARRAY(ugen, u64, 1);                                 /* user space generation (watch-set changes) */
+BPF_ARRAY(state, u64, 4);                                /* [0] kernel generation, [1] renames in flight,
+							    [2] armed: set by user space once all is attached,
+							    [3] user space generation (watch-set changes);
+							    one cache line for the fast path */
 BPF_HASH(holds, u64, u8, 4096);                          /* renames in flight: thread id or io_uring req */
 BPF_PERCPU_ARRAY(last, struct vmemo, 1);
 
@@ -218,11 +221,11 @@ static __always_inline u64 cache_gen(void)
 {
 	/* (not armed yet: renames are not held, so the cache is not used either) */
 	u32 k0 = 0, k1 = 1;
-	u32 k2 = 2;
+	u32 k2 = 2, k3 = 3;
 	u64 *g = state.lookup(&k0);
 	u64 *busy = state.lookup(&k1);
 	u64 *armed = state.lookup(&k2);
-	u64 *u = ugen.lookup(&k0);
+	u64 *u = state.lookup(&k3);
 	if (!g || !busy || !armed || !u || *busy || !*armed)
 		return 0;
 	return *g + *u + 1;
@@ -471,7 +474,7 @@ static __always_inline int file_cached_direct(struct cctx *c, void *file)
  * back to file_cached_direct(), which asks the memo again and the hash. */
 static __always_inline int memo_hit_direct(void *file)
 {
-	u32 zero = 0, k1 = 1;
+	u32 zero = 0, k1 = 1, k3 = 3;
 	struct vmemo *lm = last.lookup(&zero);
 	if (!lm)
 		return 0;
@@ -484,11 +487,14 @@ static __always_inline int memo_hit_direct(void *file)
 		return 0;
 	u64 *g = state.lookup(&zero);
 	u64 *busy = state.lookup(&k1);
-	u64 *u = ugen.lookup(&zero);
+	u64 *u = state.lookup(&k3);
 	if (!g || !busy || !u || *busy || lm->gen != *g + *u + 1)
 		return 0;
-	return lm->inode == (u64)LDP(parent, OFF_DENTRY_INODE) &&
-	       lm->hash_len == *(u64 *)((char *)parent + OFF_DENTRY_NAME + OFF_QSTR_HASH_LEN);
+	if (lm->inode != (u64)LDP(parent, OFF_DENTRY_INODE) ||
+	    lm->hash_len != *(u64 *)((char *)parent + OFF_DENTRY_NAME + OFF_QSTR_HASH_LEN))
+		return 0;
+	lm->skips += 1;
+	return 1;
 }
 
 /* 1 when the cache proves that nothing inside directory (dentry, mnt) is watched. */
@@ -933,10 +939,8 @@ static __always_inline int on_open_exit(long ret, int kind)
 		void *files = LDP(t, OFF_TASK_FILES);
 		if ((u64)LDP(files, OFF_FILES_FDT) == (u64)files + OFF_FILES_FDTAB) {
 			void *f = fd_embedded(files, (u32)ret);
-			if (f && memo_hit_direct(f)) {
-				count(ST_SKIP_CACHED);
-				return 0;
-			}
+			if (f && memo_hit_direct(f))
+				return 0;  /* (counted in the memo) */
 		}
 	}
 	return on_open_slow(ret, kind);
