@@ -930,8 +930,9 @@ static __always_inline int on_open_slow(long ret, int kind)
 
 /* Opens: the fast path (an opened descriptor in the embedded table, in the directory of the memo)
  * is kept apart from everything else so that it compiles to a short, straight run of instructions:
- * one helper call (bpf_get_current_task_btf) and nine loads. Measured with bench/file_storm.py, this
- * took the tight open loop's program from ~105 to ~95 ns a run (bpf_stats; an empty program: ~60). */
+ * one helper call (bpf_get_current_task_btf) and nine loads. Measured with bench/file_ab.py, this took
+ * the tight open loop's program from ~100 to ~89 ns a run (bpf_stats; an empty program: ~60, one that
+ * only calls the helper: ~70-76). */
 static __always_inline int on_open_exit(long ret, int kind)
 {
 	if (ret >= 0 && ret < SH_FD_EMBEDDED) {
