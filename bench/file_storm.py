@@ -16,11 +16,12 @@ events that reached user space for unwatched paths (target 0), in-kernel run tim
 the sensor's BPF + agent CPU as a share of the workload's own CPU (target <= 3%), the whole slowdown
 against the baseline (it includes the syscall-tracepoint machinery), the kernel's skip counters, and
 the detection rate of writes to watched files (target 100%). Run as root:
-`.venv/bin/python bench/file_storm.py`. Two runs (2-core VM shared with other sessions), BPF per
-iteration and BPF + agent as a share of the workload's CPU: tight loop 108/101 ns (3.8%/3.6% of its
-~3 us), walk 102/103 ns (2.5%/3.5%), churn 571/545 ns (2.4%/2.4%), large table 223/218 ns (7.5%/8.5%),
-missing names 244/226 ns (19%/17%); 0 unwatched events; 1000/1000 watched writes. Before the verdict
-cache: 1,748 ns per open of the tight loop.
+`.venv/bin/python bench/file_storm.py`. Figures (2-core VM shared with other sessions), BPF per iteration
+and BPF + agent as a share of the workload's CPU: tight loop 91/93/87 ns (3.3%/3.9%/3.5% of its
+2.5-2.8 us; one full run and two `--only existing` runs), walk 95 ns (2.5%), churn 579 ns (2.4%), large
+table 219 ns (7.9%), missing names 232 ns (18.8%); 0 unwatched events; 1000/1000 watched writes. Before
+the fast path of on_open_exit (ac6e4ea): tight loop 108/101/104 ns (3.8%/3.6%/3.8%); paired with
+bench/file_ab.py: 99.8 -> 88.6 ns a run. Before the verdict cache: 1,748 ns per open of the tight loop.
 """
 
 from __future__ import annotations
@@ -143,22 +144,28 @@ def _bpftool(*argv: str):
 
 
 def kernel_counters(agent_pid: int) -> dict[str, int]:
-    """The file sensor's per-CPU `stats` map (bpf/file/file.bpf.c ST_*), found through the agent's own
-    programs (other agents on the machine have maps of the same name)."""
+    """The file sensor's per-CPU `stats` map (bpf/file/file.bpf.c ST_*) plus the fast path's count in the
+    `last` memo, found through the agent's own programs (other agents have maps of the same names)."""
     progs = {a["prog_id"] for a in _bpftool("perf", "show") if a.get("pid") == agent_pid}
     map_ids = set()
     for p in _bpftool("prog", "show"):
         if p["id"] in progs:
             map_ids.update(p.get("map_ids", []))
+    out: dict[str, int] = {}
+    memo_skips = 0
     for mid in sorted(map_ids):
-        if _bpftool("map", "show", "id", str(mid)).get("name") == "stats":
-            out = {}
+        name = _bpftool("map", "show", "id", str(mid)).get("name")
+        if name == "stats":
             for e in _bpftool("map", "dump", "id", str(mid)):
                 key = _int(e["key"])
                 if key < len(STATS):
                     out[STATS[key]] = sum(_int(v["value"]) for v in e["values"])
-            return out
-    return {}
+        elif name == "last":  # the per-CPU memo: its first u64 counts the opens of the fast path
+            memo_skips = sum(_int(v["value"][:8]) for e in _bpftool("map", "dump", "id", str(mid))
+                             for v in e["values"])
+    if out:
+        out["cache_skips"] = out.get("cache_skips", 0) + memo_skips
+    return out
 
 
 def _int(v) -> int:

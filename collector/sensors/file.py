@@ -66,7 +66,7 @@ OFFSETS = {
 # carry arguments 0-4 on each architecture (the syscall does not change them).
 _ARG_REGS = {"x86_64": ("di", "si", "dx", "r10", "r8")}
 _IO_URING_OFFSET = {"OFF_IO_KIOCB_OPCODE": ("io_kiocb", "opcode")}
-_MAPS = ["events", "lost", "killed", "watch", "below", "ugen", "stats", "state"]
+_MAPS = ["events", "lost", "killed", "watch", "below", "stats", "state", "last"]
 _TRACEFS = "/sys/kernel/tracing/events/syscalls"
 _IO_URING_TRACEFS = "/sys/kernel/tracing/events/io_uring"
 # per-CPU counters of the kernel side (bpf/file/file.bpf.c ST_*), by index
@@ -283,9 +283,9 @@ class FileSensor(KernelSensor):
                  f": {', '.join(missing[:8])}" if missing else "")
 
     def _bump_generation(self) -> None:
-        gmap = self._bpf.maps["ugen"]
-        cur = gmap.lookup(_u32(0))
-        gmap.update(_u32(0), struct.pack("<Q", (struct.unpack("<Q", cur)[0] if cur else 0) + 1))
+        gmap = self._bpf.maps["state"]  # [3]: the user space generation (bpf/file/file.bpf.c)
+        cur = gmap.lookup(_u32(3))
+        gmap.update(_u32(3), struct.pack("<Q", (struct.unpack("<Q", cur)[0] if cur else 0) + 1))
 
     def ready(self, raw: list[bytes]) -> list[Event]:
         events = self.decode(raw) if raw else []
@@ -301,6 +301,8 @@ class FileSensor(KernelSensor):
         self.killed = sum(self._bpf.maps["killed"].lookup_percpu_u64(_u32(0)))
         smap = self._bpf.maps["stats"]
         self.kernel_stats = {name: sum(smap.lookup_percpu_u64(_u32(i))) for i, name in enumerate(_STATS)}
+        # opens answered by the fast path are counted in the per-CPU memo (its first field)
+        self.kernel_stats["cache_skips"] += sum(self._bpf.maps["last"].lookup_percpu_u64(_u32(0)))
         held = self._bpf.maps["state"].lookup(_u32(1))
         # renames in flight (the cache is off while > 0): a value that stays up means a lost release
         self.kernel_stats["cache_holds"] = struct.unpack("<Q", held)[0] if held else 0

@@ -356,3 +356,65 @@ def test_small_and_large_descriptor_tables(file_agent):
         assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "open" and f["path"] == p, 1), mode
         assert _wait_count(file_agent, lambda f, p=path: f["operation"] == "write" and f["path"] == p, 1), mode
     assert not _file_events(file_agent, lambda f: f["path"].startswith(str(u)))
+
+
+MEMO = r"""
+import os, sys
+unwatched_a, unwatched_b, watched = sys.argv[1:]
+with open("/proc/self/status") as f:
+    size = int(next(line for line in f if line.startswith("FDSize:")).split()[1])
+assert size <= 64, f"descriptor table of {size}: the fast path would not run"
+def warm(d):
+    for _ in range(20):
+        for i in range(5):
+            with open(os.path.join(d, "f%d" % i)) as f:
+                f.read()
+warm(unwatched_a)
+moved = os.path.join(watched, os.path.basename(unwatched_a))
+os.rename(unwatched_a, moved)
+with open(os.path.join(moved, "f0"), "a") as f:
+    f.write("after the rename\n")
+warm(unwatched_b)
+print("ready", flush=True)
+sys.stdin.readline()
+with open(os.path.join(unwatched_b, "f0"), "a") as f:
+    f.write("after the watch change\n")
+"""
+
+
+def test_fast_path_memo_follows_renames_and_watch_changes(file_agent):
+    """The per-CPU memo of the last unwatched directory answers most opens of a process with a small
+    descriptor table (on_open_exit's fast path): a rename of that directory into the watched tree, and a
+    watch-set change that covers it, must both make the next write there visible at once, from the
+    same process, while the memo is warm."""
+    tag = time.monotonic_ns()
+    u, w = file_agent.dirs["unwatched"], file_agent.dirs["watched"]
+    a, b = u / f"memo-a-{tag}", u / f"memo-b-{tag}"
+    for d in (a, b):
+        d.mkdir()
+        for i in range(5):
+            (d / f"f{i}").write_text("x")
+    sensor = _sensor(file_agent)
+    old_watch, old_enforce = list(sensor.config.watch), list(sensor.config.enforce)
+    before = _kernel_stats(file_agent)
+    child = subprocess.Popen(["/bin/sh", "-c", f'("{sys.executable}" -c "$0" {a} {b} {w})', MEMO],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        sensor.set_watch(old_watch + [f"{b}/"], old_enforce)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        sensor.set_watch(old_watch, old_enforce)
+    assert _kernel_stats(file_agent)["cache_skips"] - before["cache_skips"] >= 150
+    for path in (str(w / a.name / "f0"), str(b / "f0")):
+        found = _wait_count(file_agent, lambda f, p=path: f["operation"] == "write" and f["path"] == p, 1)
+        assert found, f"the write to {path} was not reported"
+    # the warm-up opens were never reported (the rename itself names the old path)
+    assert not _file_events(file_agent, lambda f: f["operation"] != "rename" and f["path"].startswith(str(a)))
+    assert not _file_events(file_agent, lambda f: f["path"].startswith(str(b)) and f["operation"] == "open"
+                            and f["path"] != str(b / "f0"))
