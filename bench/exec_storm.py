@@ -224,7 +224,7 @@ def main() -> None:
         kernel_per_exec = sum(rt / rc for rt, rc in kernel.values() if rc) / 1e9
         print(f"kernel total per exec (exec+fork+exit programs): {kernel_per_exec * 1e6:.2f} us")
         total = (agent_cpu / max(all_execs, 1) + kernel_per_exec) * args.execs
-        print(f"overhead: agent+BPF CPU for our {args.execs} execs {total:.2f}s = {100 * total / work_cpu:.1f}% "
+        print(f"overhead: agent+BPF CPU for our {args.execs} execs {total:.2f}s = {100 * total / work_cpu:.2f}% "
               "of the workload's CPU")
     events_bytes = out.stat().st_size
     total_events = sum(r[10] + r[11] for r in results)
