@@ -65,10 +65,14 @@ def make_events(n: int) -> list[Event]:
     return out
 
 
+EXTRA = ""  # --exporter-config: more exporter settings, to compare (e.g. "max_in_flight: 8")
+
+
 def bench_config(bootstrap: str, topic: str, linger_ms: float | None = None, redact: bool = False):
     """The exporter's configuration: its defaults, but a 10 ms batch wait (docstring) and, if given,
     another linger. The raw producer takes its librdkafka settings from the same configuration."""
     linger = f", linger_ms: {linger_ms}" if linger_ms is not None else ""
+    linger += f", {EXTRA}" if EXTRA else ""
     return config.parse(f"""
 exporters:
   k: {{type: kafka, brokers: ["{bootstrap}"], topic: "{topic}", batch: {{max_wait: 0.01}},
@@ -122,7 +126,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--linger-ms", type=float, default=None, help="both sides (default: the exporter's default)")
+    ap.add_argument("--exporter-config", default="", metavar="YAML",
+                    help='more exporter settings, e.g. "max_in_flight: 8" (librdkafka ones reach the raw side too)')
     args = ap.parse_args()
+    global EXTRA
+    EXTRA = args.exporter_config
     events = make_events(args.events)
     gc.freeze()  # as the agent does once it started (collector/agent.py)
     gc.set_threshold(50_000, 20, 50)
