@@ -64,6 +64,8 @@ def _process_table(prefix: str) -> dict[str, dict]:
         f"{prefix}.entity_id": _KW,
         f"{prefix}.pid": _LONG,
         f"{prefix}.thread.id": _LONG,
+        f"{prefix}.thread.capabilities.effective": _KW,
+        f"{prefix}.thread.capabilities.permitted": _KW,
         f"{prefix}.executable": _KW_TEXT,
         f"{prefix}.name": _KW_TEXT,
         f"{prefix}.args": _KW,
@@ -210,6 +212,11 @@ def _process_fields(p: Process) -> dict[str, Any]:
     d: dict[str, Any] = {"entity_id": p.exec_id, "pid": p.pid}
     if p.tid is not None:
         d["thread"] = {"id": p.tid}
+    caps = p.caps
+    if caps is not None and (caps.effective or caps.permitted):
+        # ECS process.thread.capabilities.*: the names, as the kernel's capability set of the thread
+        c = {k: v for k, v in (("effective", caps.effective), ("permitted", caps.permitted)) if v}
+        d.setdefault("thread", {})["capabilities"] = c
     if p.binary:
         d["executable"] = p.binary
         d["name"] = p.binary.rsplit("/", 1)[-1]

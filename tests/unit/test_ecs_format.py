@@ -242,3 +242,26 @@ def test_dns_query_fields():
     assert doc["destination"] == {"ip": "10.0.0.53", "port": 53} and doc["source"]["port"] == 41000
     assert doc["siemhub"]["dns"] == {"flags": ["escaped_name"]}
     assert doc["process"]["entity_id"] == "bm9kZS1hOjcwMDA6NDI0Mg=="
+
+
+def test_capabilities_go_to_ecs_thread_capabilities(ecs_flat):
+    """ECS process.thread.capabilities.{effective,permitted}: arrays of CAP_* names (the reference's
+    pattern), mapped as keywords; a process without capabilities has none."""
+    import re
+
+    from siemhub.collector.event import EVENT_BASE, Caps, Event, Node, Process
+
+    ref = ecs_flat
+    p = Process(exec_id="e", pid=7, tid=7, binary="/usr/bin/ping",
+                caps=Caps(effective=["CAP_NET_RAW"], permitted=["CAP_NET_RAW", "CAP_NET_ADMIN"]))
+    doc = ecs.to_ecs(Event(id="i", time="2024-01-02T03:04:05.000000006Z", type="process_exec", node=Node(name="n"),
+                           process=p, **EVENT_BASE))
+    assert doc["process"]["thread"] == {"id": 7, "capabilities": {"effective": ["CAP_NET_RAW"],
+                                                                  "permitted": ["CAP_NET_RAW", "CAP_NET_ADMIN"]}}
+    for kind in ("effective", "permitted"):
+        assert ecs.FIELDS[f"process.thread.capabilities.{kind}"]["type"] == ref[f"process.thread.capabilities.{kind}"]["type"]
+        pattern = ref[f"process.thread.capabilities.{kind}"]["pattern"]
+        assert all(re.fullmatch(pattern, c) for c in doc["process"]["thread"]["capabilities"][kind])
+    bare = ecs.to_ecs(Event(id="j", time="2024-01-02T03:04:05.000000006Z", type="process_exec", node=Node(name="n"),
+                            process=Process(exec_id="f", pid=8, tid=8), **EVENT_BASE))
+    assert bare["process"]["thread"] == {"id": 8}
