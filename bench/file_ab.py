@@ -22,7 +22,6 @@ A 99.8 ns, B 88.6 ns per run (-11.3%); B faster in 6 of 6 rounds (attached first
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -31,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from file_storm import WORKLOAD_C  # bench/file_storm.py
-from measure import bpf_stats, write_agent_config  # bench/measure.py
+from file_storm import prepare  # bench/file_storm.py
+from measure import bpf_stats  # bench/measure.py
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = "bpf/file/file.bpf.c"
@@ -86,17 +85,7 @@ def main() -> None:
     # programs had a 3-entry `state` (and a `ugen` map, then never bumped: the benchmark changes no watch).
     a_src.write_text(a_text.replace("BPF_ARRAY(state, u64, 3);", "BPF_ARRAY(state, u64, 4);"))
     b_src = REPO / PROGRAM
-    tree, watched = tmp / "tree", tmp / "watched"
-    watched.mkdir()
-    for d in range(100):
-        (tree / f"d{d}").mkdir(parents=True)
-        for f in range(100):
-            (tree / f"d{d}" / f"f{f}").write_bytes(b"x" * 64)
-    (tmp / "w.c").write_text(WORKLOAD_C)
-    exe = str(tmp / "w")
-    subprocess.run(["gcc", "-O2", "-o", exe, str(tmp / "w.c")], check=True)
-    default_watch = __import__("siemhub.collector.config", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
-    cfg, _ = write_agent_config(tmp, "  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]))
+    tree, _, exe, cfg, _ = prepare(tmp)
 
     def workload() -> None:  # forked by a shell: a small descriptor table, as in file_storm.py
         subprocess.run(["/bin/sh", "-c", '"$0" "$@"; exit $?', exe, "existing", str(tree), str(args.opens)],

@@ -176,6 +176,24 @@ def _int(v) -> int:
 STATS = ("cache_skips", "paths_resolved", "paths_matched", "cache_stores", "cache_invalidations")
 
 
+def prepare(tmp: Path) -> tuple[Path, Path, str, Path, Path]:
+    """Under tmp: 10,000 unwatched files in 100 directories, a watched directory, the C workload built,
+    and an agent config (file sensor: the default watch list plus the watched directory).
+    Returns (tree, watched, workload executable, agent config, agent output)."""
+    tree, watched = tmp / "tree", tmp / "watched"
+    watched.mkdir()
+    for d in range(100):
+        (tree / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            (tree / f"d{d}" / f"f{f}").write_bytes(b"x" * 64)
+    (tmp / "w.c").write_text(WORKLOAD_C)
+    exe = str(tmp / "w")
+    subprocess.run(["gcc", "-O2", "-o", exe, str(tmp / "w.c")], check=True)
+    default_watch = __import__("siemhub.collector.config", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
+    cfg, out = write_agent_config(tmp, "  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]))
+    return tree, watched, exe, cfg, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--opens", type=int, default=1_000_000, help="iterations of the open workloads")
@@ -188,17 +206,7 @@ def main() -> None:
     workloads = [w for w in WORKLOADS if not args.only or w[0] in args.only]
     siemhub = Path(sys.executable).with_name("siemhub")
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-filestorm-"))
-    tree, watched = tmp / "tree", tmp / "watched"
-    watched.mkdir()
-    for d in range(100):
-        (tree / f"d{d}").mkdir(parents=True)
-        for f in range(100):
-            (tree / f"d{d}" / f"f{f}").write_bytes(b"x" * 64)
-    (tmp / "w.c").write_text(WORKLOAD_C)
-    exe = str(tmp / "w")
-    subprocess.run(["gcc", "-O2", "-o", exe, str(tmp / "w.c")], check=True)
-    default_watch = __import__("siemhub.collector.config", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
-    cfg, out = write_agent_config(tmp, "  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]))
+    tree, watched, exe, cfg, out = prepare(tmp)
     iters = {m: max(1, int(args.opens * share)) for m, share, _ in workloads}
     for m, _, _ in workloads:  # warm the dentry cache (negative entries too): runs compare alike
         run_workload(exe, m, tree, iters[m])
@@ -267,7 +275,8 @@ def main() -> None:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
 
     runs(base)  # after: the least of the runs before and after
-    print(f"file storm: watch list of {len(default_watch) + 1} paths; least of {args.repeat} runs per setting "
+    from siemhub.collector.config import DEFAULT_FILE_WATCH
+    print(f"file storm: watch list of {len(DEFAULT_FILE_WATCH) + 1} paths; least of {args.repeat} runs per setting "
           f"({2 * args.repeat} without the sensor)")
     print(f"events for unwatched paths that reached user space: {unwatched} (target 0)")
     for mode, _, what in workloads:
