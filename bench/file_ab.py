@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 from file_storm import prepare  # bench/file_storm.py
-from measure import bpf_stats  # bench/measure.py
+from measure import bpf_stats, stop_agent  # bench/measure.py
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = "bpf/file/file.bpf.c"
@@ -57,15 +56,6 @@ def start_agent(program: Path, cfg: Path) -> subprocess.Popen:
         time.sleep(0.3)
     time.sleep(1.0)  # the remaining programs and the watch list
     return proc
-
-
-def stop_agent(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
+from measure import bpf_stats, clean_up, proc_cpu, stop_agent, write_agent_config  # bench/measure.py
 
 
 WORKLOAD_C = r"""
@@ -266,12 +266,7 @@ def main() -> None:
             time.sleep(0.3)
         unwatched = count(out, str(tree))
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        try:
-            agent.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, signal.SIGKILL)
-            agent.wait()
+        stop_agent(agent)
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
 
     runs(base)  # after: the least of the runs before and after

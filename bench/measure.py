@@ -65,3 +65,15 @@ def clean_up(tmp: Path, agent) -> None:
     err = agent.stderr.read() if agent is not None and agent.stderr else ""
     if err.strip():
         print("agent stderr (tail):", *err.strip().splitlines()[-3:], sep="\n  ")
+
+
+def stop_agent(proc) -> None:
+    """SIGTERM the agent's process group (started with start_new_session), SIGKILL after 30 s."""
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
