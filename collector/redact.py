@@ -96,6 +96,8 @@ def _mask_group(name: str):
 
 
 _UNSEEN = object()
+_VERDICT_ARGS_MAX = 64
+_VERDICT_CHARS_MAX = 4 << 20
 
 
 def _basename(p: Process) -> str:
@@ -118,6 +120,7 @@ class Redactor:
         # (tool, *args) -> the redacted arguments, or None when nothing changes. A redacted list is
         # shared by the images that have it: processes are immutable once built.
         self._verdicts: dict[tuple[str, ...], list[str] | None] = {}
+        self._verdict_chars = 0  # characters held by the keys: the memo stays within a few MB
 
     @classmethod
     def from_config(cls, cfg: RedactConfig | None) -> Redactor | None:
@@ -167,14 +170,19 @@ class Redactor:
         # Hosts run the same command lines over and over (shells, cron, probes, build steps): the verdict
         # for an argument list is computed once (the checks cost ~0.9 us, the look-up ~0.2).
         tool = _basename(p)
-        key = (tool, *p.args)
-        verdicts = self._verdicts
-        args = verdicts.get(key, _UNSEEN)
-        if args is _UNSEEN:
+        if len(p.args) > _VERDICT_ARGS_MAX:  # long lists: not kept (4,096 of them could hold gigabytes)
             args = self.args(p.args, tool)
-            if len(verdicts) >= 4096:
-                verdicts.clear()
-            verdicts[key] = args
+        else:
+            key = (tool, *p.args)
+            verdicts = self._verdicts
+            args = verdicts.get(key, _UNSEEN)
+            if args is _UNSEEN:
+                args = self.args(p.args, tool)
+                if len(verdicts) >= 4096 or self._verdict_chars > _VERDICT_CHARS_MAX:
+                    verdicts.clear()
+                    self._verdict_chars = 0
+                verdicts[key] = args
+                self._verdict_chars += sum(map(len, key))
         if args is None:
             return p
         flags = p.flags if "redacted" in p.flags else [*p.flags, "redacted"]

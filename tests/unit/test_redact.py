@@ -201,3 +201,18 @@ def test_same_command_line_in_new_images_is_checked_once_with_the_right_tool(mon
                                                        args=["mysql", "-uroot", "-phunter2"]))
     assert r.apply([other]) == 0 and other.process.args == ["mysql", "-uroot", "-phunter2"]
     assert calls == ["mysql", "ls"]
+
+
+def test_long_command_lines_are_checked_but_not_kept():
+    """The verdict memo holds short command lines only: a host running many distinct 10,000-argument
+    execs must not grow it by megabytes each."""
+    r = Redactor()
+    args = ["tool", *[f"file{i}.c" for i in range(100)], "--password=hunter2"]
+    e = Event(id="x", time="t", type="process_exec", schema_version=SCHEMA_VERSION, severity="info",
+              node=Node(name="n"), process=Process(exec_id="l", pid=1, binary="/usr/bin/tool", args=args))
+    assert r.apply([e]) == 1 and e.process.args[-1] == f"--password={MASK}"
+    assert r._verdicts == {}
+    short = Event(id="y", time="t", type="process_exec", schema_version=SCHEMA_VERSION, severity="info",
+                  node=Node(name="n"), process=Process(exec_id="s", pid=2, binary="/bin/ls", args=["ls", "-l"]))
+    r.apply([short])
+    assert list(r._verdicts) == [("ls", "ls", "-l")]
