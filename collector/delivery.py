@@ -31,6 +31,7 @@ so during an outage events wait in the buffer instead of being dead-lettered bat
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import random
@@ -259,6 +260,8 @@ class ExporterRunner:
         self._drop_lock = threading.Lock()  # producers, the worker and stop() all count drops
         self._put_lock = threading.Lock()  # sources and dead-letter forwarding may put concurrently
         self._thread = threading.Thread(target=self._run, name=f"exporter-{self.name}", daemon=True)
+        # Exporter plugins written before poll() took `idle` keep working.
+        self._poll_idle = "idle" in inspect.signature(exporter.poll).parameters
         m = metrics
         self._m_routed = m.events_routed.labels(self.name)
         self._m_sent = m.events_sent.labels(self.name)
@@ -541,7 +544,10 @@ class ExporterRunner:
         if f.result is not None:
             return True
         try:
-            result = self.exporter.poll(f.ticket, timeout)
+            if self._poll_idle:  # idle: nothing waits in the buffer to join what the client holds
+                result = self.exporter.poll(f.ticket, timeout, self._buf.unread == 0)
+            else:
+                result = self.exporter.poll(f.ticket, timeout)
         except Exception as exc:  # noqa: BLE001
             log.warning("exporter %s: send raised %s", self.name, type(exc).__name__)
             result = outcome_for_exception(exc)

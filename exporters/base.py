@@ -171,10 +171,11 @@ class Exporter:
         A retried batch is submitted again with the same payload."""
         return self.send(payload)
 
-    def poll(self, ticket: Any, timeout: float) -> SendResult | None:
+    def poll(self, ticket: Any, timeout: float, idle: bool = False) -> SendResult | None:
         """The result of a submitted send, or None if it is not known after waiting up to `timeout`
         seconds. Must return a result eventually (an exporter bounds its own wait, e.g. by a timeout
-        answered as RETRY)."""
+        answered as RETRY). `idle` is True when the runner has nothing more to send for now: an
+        exporter that holds messages back to fill its requests (Kafka's linger) sends them at once."""
         return ticket
 
     def flush(self, timeout: float = 5.0) -> None:

@@ -329,16 +329,39 @@ class KafkaBatch(Sequence):
     values, headers) that submit() hands to produce() in one C-level loop; read as a sequence it gives
     (topic, key, value, headers) tuples. It also remembers, across retries of the same payload, which
     messages were already delivered or given up, so a retry re-sends only the rest (no duplicates of
-    what Kafka already has)."""
+    what Kafka already has).
 
-    __slots__ = ("topics", "keys", "values", "headers", "state", "reasons")
+    A batch built by the exporter also knows how to encode its values again (`source`): once every
+    value was handed to librdkafka (which keeps its own copy), `release()` lets them go while they are
+    still in the CPU caches, instead of holding 2048 x ~500 bytes until the last delivery report comes
+    back. A retry, or a failure that must be matched to its message, encodes them again (the formats
+    are deterministic: the same event gives the same bytes)."""
 
-    def __init__(self, topics: list[str], keys: list[str | None], values: list[bytes], headers: list[list]) -> None:
+    __slots__ = ("topics", "keys", "_values", "headers", "state", "reasons", "_source")
+
+    def __init__(self, topics: list[str], keys: list[str | None], values: list[bytes], headers: list[list],
+                 source: tuple | None = None) -> None:
         if not len(topics) == len(keys) == len(values) == len(headers):
             raise ValueError("columns of different lengths")
-        self.topics, self.keys, self.values, self.headers = topics, keys, values, headers
+        self.topics, self.keys, self._values, self.headers = topics, keys, values, headers
         self.state = bytearray(len(values))  # PENDING / DELIVERED / FAILED per message
         self.reasons: dict[int, str] = {}
+        self._source = source  # (encode values, events) or None: the values are kept
+
+    @property
+    def values(self) -> list[bytes]:
+        values = self._values
+        if values is None:
+            encode, events = self._source  # type: ignore[misc]
+            values = self._values = encode(events)
+            if len(values) != len(self.state):
+                raise RuntimeError("re-encoding changed the number of messages")
+        return values
+
+    def release(self) -> None:
+        """Let the values go (they can be encoded again); a no-op for a batch built from messages."""
+        if self._source is not None:
+            self._values = None
 
     @classmethod
     def of(cls, messages: Sequence[tuple]) -> KafkaBatch:
@@ -347,7 +370,7 @@ class KafkaBatch(Sequence):
         return cls(*columns)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.state)
 
     def __getitem__(self, i: int) -> tuple:
         return self.topics[i], self.keys[i], self.values[i], self.headers[i]
@@ -442,13 +465,17 @@ class KafkaExporter(Exporter):
                 self._headers_now[e.type] = h
         return h
 
-    def encode(self, batch: Sequence[Event]) -> KafkaBatch:
+    def _encode_values(self, batch: Sequence[Event]) -> list[bytes]:
         each = self._format.encode_each
         if each is not None:
-            values = each(batch)
-        else:  # one C call encodes the batch; JSON lines never contain a raw newline inside a value
-            values = self._format.encode_lines(batch).split(b"\n")
-            values.pop()  # the b"" after the last newline
+            return each(batch)
+        # one C call encodes the batch; JSON lines never contain a raw newline inside a value
+        values = self._format.encode_lines(batch).split(b"\n")
+        values.pop()  # the b"" after the last newline
+        return values
+
+    def encode(self, batch: Sequence[Event]) -> KafkaBatch:
+        values = self._encode_values(batch)
         topic_t, key_t = self._topic, self._key
         if topic_t.fields:
             topics = [safe_topic(topic_t.render(e)) for e in batch]
@@ -462,7 +489,7 @@ class KafkaExporter(Exporter):
         # Header lists are built once per event type and shared by its messages.
         now, cur, slow = self._headers_now.get, SCHEMA_VERSION, self._headers_for
         headers = [(now(e.type) if e.schema_version == cur else None) or slow(e) for e in batch]
-        return KafkaBatch(topics, keys, values, headers)
+        return KafkaBatch(topics, keys, values, headers, source=(self._encode_values, batch))
 
     # --- send (I/O) ---
 
@@ -491,6 +518,8 @@ class KafkaExporter(Exporter):
             todo = [i for i in range(n) if state[i] == PENDING]
             columns = tuple([col[i] for i in todo] for col in columns)
         refused = _produce_all(producer, rnd.on_delivery, *columns)
+        del columns
+        payload.release()  # librdkafka holds its own copies now
         if not refused:
             rnd.produced = range(n) if todo is None else todo
             return rnd
@@ -506,15 +535,25 @@ class KafkaExporter(Exporter):
         rnd.produced = [i for i in (range(n) if todo is None else todo) if i not in out]
         return rnd
 
-    def poll(self, rnd: _Round, timeout: float) -> SendResult | None:
+    def poll(self, rnd: _Round, timeout: float, idle: bool = False) -> SendResult | None:
         """Serve delivery reports (of every round in flight) for up to `timeout`; the result of `rnd`
         once each of its messages has a report, or its deadline passed, or its producer was replaced
-        (the purge reported what it could)."""
+        (the purge reported what it could).
+
+        `idle`: the runner has nothing more to send for now. librdkafka's linger then only delays what
+        it holds (nothing will join those messages), so they go out at once: flush() tells librdkafka
+        to treat linger as expired for as long as it waits, serving the reports meanwhile. This is what
+        a burst's last batch and an agent's quiet periods get: linger_ms is spent only while more is
+        being produced."""
         if rnd.reports < len(rnd.produced) and rnd.producer is self._producer:
             # Past the deadline, still serve what is queued: while an older batch was being retried
             # nobody polled, and reports that came meanwhile must count (not be re-sent).
             left = rnd.deadline - time.monotonic()
-            rnd.producer.poll(min(timeout, left) if left > 0 else 0)
+            wait = min(timeout, left) if left > 0 else 0
+            if idle and wait > 0:
+                rnd.producer.flush(wait)  # returns once nothing is outstanding, or after `wait`
+            else:
+                rnd.producer.poll(wait)
             if rnd.reports < len(rnd.produced) and time.monotonic() < rnd.deadline:
                 return None
         return self._settle(rnd.payload, rnd)
@@ -532,17 +571,19 @@ class KafkaExporter(Exporter):
             self._stalled = 0
             return self._result(payload)
         failed: dict[int, tuple[Outcome, str]] = {}
-        fatal = False
+        fatal = unmatched = False
         if rnd.errors:
             # Only failures carry their value back; values are unique (each holds its event id).
-            by_value = {payload[i][2]: i for i in produced}
+            values = payload.values
+            by_value = {values[i]: i for i in produced}
             for err, value in rnd.errors:
                 i = by_value.get(value)
-                if i is None:
+                if i is None:  # cannot happen (encodings are deterministic); if it did, nothing of
+                    unmatched = True  # this round counts as delivered: re-sent rather than lost
                     continue
                 failed[i] = outcome_for_kafka_error(err)
                 fatal = fatal or err.fatal()
-        missing = rnd.reports < len(produced)
+        missing = rnd.reports < len(produced) or unmatched
         retry_reason = ""
         for i in produced:
             if i in failed:
@@ -566,7 +607,7 @@ class KafkaExporter(Exporter):
             self._stalled = 0
             self._drop_producer()
         if missing:
-            return SendResult(Outcome.RETRY, "kafka_no_delivery_report")
+            return SendResult(Outcome.RETRY, "kafka_unmatched_report" if unmatched else "kafka_no_delivery_report")
         return self._result(payload, retry_reason)
 
     @staticmethod

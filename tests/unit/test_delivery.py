@@ -886,6 +886,47 @@ def test_window_bounds_the_batches_in_flight(make_runner):
     assert exp.most_unanswered == 2 and exp.delivered == ids(evs[2:4] + evs[:2] + evs[4:])
 
 
+class IdleRecordingExporter(PipelinedExporter):
+    """Records, for each poll, whether the runner said it had nothing more to send (`idle`)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.idle_polls: dict[str, set[bool]] = {}  # first event id of the polled batch -> idle values seen
+
+    def poll(self, ticket, timeout, idle=False):
+        self.idle_polls.setdefault(ticket.ids[0], set()).add(idle)
+        return super().poll(ticket, min(timeout, 0.005))
+
+
+def test_polls_say_idle_only_when_nothing_waits_to_be_sent(make_runner):
+    # Kafka's exporter sends what librdkafka lingers on when the runner is idle; while a full window
+    # holds events back in the buffer, linger still has a use (they will follow) and idle must be False.
+    exp = IdleRecordingExporter(in_flight=2, batch=2, max_wait=0.01)
+    r = make_runner(exp)
+    assert r._poll_idle
+    evs = events(6)
+    r.put_many(evs)
+    b1, b2 = exp.ticket(evs[0].id), exp.ticket(evs[2].id)
+    wait_until(lambda: evs[0].id in exp.idle_polls)
+    time.sleep(0.03)
+    assert exp.idle_polls[evs[0].id] == {False}  # two events wait in the buffer for room
+    exp.answer(b1, DONE)
+    b3 = exp.ticket(evs[4].id)
+    wait_until(lambda: True in exp.idle_polls.get(evs[2].id, ()))  # the buffer is empty now
+    exp.answer(b2, DONE)
+    exp.answer(b3, DONE)
+    wait_until(lambda: r.finished == 6)
+
+
+def test_exporters_whose_poll_takes_no_idle_still_work(make_runner):
+    exp = PipelinedExporter(in_flight=2, batch=2, max_wait=0.01, auto=lambda ids, attempt: DONE)
+    r = make_runner(exp)
+    assert not r._poll_idle  # poll(ticket, timeout): the runner does not pass idle
+    r.put_many(events(4))
+    wait_until(lambda: r.finished == 4)
+    assert r.sent == 4
+
+
 def test_failing_middle_batch_is_retried_while_later_ones_succeed(make_runner):
     exp = PipelinedExporter(in_flight=3, batch=2, max_wait=0.01, retry=(0.05, 0.05, 1.0, 5.0))
     r = make_runner(exp)

@@ -265,6 +265,72 @@ def test_payload_reads_as_messages_and_builds_from_them():
     assert len(KafkaBatch.of([])) == 0
 
 
+def test_values_are_let_go_once_produced_and_encoded_again_for_a_retry():
+    # librdkafka copies each value at produce(): the batch drops its own right away (cache-hot) and
+    # encodes them again only for a retry or to match a failure report, byte for byte.
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(i) for i in range(3)])
+    original = list(payload)
+    ex._producer = FakeProducer(lambda v: KafkaError._MSG_TIMED_OUT if b'"id":"id-1"' in v else None)
+    t = ex.submit(payload)
+    assert payload._values is None and len(payload) == 3
+    r = ex.poll(t, 0)
+    assert r.outcome is Outcome.RETRY and list(payload.state) == [DELIVERED, 0, DELIVERED]
+    payload.release()
+    ex._producer = again = FakeProducer(lambda v: None)
+    assert ex.send(payload) is not None and again.produced == [original[1][2]]  # the same bytes, once
+    assert list(payload) == original
+    built = KafkaBatch.of(original)  # no events to encode from: it keeps its values
+    built.release()
+    assert list(built) == original
+
+
+class FlushOrPollProducer(FakeProducer):
+    def __init__(self):
+        super().__init__(lambda v: None)
+        self.calls: list[tuple[str, float]] = []
+
+    def flush(self, timeout=None):
+        self.calls.append(("flush", timeout))
+        return super().flush(timeout)
+
+    def poll(self, timeout=None):
+        self.calls.append(("poll", timeout))
+        return FakeProducer.flush(self, timeout)
+
+
+def test_an_idle_poll_flushes_so_linger_does_not_delay_the_last_batch():
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    ex._producer = p = FlushOrPollProducer()
+    t = ex.submit(ex.encode([_event(0)]))
+    assert ex.poll(t, 0.05, idle=True).outcome is Outcome.DONE
+    t = ex.submit(ex.encode([_event(1)]))
+    assert ex.poll(t, 0.05).outcome is Outcome.DONE
+    assert p.calls == [("flush", 0.05), ("poll", 0.05)]
+
+
+def test_a_failure_report_matching_no_message_counts_nothing_as_delivered():
+    # A failure is matched to its message by value; one that matches none must not let the round's
+    # other messages count as delivered by elimination: the round is re-sent (at least once).
+    cls, cfg = _cfg()
+    ex = cls("k", cfg)
+    payload = ex.encode([_event(0), _event(1)])
+
+    class Garbled(FakeProducer):
+        def flush(self, timeout=None):
+            pending, self.pending = self.pending, []
+            for i, (value, cb) in enumerate(pending):
+                cb(KafkaError(KafkaError._MSG_TIMED_OUT) if i == 0 else None, _Msg(value + b" "))
+            return 0
+
+    ex._producer = Garbled(lambda v: None)
+    r = ex.send(payload)
+    assert r.outcome is Outcome.RETRY and r.reason == "kafka_unmatched_report"
+    assert list(payload.state) == [0, 0]
+
+
 def test_tls_verification_is_on_by_default_and_turning_it_off_is_logged(caplog):
     _, cfg = _cfg("""    security:
       protocol: ssl
