@@ -223,10 +223,9 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     batch: BatchConfig = BATCH_DEFAULTS
     # Batches produced and waiting for their delivery reports: while the oldest waits (linger + broker
     # round trip) the next ones are already encoded and produced. Batches still finish in order.
-    # Throughput is at most (events in flight) / (linger + round trip): 6 x 2048 events allow about
-    # 400k events/s with the default linger on the test VM. More in flight costs CPU: the messages and
-    # their reports fall out of the CPU caches (4 x 4096 cost 0.1-0.2 µs more per event, 8 x 2048
-    # 0.2-0.45; docs/kafka.md, bench/kafka_throughput.py).
+    # 6 x 2048 events cover the ~18 ms a batch takes to come back at 500k events/s on the test VM
+    # (4 in flight: the window is the limit, ratio 0.60 in bench/kafka_throughput.py). More in flight
+    # costs CPU per event (8 or 10: 0.2-0.35 µs more per event, measured; docs/kafka.md).
     max_in_flight: int = Field(6, ge=1, le=64, description="exporter batches waiting for delivery reports")
 
     @field_validator("batch", mode="before")
