@@ -16,13 +16,19 @@ the broker, this script, and what the rest of the machine used (/proc/stat busy 
 the two cores are shared with the broker and with whatever else runs, so the ratio is bounded by the
 machine, not only by siemhub.
 
-    .venv/bin/python bench/aggregator_scaling.py [--events 100000] [--partitions 4] [--rounds 3]
+    .venv/bin/python bench/aggregator_scaling.py [--events 1000000] [--partitions 4] [--rounds 3]
 
-Measured (2 vCPU VM shared with other sessions, --events 300000 --rounds 3, two runs): scaling
-2.78x and 1.57x median (rounds 1.14-3.37; target 1.6x): the figure follows the other sessions' load.
-Two replicas alone on the machine: 196k-209k events/s on 1.45-1.55 cores; one replica on a nearly
-idle machine: 113k events/s on 0.98 of a core (one Python process). With a core per replica, two
-move about 1.8x one (docs/kafka.md).
+Defaults: 1,000,000 events (the two-replica window then lasts 3-4 s instead of 1 s with 300,000).
+
+Measured (2 vCPU VM, quiet, load average 0.1-0.6), after the consumer-lag fix of issue 6's third
+round (the lag metric no longer asks the broker from the consuming thread; that blocked a replica
+40% of its time with a backlog): one replica 125k-138k events/s on 1.1 cores (its exporter thread
+encodes and writes while the main thread consumes), two replicas 193k-207k events/s on 1.7-1.8
+cores: **scaling 1.50x median (rounds 1.45-1.54; 1.50-1.61 while every replica had work)**, CPU per
+event 8.1-9.1 µs for both, so given the same CPU each, two replicas move 1.9x one. The target
+(1.6x, CPU permitting) is bound here by the 2-core machine: two replicas would need 2.2 cores.
+Before the fix one replica stalled half the time (64k-77k events/s on 0.5 of a core), which made
+the ratio look better than it was (2.5x-2.9x on the same machine; earlier 1.57x-2.78x on a shared one).
 """
 
 from __future__ import annotations
@@ -192,7 +198,7 @@ def show(label: str, r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()

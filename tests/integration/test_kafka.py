@@ -330,9 +330,13 @@ def test_aggregator_killed_before_ack_events_redelivered(tansu, tmp_path):
     x = Aggregator(tmp_path, "x", tansu.bootstrap, topic, group, batch_wait=120, batch_events=100_000)
     wait_for(lambda: x.metric("siemhub_kafka_consumed_messages_total") >= 500, 30, "x consumed", [x])
     time.sleep(1)  # several commit intervals pass: nothing may be committed
+    # the lag metric counts what is not committed: everything x read but has not delivered
+    wait_for(lambda: x.metric("siemhub_kafka_consumer_lag") == 500, 10, "x's lag at 500", [x])
     x.stop(signal.SIGKILL)
     assert x.ids() == []
     y = Aggregator(tmp_path, "y", tansu.bootstrap, topic, group)
     wait_for(lambda: set(sent) <= set(y.ids()), 40, "y re-delivered every event", [y])
+    wait_for(lambda: y.metric("siemhub_kafka_commits_total{result=\"ok\"}") > 0
+             and y.metric("siemhub_kafka_consumer_lag") == 0, 10, "y's lag at 0 once committed", [y])
     assert y.stop() == 0
     print(f"\nkilled before ack: {len(sent)} events, re-delivered {len(y.ids())} by the next replica")
