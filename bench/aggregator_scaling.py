@@ -2,33 +2,36 @@
 
 Starts Tansu on 127.0.0.1 and, per run, a fresh topic of P partitions and the real CLI (one process
 per replica, a file exporter each, fsync never) in a fresh consumer group. Once every replica owns
-its share of the partitions (read from each replica's /metrics: assigned - revoked - lost), N native
-events (serialized beforehand) are produced as fast as librdkafka takes them. The rate is measured
-from the end of that (the replicas have been reading meanwhile; what they delivered by then is not
-counted) until all N are delivered, so the producer takes no CPU from the replicas in the window. Producing after the group settled matters: with a
-preloaded topic the first replica to join reads alone until the second one's join rebalances the
-group (about half of session.timeout.ms on Tansu), and the two then get unequal work. A rebalance
-inside the window is reported. Rounds alternate one replica and two, to share the machine's noise. Delivered events are counted by reading only what each output file
-gained since the last look, so the benchmark itself takes little CPU from the replicas.
+its share of the partitions (read from each replica's /metrics: assigned - revoked - lost), the
+replicas are stopped (SIGSTOP), N native events (serialized beforehand) are produced, and the replicas
+are continued together (SIGCONT; producing takes 1-2 s, well within the 6 s session timeout). The
+window runs from there until all N are delivered: every replica starts with its whole share ahead of
+it, and no producer takes CPU from the replicas. (Producing after the group settled matters: with a
+topic filled before the replicas start, the first replica to join reads alone until the second one's
+join rebalances the group, about half of session.timeout.ms on Tansu.) A rebalance inside the window
+is reported. Rounds alternate one replica and two, to share the machine's noise. Delivered events are
+counted by reading only what each output file gained since the last look, so the benchmark itself
+takes little CPU from the replicas. --pin runs replica r on CPU r only: a core per replica, as
+replicas on their own nodes have (one replica's exporter thread otherwise spills onto the second core,
+which two replicas then cannot have).
 
 CPU is reported per process for the measured window (/proc/<pid>/stat user+system): each replica,
 the broker, this script, and what the rest of the machine used (/proc/stat busy time minus those):
 the two cores are shared with the broker and with whatever else runs, so the ratio is bounded by the
 machine, not only by siemhub.
 
-    .venv/bin/python bench/aggregator_scaling.py [--events 1000000] [--partitions 4] [--rounds 3]
+    .venv/bin/python bench/aggregator_scaling.py [--events 1000000] [--partitions 4] [--rounds 3] [--pin]
 
-Defaults: 1,000,000 events (the two-replica window then lasts 3-4 s instead of 1 s with 300,000).
+Defaults: 1,000,000 events.
 
-Measured (2 vCPU VM, quiet, load average 0.1-0.6), after the consumer-lag fix of issue 6's third
-round (the lag metric no longer asks the broker from the consuming thread; that blocked a replica
-40% of its time with a backlog): one replica 125k-138k events/s on 1.1 cores (its exporter thread
-encodes and writes while the main thread consumes), two replicas 193k-207k events/s on 1.7-1.8
-cores: **scaling 1.50x median (rounds 1.45-1.54; 1.50-1.61 while every replica had work)**, CPU per
-event 8.1-9.1 µs for both, so given the same CPU each, two replicas move 1.9x one. The target
-(1.6x, CPU permitting) is bound here by the 2-core machine: two replicas would need 2.2 cores.
-Before the fix one replica stalled half the time (64k-77k events/s on 0.5 of a core), which made
-the ratio look better than it was (2.5x-2.9x on the same machine; earlier 1.57x-2.78x on a shared one).
+Measured (2 vCPU VM, load average 1.2-1.7 from the benchmarks themselves), issue 6's third round, after
+the consumer-lag fix (the lag metric no longer asks the broker from the consuming thread; that blocked a
+replica 40% of its time with a backlog) and faster redaction: one replica 126k-176k events/s. With
+--pin: **scaling 1.65x and 1.77x** (median of 3 rounds; rounds 1.41-1.92; CPU per event, x2: 1.81x
+and 1.96x). Without: 1.38x and 1.59x (rounds 1.36-1.80): one replica then uses 1.0-1.15 cores and two
+get 1.8 of the machine's 2. Before the fix one replica stalled half the time (64k-77k events/s on half
+a core), which made the ratio look better than it was (2.5x-2.9x on the same machine; earlier
+1.57x-2.78x on a shared one).
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def owned_partitions(port: int) -> int | None:
     return int(n["assigned"] - n["revoked"] - n["lost"])
 
 
+PIN = False  # --pin: replica r runs on CPU r only (one core per replica)
+
+
 def run(replicas: int, broker: Tansu, messages: list[tuple[bytes, bytes]], partitions: int, tmp: Path) -> dict:
     group = f"scale-{replicas}-{time.monotonic_ns()}"
     topic, bootstrap, broker_pid, n = group, broker.bootstrap, broker.proc.pid, len(messages)
@@ -124,8 +130,11 @@ routes: [{{name: all, to: [out]}}]
 metrics: {{listen: "127.0.0.1:{port}"}}
 status_interval: 0
 """)
+        cpus = sorted(os.sched_getaffinity(0))
+        pin = (lambda c=cpus[r % len(cpus)]: os.sched_setaffinity(0, {c})) if PIN else None
         procs.append(subprocess.Popen([str(SIEMHUB), "aggregate", "-c", str(cfg), "--log-level", "warning"],
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp / f"{group}-{r}.log", "wb")))  # noqa: SIM115
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / f"{group}-{r}.log", "wb"),  # noqa: SIM115
+                                      preexec_fn=pin))
         outs.append(out)
         ports.append(port)
     counter = LineCounter(outs)
@@ -151,12 +160,23 @@ status_interval: 0
         if err is not None:
             failed.append(err)
 
-    for value, key in messages:
+    # The replicas are stopped (SIGSTOP) while the events are produced, well within the group's session
+    # timeout (6 s), and continued together when all are in the topic: the window starts with the whole
+    # backlog ahead of every replica, an equal share each, and no producer taking CPU from them.
+    for p in procs:
+        p.send_signal(signal.SIGSTOP)
+    t_load = time.perf_counter()
+    for i, (value, key) in enumerate(messages):
         producer.produce(topic, value, key, on_delivery=on_delivery)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failed, f"preload failed: {failed[:3]}"
-    # The window starts once everything is in the topic: the producer's CPU is not taken from the
-    # replicas inside it (they have been reading meanwhile; what they delivered is subtracted).
+        if i % 1000 == 0:
+            producer.poll(0)
+    flushed = producer.flush(60)
+    load = time.perf_counter() - t_load
+    for p in procs:
+        p.send_signal(signal.SIGCONT)
+    assert flushed == 0 and not failed, f"preload failed: {failed[:3]}"
+    if load > 4:
+        print(f"  (producing took {load:.1f}s: close to the 6 s session timeout, a rebalance may follow)")
     t0, n0 = time.perf_counter(), counter.count()
     cpu0 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker_pid), time.process_time(), machine_busy()]
     samples = []  # (time, per-replica counts)
@@ -201,12 +221,16 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pin", action="store_true",
+                    help="replica r on CPU r only: a core per replica, as replicas on their own nodes have")
     args = ap.parse_args()
+    global PIN
+    PIN = args.pin
     ratios, busy_ratios, per_core = [], [], []
     messages = [(encode_json(e), f"node-a/{e.process.exec_id}".encode()) for e in make_events(args.events)]
     with Tansu() as broker, tempfile.TemporaryDirectory() as d:
         print(f"{args.events} events over {args.partitions} partitions; {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}")
+              f"load average {os.getloadavg()[0]:.1f}" + ("; replica r pinned to CPU r" if PIN else ""))
         for rnd in range(args.rounds):
             one = run(1, broker, messages, args.partitions, Path(d))
             show(f"round {rnd + 1}, 1 replica ", one)
