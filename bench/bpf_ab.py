@@ -6,14 +6,14 @@ after the other: both are compiled (collector/bpfload.py compile_program, with t
 and default defines) and attached at the same time to the same tracepoints, each with its own ring
 buffer drained by its own reader thread (collector/ringbuf.py) so that neither runs full. Every exec,
 fork and exit then runs both variants back to back, and the per-program in-kernel cost is compared from
-run_time_ns / run_cnt (kernel.bpf_stats_enabled, bpftool) of each variant's own programs.
+run_time_ns / run_cnt (bpf_run_time_stats in bench/measure.py, bpftool) of each variant's own programs.
 
   A: bpf/process/ and bpf/include/ as committed at --base (default HEAD),
   B: the working tree (what the agent would load), optionally with --b-define.
 
 Paired runs (--runs): load both, in an order that alternates between runs (the program that runs second
 on a tracepoint finds the kernel's cache lines warm and looks 20-30% cheaper: compare the means over
-both orders), set kernel.bpf_stats_enabled=1 (other sessions may toggle it: the run counts are checked),
+both orders), hold the BPF run-time statistics on (bench/measure.py; the run counts are still checked),
 run --execs fork+exec of /bin/true from a C loop (the issue's workload, bench/exec_storm.py) in a fresh
 directory, print ns per run for each program and their sum per exec (exec + fork + exit programs). Run
 counts include other processes' execs on the machine; both variants see the same ones.
@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 from exec_storm import FORK_LOOP_C  # bench/exec_storm.py
+from measure import bpf_run_time_stats  # bench/measure.py
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
@@ -237,7 +238,6 @@ def attach_and_run(order: list[str], srcs: dict[str, str], extra: dict[str, dict
                 raise SystemExit(f"variant {v}: attached {sorted(ids[v])}, expected {PROGRAMS}")
             readers[v] = Reader(loaded[v], pages)
             readers[v].start()
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
         s0 = {v: prog_stats(ids[v]) for v in order}
         t0 = time.monotonic()
         n, marker, cwd = workloads[0]
@@ -340,7 +340,8 @@ def main() -> None:
     first = collections.defaultdict(list)  # (variant, position on the tracepoints) -> sums
     both = {k: int(v) for k, v in (d.split("=", 1) for d in args.define)}
     extra = {"A": both, "B": {**both, **{k: int(v) for k, v in (d.split("=", 1) for d in args.b_define)}}}
-    stats_before = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    stats = bpf_run_time_stats()  # on for the whole benchmark, off again only if nobody else holds it
+    stats.__enter__()
     try:
         for run in range(args.runs):
             r = one_run(run, srcs, loop, args.execs, str(workdir), deepdir, extra)
@@ -372,7 +373,7 @@ def main() -> None:
         if args.solo:
             print_means("== alone (one variant attached at a time, alternating), mean (ns per program run)", solo)
     finally:
-        subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
+        stats.__exit__(None, None, None)
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
         if deepdir:
             subprocess.run(["rm", "-rf", str(Path(deepdir).parents[2])], check=False)

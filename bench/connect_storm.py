@@ -7,7 +7,7 @@ bytes, close; the listener accepts, reads to EOF, closes). Expected: N network_c
 network_accept + 2N network_close (both ends). Measures:
   - events delivered vs expected (counted by the listener's port in the output file),
   - agent user+system CPU (/proc/<pid>/stat) per network event,
-  - in-kernel run time per program run (kernel.bpf_stats_enabled; ids mapped via bpftool perf show),
+  - in-kernel run time per program run (bpf_run_time_stats in bench/measure.py; ids mapped via bpftool perf show),
   - the workload's own CPU (client + listener), and agent + BPF as a share of it.
 The agent and the listener run in one process group, killed in a finally.
 Run as root: `.venv/bin/python bench/connect_storm.py [--connects 10000]`.
@@ -16,6 +16,7 @@ Run as root: `.venv/bin/python bench/connect_storm.py [--connects 10000]`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
+from measure import bpf_run_time_stats, bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("inet_sock_set_state", "sys_exit_accept4", "sys_exit_accept", "sys_enter_sendto")  # sendto: the DNS check
 
@@ -66,7 +67,8 @@ def main() -> None:
     srv.bind(("127.0.0.1", 0))
     srv.listen(1024)
     port = srv.getsockname()[1]
-    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    stats = contextlib.ExitStack()  # BPF run-time statistics on until the finally below
+    stats.enter_context(bpf_run_time_stats())
     server_pid = os.fork()
     if server_pid == 0:
         try:
@@ -122,7 +124,7 @@ def main() -> None:
             os.waitpid(server_pid, 0)
         except ChildProcessError:
             pass
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+        stats.close()
 
     client_cpu = (me1.ru_utime - me0.ru_utime) + (me1.ru_stime - me0.ru_stime)
     work_cpu = client_cpu + (srv_cpu1 - srv_cpu0)

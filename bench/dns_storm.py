@@ -12,7 +12,7 @@ process, in phases of N sends each (one agent run, phases side by side):
   dns_sendmmsg       sendmmsg() of an A and an AAAA query on a connected socket (N/2 calls): reported
   dns_write          write() of an A query on a connected socket (as Go's resolver): reported
 Non-reading sinks are bound on 127.53.0.1, so no ICMP errors are generated. For each phase: the
-workload's own CPU per send (this process), in-kernel run time per program run (kernel.bpf_stats_enabled)
+workload's own CPU per send (this process), in-kernel run time per program run (bpf_run_time_stats, bench/measure.py)
 and, for the DNS phases, events delivered vs expected and the agent's user-space CPU per event.
 Run as root: `.venv/bin/python bench/dns_storm.py [--sends 20000]`.
 
@@ -26,6 +26,7 @@ agent 7-12 us of user-space CPU per dns_query event.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import resource
@@ -38,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
+from measure import bpf_run_time_stats, bpf_stats, clean_up, proc_cpu, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("sys_enter_sendto", "sys_enter_sendmsg", "sys_enter_sendmmsg", "sys_enter_write", "sys_enter_writev",
             "sys_enter_connect")
@@ -96,7 +97,8 @@ def main() -> None:
     tcp_srv = socket.socket()
     tcp_srv.bind((SINK, 0))
     tcp_srv.listen(1)
-    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    stats = contextlib.ExitStack()  # BPF run-time statistics on until the finally below
+    stats.enter_context(bpf_run_time_stats())
     agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     results = []
@@ -176,7 +178,7 @@ def main() -> None:
             agent.wait(30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(agent.pid, signal.SIGKILL)
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+        stats.close()
 
     print(f"DNS storm: {n} sends per phase (the machine may be shared: CPU times, not rates, are the figures)")
     for name, calls, work, agent_cpu, runs, delivered, want in results:

@@ -4,7 +4,7 @@
 Starts `siemhub run` (process sensor -> file exporter, the default delivery path) as a separate process,
 then runs N execs of /bin/true, once per workload, and measures for each:
   - agent user+system CPU (from /proc/<pid>/stat) per exec event and per event (exec + exit),
-  - in-kernel run time per program run (kernel.bpf_stats_enabled, bpftool prog show),
+  - in-kernel run time per program run (bpf_run_time_stats in bench/measure.py, bpftool prog show),
   - the workload's own CPU time (parent + children), and the agent's overhead as a share of it,
   - events lost: every exec must arrive in the output file (counted by a marker argument).
 Workloads (both by default, one agent, one run):
@@ -16,6 +16,7 @@ Run as root: `make bench` or `.venv/bin/python bench/exec_storm.py [--execs 2000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, clean_up, proc_cpu, proc_cpu_split, write_agent_config  # bench/measure.py
+from measure import bpf_run_time_stats, bpf_stats, clean_up, proc_cpu, proc_cpu_split, write_agent_config  # bench/measure.py
 
 PROGRAMS = ("sched_process_exec", "sched_process_fork", "sched_process_exit")
 
@@ -153,7 +154,8 @@ def main() -> None:
     (tmp / "fork_loop.c").write_text(FORK_LOOP_C)
     subprocess.run(["gcc", "-O2", "-o", fork_loop, str(tmp / "fork_loop.c")], check=True)
     kinds = ["fork", "spawn"] if args.workload == "both" else [args.workload]
-    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    stats = contextlib.ExitStack()  # BPF run-time statistics on until the finally below
+    stats.enter_context(bpf_run_time_stats())
     agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -195,7 +197,7 @@ def main() -> None:
             agent.wait(30)
         except subprocess.TimeoutExpired:
             agent.kill()
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+        stats.close()
 
     what = "a static exit(0) program" if args.tiny else "/bin/true"
     for kind, wall, work_cpu, execs, exits, agent_cpu, k0, k1, th0, th1, all_execs, all_exits in results:

@@ -9,7 +9,7 @@ attached to the same tracepoints at the same time, and every open of the workloa
 program that runs second on a tracepoint finds the kernel's cache lines warm, so the attach order
 alternates between rounds and the means over both orders are compared. Each round runs the tight loop
 of bench/file_storm.py (open + read 64 bytes + close of existing unwatched files, a C process with a
-small descriptor table) with kernel.bpf_stats_enabled=1 and prints the run time per run
+small descriptor table) with BPF run-time statistics on (bench/measure.py) and prints the run time per run
 (run_time_ns / run_cnt, which includes the statistics' own clock reads: an empty program measures
 ~60 ns) of each version's sys_exit_openat. Run counts include other processes' opens; both versions
 see the same ones. Run as root: `.venv/bin/python bench/file_ab.py [--base REV] [--rounds 6]`.
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from file_storm import prepare  # bench/file_storm.py
-from measure import bpf_stats, stop_agent  # bench/measure.py
+from measure import bpf_run_time_stats, bpf_stats, stop_agent  # bench/measure.py
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = "bpf/file/file.bpf.c"
@@ -94,11 +94,10 @@ def main() -> None:
             try:
                 for name, src in order:
                     agents.append((name, start_agent(src, cfg)))
-                subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
-                before = {name: bpf_stats(p.pid)[TRACEPOINT] for name, p in agents}
-                workload()
-                after = {name: bpf_stats(p.pid)[TRACEPOINT] for name, p in agents}
-                subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
+                with bpf_run_time_stats():
+                    before = {name: bpf_stats(p.pid)[TRACEPOINT] for name, p in agents}
+                    workload()
+                    after = {name: bpf_stats(p.pid)[TRACEPOINT] for name, p in agents}
             finally:
                 for _, p in agents:
                     stop_agent(p)
@@ -112,7 +111,6 @@ def main() -> None:
                 line.append(f"{name} {rt / rc:.1f} ns")
             print(f"round {r + 1} (attached first: {order[0][0]}): " + ", ".join(line), flush=True)
     finally:
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,7 @@ unwatched files in 100 directories:
 Each runs without the agent (before and after), with one empty sys_exit_openat program (the floor of
 any syscall-tracepoint sensor) and with the agent; CPU time is the least of --repeat runs. It reports
 events that reached user space for unwatched paths (target 0), in-kernel run time per program run
-(kernel.bpf_stats_enabled + bpftool, in a separate run: the statistics cost two clock reads per run),
+(bpf_run_time_stats + bpftool, in a separate run: the statistics cost two clock reads per run),
 the sensor's BPF + agent CPU as a share of the workload's own CPU (target <= 3%), the whole slowdown
 against the baseline (it includes the syscall-tracepoint machinery), the kernel's skip counters, and
 the detection rate of writes to watched files (target 100%). Run as root:
@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import bpf_stats, clean_up, proc_cpu, stop_agent, write_agent_config  # bench/measure.py
+from measure import bpf_run_time_stats, bpf_stats, clean_up, proc_cpu, stop_agent, write_agent_config  # bench/measure.py
 
 
 WORKLOAD_C = r"""
@@ -241,15 +241,14 @@ def main() -> None:
         else:
             raise SystemExit("agent did not start")
         time.sleep(0.5)
-        # In-kernel run time needs kernel.bpf_stats_enabled, which itself costs two clock reads per
+        # In-kernel run time needs the BPF run-time statistics, which themselves cost two clock reads per
         # program run: the slowdown is measured in separate runs with the statistics off.
         for mode in iters:
-            subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
-            cpu0, k0, c0 = proc_cpu(agent.pid), bpf_stats(agent.pid), kernel_counters(agent.pid)
-            run_workload(exe, mode, tree, iters[mode])
-            time.sleep(1.0)
-            cpu1, k1, c1 = proc_cpu(agent.pid), bpf_stats(agent.pid), kernel_counters(agent.pid)
-            subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
+            with bpf_run_time_stats():
+                cpu0, k0, c0 = proc_cpu(agent.pid), bpf_stats(agent.pid), kernel_counters(agent.pid)
+                run_workload(exe, mode, tree, iters[mode])
+                time.sleep(1.0)
+                cpu1, k1, c1 = proc_cpu(agent.pid), bpf_stats(agent.pid), kernel_counters(agent.pid)
             kern = {p: (k1[p][0] - k0.get(p, (0, 0))[0], k1[p][1] - k0.get(p, (0, 0))[1]) for p in k1}
             results[mode] = (cpu1 - cpu0, kern, {k: c1.get(k, 0) - c0.get(k, 0) for k in STATS})
         runs(sensor)
@@ -267,7 +266,6 @@ def main() -> None:
         unwatched = count(out, str(tree))
     finally:
         stop_agent(agent)
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
 
     runs(base)  # after: the least of the runs before and after
     from siemhub.collector.config import DEFAULT_FILE_WATCH

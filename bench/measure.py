@@ -1,11 +1,14 @@
 """What every benchmark measures the same way: CPU time of a process (from /proc) and the in-kernel
-run time of the BPF programs an agent attached (kernel.bpf_stats_enabled=1, bpftool). Imported by the
+run time of the BPF programs an agent attached (bpf_run_time_stats, bpftool). Imported by the
 scripts beside it (`python bench/<script>.py` puts this folder on the path)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -26,6 +29,32 @@ def proc_cpu_split(stat_path: str) -> tuple[float, float]:
 
 def proc_cpu(pid: int) -> float:
     return proc_cpu_path(f"/proc/{pid}/stat")
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("_pad", ctypes.c_uint8 * 124)]  # union bpf_attr, zeroed
+
+
+@contextlib.contextmanager
+def bpf_run_time_stats():
+    """BPF programs count their run time (run_time_ns, run_cnt) while this is open. bpf(BPF_ENABLE_STATS)
+    returns a file descriptor that holds the kernel's counting on until it is closed, counted with every
+    other holder and with the kernel.bpf_stats_enabled sysctl: unlike writing the sysctl, it never turns
+    off what another benchmark or session turned on, and their `sysctl ...=0` does not turn off ours."""
+    nr = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+    if nr is None:
+        raise OSError(f"bpf(2) syscall number unknown on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    attr = _EnableStatsAttr(0)  # BPF_STATS_RUN_TIME
+    fd = libc.syscall(nr, 32, ctypes.byref(attr), ctypes.sizeof(attr))  # BPF_ENABLE_STATS
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf(BPF_ENABLE_STATS): {os.strerror(err)}")
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def bpf_stats(agent_pid: int) -> dict[str, tuple[int, int]]:
