@@ -184,6 +184,22 @@ def test_message_too_large_is_given_up_not_retried(tansu):
     assert lost == {"kafka_msg_size_too_large": 1}, counts
 
 
+def test_linger_does_not_hold_back_what_a_quiet_exporter_sent(tansu):
+    """librdkafka's linger only fills requests while more is being produced: an exporter with nothing
+    more to send flushes, so one event is acknowledged in a round trip, not after linger (2 s here)."""
+    pipe = kafka_pipeline(tansu.bootstrap, '    topic: "siemhub.quiet"\n    linger_ms: 2000')
+    try:
+        pipe.runners["k"].exporter._producer.list_topics(timeout=10)  # connected
+        for i in range(3):  # each alone, as a quiet agent sends them
+            t0 = time.monotonic()
+            wait_delivered(pipe, pipe.emit([make_event(i)], wait=True), 20)
+            took = time.monotonic() - t0
+            assert took < 1.0, f"event {i}: acknowledged after {took:.2f}s: linger held it back"
+    finally:
+        counts = pipe.stop(5)
+    assert counts["k"]["sent"] == 3 and counts["k"]["dropped"] == {}
+
+
 # --- aggregator -----------------------------------------------------------------------------------------
 
 
