@@ -27,8 +27,8 @@ Defaults: 1,000,000 events.
 Measured (2 vCPU VM, load average 1.2-1.7 from the benchmarks themselves), issue 6's third round, after
 the consumer-lag fix (the lag metric no longer asks the broker from the consuming thread; that blocked a
 replica 40% of its time with a backlog) and faster redaction: one replica 126k-176k events/s. With
---pin: **scaling 1.65x and 1.77x** (median of 3 rounds; rounds 1.41-1.92; CPU per event, x2: 1.81x
-and 1.96x). Without: 1.38x and 1.59x (rounds 1.36-1.80): one replica then uses 1.0-1.15 cores and two
+--pin: **scaling 1.65x, 1.77x and 1.74x** (median of 3 rounds; rounds 1.41-1.92; CPU per event, x2:
+1.81x, 1.96x and 1.87x). Without: 1.38x and 1.59x (rounds 1.36-1.80): one replica then uses 1.0-1.15 cores and two
 get 1.8 of the machine's 2. Before the fix one replica stalled half the time (64k-77k events/s on half
 a core), which made the ratio look better than it was (2.5x-2.9x on the same machine; earlier
 1.57x-2.78x on a shared one).
