@@ -28,7 +28,8 @@ Measured (2 vCPU VM, load average 0.2-0.7, after the changes of this round: valu
 produced, idle flush): seven runs of the defaults gave 0.83, 0.83, 0.90, 0.99, 1.02, 0.97 and 0.99
 (median of the rounds; 33 of the 35 rounds >= 0.80, the others 0.66 and 0.72). In the first three the host ran fast (raw
 526k-574k events/s, exporter 461k-493k; busiest thread raw/exporter 0.87-1.00, 1.70-1.82 / 1.78-1.96
-µs per event), in the last three slower (raw 375k-386k, exporter 372k-383k; 2.54-2.60 / 2.45-2.51 µs). With --events 100000 --rounds 3: 0.86, 0.82 and
+µs per event), in the next three slower (raw 375k-386k, exporter 372k-383k; 2.54-2.60 / 2.45-2.51 µs), in the
+seventh raw 394k, exporter 348k (2.45 / 2.72 µs; 0.88 of the medians). With --events 100000 --rounds 3: 0.86, 0.82 and
 0.77 (rounds 0.63-1.03). Before this round, on the same machine the same morning: 0.77 (100,000
 events) and 0.80 (300,000 events; rounds 0.79, 0.80, 0.84). docs/kafka.md has the analysis.
 """
