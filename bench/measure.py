@@ -5,12 +5,15 @@ scripts beside it (`python bench/<script>.py` puts this folder on the path)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import platform
 import subprocess
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from siemhub.collector.bpfsys import enable_run_time_stats  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -31,26 +34,12 @@ def proc_cpu(pid: int) -> float:
     return proc_cpu_path(f"/proc/{pid}/stat")
 
 
-class _EnableStatsAttr(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("_pad", ctypes.c_uint8 * 124)]  # union bpf_attr, zeroed
-
-
 @contextlib.contextmanager
 def bpf_run_time_stats():
-    """BPF programs count their run time (run_time_ns, run_cnt) while this is open. bpf(BPF_ENABLE_STATS)
-    returns a file descriptor that holds the kernel's counting on until it is closed, counted with every
-    other holder and with the kernel.bpf_stats_enabled sysctl: unlike writing the sysctl, it never turns
-    off what another benchmark or session turned on, and their `sysctl ...=0` does not turn off ours."""
-    nr = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
-    if nr is None:
-        raise OSError(f"bpf(2) syscall number unknown on {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    attr = _EnableStatsAttr(0)  # BPF_STATS_RUN_TIME
-    fd = libc.syscall(nr, 32, ctypes.byref(attr), ctypes.sizeof(attr))  # BPF_ENABLE_STATS
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf(BPF_ENABLE_STATS): {os.strerror(err)}")
+    """BPF programs count their run time (run_time_ns, run_cnt) while this is open: a
+    bpf(BPF_ENABLE_STATS) descriptor (collector/bpfsys.py), not the kernel.bpf_stats_enabled sysctl, so
+    it never turns off what another benchmark or session turned on, nor is turned off by them."""
+    fd = enable_run_time_stats()
     try:
         yield
     finally:

@@ -2,7 +2,8 @@
 
 The agent compiles and attaches its programs in a short-lived child process (collector/bpfloader.py)
 and keeps only file descriptors: the maps, and the attachments that keep the programs running. This
-module reads and writes those maps: lookup (per-CPU arrays included), update, delete, clear.
+module reads and writes those maps: lookup (per-CPU arrays included), update, delete, clear; and
+turns the kernel's per-program run-time statistics on for the benchmarks (enable_run_time_stats).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import platform
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
+BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -38,10 +40,25 @@ def _possible_cpus() -> int:
 POSSIBLE_CPUS = _possible_cpus()
 
 
-def _bpf(cmd: int, attr: _MapElemAttr) -> int:
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("_pad", ctypes.c_uint8 * 124)]  # union bpf_attr, zeroed
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     if _NR_BPF is None:
         raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown on {platform.machine()}")
     return _libc.syscall(_NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def enable_run_time_stats() -> int:
+    """A file descriptor that keeps BPF programs counting run_time_ns/run_cnt until it is closed.
+    Holders are counted with each other and with the kernel.bpf_stats_enabled sysctl, so closing it
+    never turns off statistics someone else turned on (and their sysctl ...=0 does not turn off ours)."""
+    fd = _bpf(BPF_ENABLE_STATS, _EnableStatsAttr(BPF_STATS_RUN_TIME))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf(BPF_ENABLE_STATS): {os.strerror(err)}")
+    return fd
 
 
 def u32(v: int) -> bytes:

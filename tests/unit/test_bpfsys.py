@@ -64,3 +64,21 @@ def test_maps_read_and_written_through_bpf_syscalls(bpf_agent):
     assert cg.lookup(key) is None and not cg.delete(key)
     with pytest.raises(ValueError):
         cg.update(b"short", b"\x01")
+
+
+@pytest.mark.bpf
+def test_run_time_stats_are_held_by_a_descriptor_and_leave_the_sysctl_alone():
+    """The benchmarks' statistics switch: a bpf(BPF_ENABLE_STATS) descriptor, not the sysctl, so one
+    benchmark never turns off another's statistics (bench/measure.py)."""
+    if os.geteuid() != 0:
+        from tests.conftest import bpf_unavailable
+        bpf_unavailable("not root")
+    sysctl = "/proc/sys/kernel/bpf_stats_enabled"
+    before = open(sysctl).read()
+    fd = bpfsys.enable_run_time_stats()
+    try:
+        assert fd >= 0 and os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-stats"
+        assert open(sysctl).read() == before
+    finally:
+        os.close(fd)
+    assert open(sysctl).read() == before
