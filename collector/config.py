@@ -132,8 +132,8 @@ class NetworkSensorConfig(_Strict):
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")
-    settle: float = Field(0.25, ge=0, le=5, description="seconds an event waits before its process is looked "
-                          "up, so the process sensor has seen the exec that made it")
+    settle: float = Field(1.0, ge=0, le=5, description="longest an event waits for the process sensor to have "
+                          "read every exec before it (it goes as soon as that sensor caught up)")
     ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
     pending: PendingConfig = PendingConfig()
 
@@ -145,8 +145,8 @@ class PrivilegeSensorConfig(_Strict):
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     module_loads: bool = Field(True, description="report init_module/finit_module attempts; on kernels "
                                "without module support this watches every syscall exit (see docs)")
-    settle: float = Field(0.25, ge=0, le=5, description="seconds an event waits before its process is looked "
-                          "up, so the process sensor has seen the exec that made it")
+    settle: float = Field(1.0, ge=0, le=5, description="longest an event waits for the process sensor to have "
+                          "read every exec before it (it goes as soon as that sensor caught up)")
     pending: PendingConfig = PendingConfig()
 
     _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))

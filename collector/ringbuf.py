@@ -47,6 +47,9 @@ class RingBuffer:
         self._data_start = page  # data pages follow the producer page inside the second mapping
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
+        # True when the last drain() read up to the producer position it saw: every record reserved before
+        # that moment was taken (a busy record or the limit leave it False).
+        self.caught_up = False
 
     def wait(self, timeout: float) -> None:
         """Sleep until the kernel signals new data or `timeout` seconds pass."""
@@ -75,6 +78,7 @@ class RingBuffer:
                 append(prod_map[off + 8 : off + 8 + length])
             cons += (length + 8 + 7) & ~7
         _U64.pack_into(self._consumer, 0, cons)
+        self.caught_up = cons >= prod
         return out
 
     def close(self) -> None:

@@ -1,16 +1,18 @@
-"""Naming the process of a network or privilege event: a short settle, then the shared process cache.
+"""Naming the process of a network or privilege event: wait for the process sensor, then the shared cache.
 
 These sensors read their own ring buffers in their own threads, in parallel with the process sensor.
 A connect by a freshly exec'd program can be decoded before the process sensor has decoded that exec:
 the cache would then still hold the image before it (the forked shell), and the event would be
-attributed to the wrong binary. So an event first waits until it is `settle` seconds old in kernel
-time (the process sensor drains its ring buffer every poll interval, so by then it has seen every
-exec before the event), then is joined with the cache. A process still unknown waits in the bounded
-PendingEvents queue; when time runs out it is read from /proc, else the event is flagged
-`missing_process`: never dropped. An event that happened before the process exec'd again (setpriv
-dropping privileges, then exec'ing its command) names the image that was running then
-(ProcessCache.image_at); only when the cache no longer knows that image is the newer one named,
-flagged `image_replaced`.
+attributed to the wrong binary. So an event waits until the process sensor has read every exec up to
+the event's kernel time (ProcessCache.execs_read_until: the boot time at which it began a poll that
+emptied its ring buffer; the exec of the event's process was committed before the event, so it was
+in that ring), then is joined with the cache. A stalled process sensor holds an event at most `settle`
+seconds (it is then named from what the cache holds, counted in `settle_expired`); without a process
+sensor there is nothing to wait for. A process still unknown waits in the bounded PendingEvents queue;
+when time runs out it is read from /proc, else the event is flagged `missing_process`: never dropped.
+An event that happened before the process exec'd again (setpriv dropping privileges, then exec'ing its
+command) names the image that was running then (ProcessCache.image_at); only when the cache no longer
+knows that image is the newer one named, flagged `image_replaced`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ProcessJoin:
         self.pending = PendingEvents(lambda pid, start: cache.get(pid, start), max_items=max_items, max_age=max_wait)
         self.missing = 0
         self.replaced = 0  # events whose process exec'd a new image before they were named
+        self.settle_expired = 0  # events named before the process sensor had read up to their time
 
     def __len__(self) -> int:
         return len(self._settling) + len(self.pending)
@@ -47,10 +50,20 @@ class ProcessJoin:
     def ready(self, force: bool = False) -> list[Event]:
         """Events whose process is known now (or will never be), oldest first."""
         out: list[Event] = []
-        horizon = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
         q = self._settling
         cache = self.cache
-        while q and (force or q[0][0] <= horizon):
+        read_until = cache.execs_read_until
+        # No process sensor: nothing to wait for (the cache learns processes from /proc, as they are now).
+        now = force or read_until is None
+        if not now and q:
+            overdue = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
+            if overdue > read_until:  # the process sensor is behind by more than `settle`
+                n = 0
+                while n < len(q) and read_until < q[n][0] <= overdue:
+                    n += 1
+                self.settle_expired += n
+                read_until = overdue
+        while q and (now or q[0][0] <= read_until):
             ktime, pid, tid, start_ns, build = q.popleft()
             entry = cache.get(pid, start_ns)
             if entry is not None:

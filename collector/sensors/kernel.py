@@ -60,6 +60,10 @@ class KernelSensor(Sensor):
         """At unload: whatever still waits (for its process, for its settle time...)."""
         return self.join.ready(force=True) if self.join is not None else []
 
+    def read_until(self, ktime: int) -> None:
+        """Called after a poll that took every message the kernel had queued before boot time `ktime`
+        (and handed them to ready()). The process sensor publishes it (see attribution.py)."""
+
     def _open(self, offsets: dict, defines: dict, maps: list[str], pages: int, before_release=None) -> None:
         self._bpf = compile_program(self.program, offsets, defines, maps, before_release=before_release)
         self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, pages * 4096)
@@ -84,8 +88,11 @@ class KernelSensor(Sensor):
         # while their threads drain them, instead of all at once past their bound; what is not read yet
         # waits in the ring buffer.
         n = 0
+        # Read before the first drain: a message the kernel committed before this time is in the ring now.
+        started = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        rb = self._rb
         for _ in range(_CHUNKS_PER_POLL):  # bounded: a ring that never empties must not hold the thread
-            raw = self._rb.drain(_CHUNK)
+            raw = rb.drain(_CHUNK)
             n += len(raw)
             if raw:
                 self._m_events.inc(len(raw))
@@ -94,6 +101,8 @@ class KernelSensor(Sensor):
                 self.ctx.emit(events)
             if len(raw) < _CHUNK:
                 break
+        if rb.caught_up:
+            self.read_until(started)
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + 1.0

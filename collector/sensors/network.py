@@ -130,6 +130,7 @@ class NetworkSensor(KernelSensor):
         out["decode_errors"] = self.decode_errors
         out["kernel_filtered"] = self.filtered
         out["missing_process"] = self.join.missing
+        out["settle_expired"] = self.join.settle_expired
         out["pending_expired"] = self.join.pending.expired
         return out
 

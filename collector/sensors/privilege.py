@@ -116,7 +116,7 @@ class PrivilegeSensor(KernelSensor):
 
     def counters(self) -> dict[str, int]:
         return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "missing_process": self.join.missing,
-                "own_bpf_loads": self.own_bpf_loads}
+                "settle_expired": self.join.settle_expired, "own_bpf_loads": self.own_bpf_loads}
 
     # --- decoding ---
 

@@ -182,6 +182,7 @@ class ProcessSensor(KernelSensor):
                        before_release=self.ctx.cache.resolve)
         self._forks_map = self._bpf.maps["forks"]
         self.ctx.cache.fork_source = self.fork_info
+        self.ctx.cache.execs_read_until = 0  # the other sensors now wait for us (attribution.py)
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
@@ -197,10 +198,15 @@ class ProcessSensor(KernelSensor):
     def flush(self) -> list[Event]:
         return self.pending.flush()
 
+    def read_until(self, ktime: int) -> None:
+        # Every exec before `ktime` is in the cache now: events of other sensors up to then can be named.
+        self.ctx.cache.execs_read_until = ktime
+
     def unload(self) -> None:
         super().unload()
         if self.ctx.cache.fork_source == self.fork_info:
             self.ctx.cache.fork_source = None
+            self.ctx.cache.execs_read_until = None
         self._forks_map = None
 
     def fork_info(self, pid: int) -> tuple[int, int, int] | None:

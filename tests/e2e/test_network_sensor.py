@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -51,7 +52,7 @@ c.close()
 @pytest.fixture(scope="module")
 def net_agent(tmp_path_factory):
     yield from running_agent(tmp_path_factory.mktemp("net-agent"), """  process: {poll_interval: 0.05}
-  network: {poll_interval: 0.05, settle: 0.2}""")
+  network: {poll_interval: 0.05}""")
 
 
 def _exchange(host: str) -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
@@ -64,8 +65,9 @@ def _exchange(host: str) -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
 
 
 def _exec_of(agent, pid):
-    return agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == pid,
-                          what=f"exec of {pid}")[-1]
+    """The last image of a process that has exited: its exit is written after every exec of its pid."""
+    agent.wait_for(lambda e: e["type"] == "process_exit" and e["process"]["pid"] == pid, what=f"exit of {pid}")
+    return [e for e in agent.events() if e["type"] == "process_exec" and e["process"]["pid"] == pid][-1]
 
 
 def _net(agent, etype, pid, port_field, port):
@@ -165,6 +167,49 @@ def test_connect_from_a_thread_names_the_process(net_agent):
     assert conn["process"]["exec_id"] == c_exec["process"]["exec_id"]
     assert "missing_process" not in conn["process"].get("flags", [])
 
+
+
+def test_connect_waits_for_a_lagging_process_sensor(tmp_path):
+    """A shell the agent knows execs a client that connects at once, while the process sensor is held for
+    0.6 s, longer than the fixed 0.25 s wait of earlier versions, which then named the shell. The network
+    sensor waits until the process sensor has read up to the connect (collector/sensors/attribution.py),
+    so the connect is the client's."""
+    for running in running_agent(tmp_path, """  process: {poll_interval: 0.05}
+  network: {poll_interval: 0.05}"""):
+        (proc_sensor,) = [s for s in running.agent.sensors if s.name == "process"]
+        (net_sensor,) = [s for s in running.agent.sensors if s.name == "network"]
+        server = subprocess.Popen([sys.executable, "-c", SERVER, "127.0.0.1"], stdout=subprocess.PIPE, text=True)
+        port = int(server.stdout.readline())
+        client = subprocess.Popen(["/bin/sh", "-c", 'read go; exec "$0" -c "$1" 127.0.0.1 "$2"', sys.executable,
+                                   CLIENT, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sh_exec = running.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == client.pid,
+                                   what="the shell's exec")[-1]
+        assert sh_exec["process"]["binary"] == "/bin/sh"
+        poll, go = proc_sensor.poll, threading.Event()
+
+        def held(timeout):
+            go.wait(5)
+            return poll(timeout)
+
+        proc_sensor.poll = held
+        try:
+            time.sleep(0.2)  # a poll that started before is over
+            client.stdin.write("go\n")
+            client.stdin.close()
+            cport = int(client.stdout.readline())
+            assert client.wait(10) == 0 and server.wait(10) == 0
+            time.sleep(0.6)
+            assert not [e for e in running.events() if e["type"] == "network_connect"
+                        and e["process"]["pid"] == client.pid]
+        finally:
+            proc_sensor.poll = poll
+            go.set()
+        c_exec = _exec_of(running, client.pid)
+        assert c_exec["process"]["binary"] == sys.executable
+        (conn,) = _net(running, "network_connect", client.pid, "source_port", cport)
+        assert conn["process"]["binary"] == sys.executable
+        assert conn["process"]["exec_id"] == c_exec["process"]["exec_id"]
+        assert net_sensor.join.settle_expired == 0
 
 # --- DNS queries ------------------------------------------------------------------------------------
 
@@ -315,6 +360,7 @@ def test_getaddrinfo_through_glibc(net_agent, tmp_path):
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0 and out.strip() == str(socket.EAI_NONAME)
         r_exec = _exec_of(net_agent, proc.pid)  # unshare execs sh which execs python: one pid, last exec
+        assert r_exec["process"]["binary"] == sys.executable
         events = _dns(net_agent, proc.pid, 2)
         assert {e["network"]["dns"]["type"] for e in events} == {"A", "AAAA"}
         for e in events:

@@ -187,7 +187,7 @@ def test_sighup_reloads_policies_and_rejects_a_broken_file(tmp_path):
 @pytest.fixture(scope="module")
 def two_sensor_agent(tmp_path_factory):
     yield from running_agent(tmp_path_factory.mktemp("staged"), """  process: {poll_interval: 0.05}
-  network: {poll_interval: 0.05, settle: 0.1}""")
+  network: {poll_interval: 0.05}""")
 
 
 def _kernel_filters(process, network):
@@ -262,7 +262,7 @@ def test_dns_names_policy_on_a_real_query(tmp_path):
             "    q = struct.pack('>6H', 100 + i, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode()"
             " for p in name.split('.')) + b'\\0\\0\\x01\\0\\x01'\n"
             "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(q, ('127.0.0.1', 53))\n")
-    for running in running_agent(tmp_path, "  process: {poll_interval: 0.05}\n  network: {poll_interval: 0.05, settle: 0.1}",
+    for running in running_agent(tmp_path, "  process: {poll_interval: 0.05}\n  network: {poll_interval: 0.05}",
                                  f"policies: {{library: false, paths: [{pol}]}}"):
         p = subprocess.run([sys.executable, "-c", send, "x.paste.siemhub.test", "notpaste.siemhub.test",
                             "paste.siemhub.test.evil"], timeout=10)

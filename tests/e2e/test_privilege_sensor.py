@@ -25,7 +25,7 @@ int main(void) { return setresuid(0, 0, 0) == 0 ? 0 : 1; }
 @pytest.fixture(scope="module")
 def priv_agent(tmp_path_factory):
     yield from running_agent(tmp_path_factory.mktemp("priv-agent"), """  process: {poll_interval: 0.05}
-  privilege: {poll_interval: 0.05, settle: 0.2}""")
+  privilege: {poll_interval: 0.05}""")
 
 
 def _priv(agent, pid, operation):

@@ -229,7 +229,7 @@ def fork_agent(tmp_path_factory):
     from tests.conftest import running_agent
 
     yield from running_agent(tmp_path_factory.mktemp("fork-agent"), """  process: {poll_interval: 0.05}
-  network: {poll_interval: 0.05, settle: 0.2}""")
+  network: {poll_interval: 0.05}""")
 
 
 def test_fork_without_exec_is_named_from_the_kernels_fork_map(fork_agent):

@@ -247,3 +247,62 @@ def test_dns_names_survive_exactly(labels, qtype):
     assert qid == 7 and qtype_name is not None and flags in ([], ["escaped_name"])
     assert _labels_of(name) == labels
     assert ("escaped_name" in flags) == any(b < 0x21 or b > 0x7E for x in labels for b in x)
+
+
+# --- waiting for the process sensor (collector/sensors/attribution.py) ---
+
+def _boot_ns() -> int:
+    import time
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def _sensor(h, settle: float) -> NetworkSensor:
+    return NetworkSensor(NetworkSensorConfig(settle=settle, pending={"max_wait": 0}), SensorContext(
+        h.node, h.clock, h.ids, h.metrics, h.cache, h.emitted.extend))
+
+
+def test_event_waits_until_the_process_sensor_read_past_it(h):
+    """A shell forks and execs curl, which connects; the connect is decoded before the process sensor has
+    decoded curl's exec. Named then, it would be the shell's: it waits for the process sensor instead."""
+    now = _boot_ns()
+    h.decode(exec_msg(5151, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
+    net = _sensor(h, settle=5)
+    h.cache.execs_read_until = now - SEC  # the process sensor has read up to a second ago
+    net.decode([net_msg(m.NET_CONNECT, pid=5151, start=now - 3 * SEC, ktime=now)])
+    assert net.join.ready() == [] and len(net.join) == 1
+    h.decode(exec_msg(5151, ktime=now - 1000, start=now - 3 * SEC, filename=b"/usr/bin/curl", args=[b"curl"]))
+    assert net.join.ready() == []  # decoded, but the sensor has not said it read up to the connect yet
+    h.cache.execs_read_until = now + 1
+    (e,) = net.join.ready()
+    assert e.process.binary == "/usr/bin/curl"
+    assert e.process.exec_id == h.cache.exec_id(5151, now - 1000) == h.cache.get(5151).proc.exec_id
+    assert net.join.settle_expired == 0
+
+
+def test_a_stalled_process_sensor_holds_events_at_most_settle(h):
+    import time
+    now = _boot_ns()
+    h.decode(exec_msg(5152, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
+    net = _sensor(h, settle=0.2)
+    h.cache.execs_read_until = now - 60 * SEC  # stalled a minute ago
+    net.decode([net_msg(m.NET_CONNECT, pid=5152, start=now - 3 * SEC, ktime=now),
+                net_msg(m.NET_CLOSE, pid=5152, start=now - 3 * SEC, ktime=now + 1, sent=1, received=2)])
+    assert net.join.ready() == []
+    deadline = time.monotonic() + 5
+    out = []
+    while len(out) < 2 and time.monotonic() < deadline:
+        out += net.join.ready()
+        time.sleep(0.02)
+    assert [e.type for e in out] == ["network_connect", "network_close"]
+    assert all(e.process.binary == "/bin/sh" for e in out)  # what the cache knows: named, never dropped
+    assert net.join.settle_expired == 2 and net.counters()["settle_expired"] == 2
+
+
+def test_without_a_process_sensor_nothing_waits(h):
+    now = _boot_ns()
+    h.decode(exec_msg(5153, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
+    assert h.cache.execs_read_until is None  # the harness never load()s its process sensor
+    net = _sensor(h, settle=5)
+    net.decode([net_msg(m.NET_CONNECT, pid=5153, start=now - 3 * SEC, ktime=now)])
+    (e,) = net.join.ready()
+    assert e.process.binary == "/bin/sh" and net.join.settle_expired == 0

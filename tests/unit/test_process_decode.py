@@ -594,6 +594,7 @@ class _FakeRing:
     def __init__(self, records: list[bytes]) -> None:
         self.records = records
         self.limits: list[int] = []
+        self.caught_up = False
 
     def wait(self, timeout: float) -> None:
         pass
@@ -601,6 +602,7 @@ class _FakeRing:
     def drain(self, limit: int = 1 << 30) -> list[bytes]:
         self.limits.append(limit)
         out, self.records = self.records[:limit], self.records[limit:]
+        self.caught_up = not self.records
         return out
 
 
@@ -617,7 +619,13 @@ def test_a_burst_is_decoded_and_routed_a_chunk_at_a_time(h, monkeypatch):
     records = [exec_msg(1000 + i, ktime=(10 + i) * S, start=(10 + i) * S) for i in range(45)]
     ring = _FakeRing(records)
     h.sensor._rb, h.sensor._bpf, h.sensor._next_check = ring, object(), float("inf")
+    cache = h.sensor.ctx.cache
+    cache.execs_read_until = 0  # as load() sets it
     assert h.sensor.poll(0) == 30  # three chunks of 10, then the poll returns
     assert batches == [10, 10, 10] and ring.limits == [10, 10, 10]
+    assert cache.execs_read_until == 0  # records left in the ring: other sensors keep waiting
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     assert h.sensor.poll(0) == 15  # the rest: a chunk of 10, a short one ends the loop
     assert batches == [10, 10, 10, 10, 5] and not ring.records
+    # caught up: everything the kernel queued before this poll began is in the cache
+    assert before <= cache.execs_read_until <= time.clock_gettime_ns(time.CLOCK_BOOTTIME)
