@@ -127,13 +127,17 @@ class NetworkIgnoreConfig(_Strict):
         return v
 
 
+def _settle_field():
+    return Field(1.0, ge=0, le=5, description="longest an event waits for the process sensor to have read "
+                 "every exec before it (it goes as soon as that sensor caught up; collector/sensors/attribution.py)")
+
+
 class NetworkSensorConfig(_Strict):
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")
-    settle: float = Field(1.0, ge=0, le=5, description="longest an event waits for the process sensor to have "
-                          "read every exec before it (it goes as soon as that sensor caught up)")
+    settle: float = _settle_field()
     ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
     pending: PendingConfig = PendingConfig()
 
@@ -145,8 +149,7 @@ class PrivilegeSensorConfig(_Strict):
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
     module_loads: bool = Field(True, description="report init_module/finit_module attempts; on kernels "
                                "without module support this watches every syscall exit (see docs)")
-    settle: float = Field(1.0, ge=0, le=5, description="longest an event waits for the process sensor to have "
-                          "read every exec before it (it goes as soon as that sensor caught up)")
+    settle: float = _settle_field()
     pending: PendingConfig = PendingConfig()
 
     _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
@@ -189,6 +192,7 @@ class FileSensorConfig(_Strict):
     ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(16, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
     poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    settle: float = _settle_field()
     pending: PendingConfig = PendingConfig()
 
     _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))

@@ -31,40 +31,72 @@ from siemhub.collector.pending import PendingEvents
 Build = Callable[[Process, Process | None], Event | None]
 
 
+class ExecGate:
+    """Holds items (oldest first) until the process sensor has read every exec up to their kernel time,
+    at most `settle` seconds for a stalled process sensor; with no process sensor, nothing waits."""
+
+    def __init__(self, cache: Any, settle: float) -> None:
+        self.cache = cache
+        self.settle_ns = int(settle * 1e9)
+        self._q: deque[tuple[int, Any]] = deque()
+        self.expired = 0  # items let through before the process sensor had read up to their time
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def passes(self, ktime: int) -> bool:
+        """True when an item of this time may go at once (nothing older waits, its execs are read)."""
+        read_until = self.cache.execs_read_until
+        return not self._q and (read_until is None or ktime <= read_until)
+
+    def add(self, ktime: int, item: Any) -> None:
+        self._q.append((ktime, item))
+
+    def ready(self, force: bool = False) -> list[Any]:
+        q = self._q
+        if not q:
+            return []
+        read_until = self.cache.execs_read_until
+        if force or read_until is None:
+            out = [item for _, item in q]
+            q.clear()
+            return out
+        overdue = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
+        if overdue > read_until:  # the process sensor is behind by more than `settle`
+            n = 0
+            while n < len(q) and read_until < q[n][0] <= overdue:
+                n += 1
+            self.expired += n
+            read_until = overdue
+        out = []
+        while q and q[0][0] <= read_until:
+            out.append(q.popleft()[1])
+        return out
+
+
 class ProcessJoin:
     def __init__(self, cache: Any, settle: float, max_items: int, max_wait: float) -> None:
         self.cache = cache
-        self.settle_ns = int(settle * 1e9)
-        self._settling: deque[tuple[int, int, int, int, Build]] = deque()
+        self.gate = ExecGate(cache, settle)
         self.pending = PendingEvents(lambda pid, start: cache.get(pid, start), max_items=max_items, max_age=max_wait)
         self.missing = 0
         self.replaced = 0  # events whose process exec'd a new image before they were named
-        self.settle_expired = 0  # events named before the process sensor had read up to their time
+
+    @property
+    def settle_expired(self) -> int:
+        return self.gate.expired
 
     def __len__(self) -> int:
-        return len(self._settling) + len(self.pending)
+        return len(self.gate) + len(self.pending)
 
     def add(self, ktime: int, pid: int, tid: int, start_ns: int, build: Build) -> None:
-        self._settling.append((ktime, pid, tid, start_ns, build))
+        self.gate.add(ktime, (ktime, pid, tid, start_ns, build))
 
     def ready(self, force: bool = False) -> list[Event]:
         """Events whose process is known now (or will never be), oldest first."""
         out: list[Event] = []
-        q = self._settling
         cache = self.cache
-        read_until = cache.execs_read_until
-        # No process sensor: nothing to wait for (the cache learns processes from /proc, as they are now).
-        now = force or read_until is None
-        if not now and q:
-            overdue = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
-            if overdue > read_until:  # the process sensor is behind by more than `settle`
-                n = 0
-                while n < len(q) and read_until < q[n][0] <= overdue:
-                    n += 1
-                self.settle_expired += n
-                read_until = overdue
-        while q and (now or q[0][0] <= read_until):
-            ktime, pid, tid, start_ns, build = q.popleft()
+        for ktime, pid, tid, start_ns, build in self.gate.ready(force):
             entry = cache.get(pid, start_ns)
             if entry is not None:
                 out.append(self._build(entry, ktime, pid, tid, start_ns, build))

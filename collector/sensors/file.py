@@ -27,6 +27,7 @@ from siemhub.collector.config import FileSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.sensors import BPFUnavailable, SensorContext
+from siemhub.collector.sensors.attribution import ExecGate
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 
@@ -212,9 +213,9 @@ class FileSensor(KernelSensor):
         self._held_since: float | None = None
         self._held_warned = False
         self._rules: list = list(config.enforce)
+        self.gate = ExecGate(ctx.cache, config.settle)
         self.pending = PendingEvents(self._lookup, max_items=config.pending.max_events,
                                      max_age=config.pending.max_wait)
-        self._early: list[Event] = []
 
     # --- lifecycle ---
 
@@ -289,12 +290,16 @@ class FileSensor(KernelSensor):
 
     def ready(self, raw: list[bytes]) -> list[Event]:
         events = self.decode(raw) if raw else []
+        if self.gate:
+            for pid, key, build in self.gate.ready():
+                events.extend(self._named(pid, key, build))
         if self.pending:
             events.extend(_flat(self.pending.drain()))
         return events
 
     def flush(self) -> list[Event]:
-        return _flat(self.pending.flush())
+        events = [e for pid, key, build in self.gate.ready(force=True) for e in self._named(pid, key, build)]
+        return events + _flat(self.pending.flush())
 
     def check_counters(self) -> None:
         super().check_counters()
@@ -321,7 +326,8 @@ class FileSensor(KernelSensor):
                 "watch_paths": self.watch_paths, "watch_paths_missing": self.watch_missing,
                 "enforce_block_available": int(self.block_available),
                 "pending_resolved": self.pending.resolved, "pending_expired": self.pending.expired,
-                "pending_overflow": self.pending.overflow, **self.kernel_stats}
+                "pending_overflow": self.pending.overflow, "settle_expired": self.gate.expired,
+                **self.kernel_stats}
 
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
 
@@ -338,8 +344,7 @@ class FileSensor(KernelSensor):
         return e if e.proc.comm == comm else None
 
     def decode(self, raw: list[bytes]) -> list[Event]:
-        events: list[Event] = self._early
-        self._early = []
+        events: list[Event] = []
         for msg in raw:
             try:
                 if msg[0] != m.MSG_FILE:
@@ -385,12 +390,20 @@ class FileSensor(KernelSensor):
         def build(entry) -> list[Event]:
             return self._events(entry, body, ktime, pid, tid, start_ns, comm_s, killed, rule)
 
-        entry = self._lookup(pid, (start_ns, comm_s, ktime))
+        key = (start_ns, comm_s, ktime)
+        if not self.gate.passes(ktime):
+            # The process sensor has not read every exec up to this event yet (attribution.py): a
+            # shell that exec'd a shell would still be the old image in the cache, comm and all.
+            self.gate.add(ktime, (pid, key, build))
+            return []
+        return self._named(pid, key, build)
+
+    def _named(self, pid: int, key, build) -> list[Event]:
+        entry = self._lookup(pid, key)
         if entry is None:
             # Not known yet (its exec is still on its way through the process sensor): wait for it, so
             # the event carries the same exec_id as the process_exec. Out of time, /proc is asked.
-            self._early.extend(_flat(self.pending.add(pid, (start_ns, comm_s, ktime), build)))
-            return []
+            return _flat(self.pending.add(pid, key, build))
         return build(entry)
 
     def _events(self, entry, body: File, ktime: int, pid: int, tid: int, start_ns: int, comm: str,

@@ -79,6 +79,30 @@ def test_event_waits_for_the_exec_of_its_image(h):
     assert e.process.binary == "/bin/cat" and e.parent.pid == 100
 
 
+
+def test_a_shell_that_execs_a_shell_waits_for_the_process_sensor(h):
+    """sh exec'd sh, whose open is decoded before the second exec: same pid, same comm, so only the
+    process sensor's read-up-to time tells the images apart (attribution.py ExecGate)."""
+    import time
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    start = now - 3 * 10**9
+    h.decode(exec_msg(100, ppid=1, ktime=2 * 10**9, start=2 * 10**9, filename=b"/bin/bash", comm=b"bash"))
+    h.decode(exec_msg(4242, ppid=100, ktime=now - 2 * 10**9, start=start, pstart=2 * 10**9, filename=b"/bin/sh",
+                      args=[b"sh", b"-c", b"exec sh -c 'cat < /etc/shadow'"], comm=b"sh"))
+    h.cache.execs_read_until = now - 10**9
+    assert h.file.decode([file_msg(4242, start=start, ktime=now, comm=b"sh")]) == []
+    assert len(h.file.gate) == 1 and h.file.ready([]) == []
+    h.decode(exec_msg(4242, ppid=100, ktime=now - 1000, start=start, pstart=2 * 10**9, filename=b"/bin/sh",
+                      args=[b"sh", b"-c", b"cat < /etc/shadow"], comm=b"sh"))
+    h.cache.execs_read_until = now
+    (e,) = h.file.ready([])
+    assert e.process.args == ["sh", "-c", "cat < /etc/shadow"]
+    assert e.process.exec_id == h.cache.exec_id(4242, now - 1000)
+    assert h.file.counters()["settle_expired"] == 0
+    # once the process sensor is past an event, it goes at once
+    (e,) = h.file.decode([file_msg(4242, start=start, ktime=now - 10, comm=b"sh")])
+    assert e.process.exec_id == h.cache.exec_id(4242, now - 1000)
+
 def test_rename_chown_chmod_unlink_write(h):
     _known_cat(h)
     evs = h.decode_file(
