@@ -85,9 +85,9 @@ class ProcessCache:
         # Processes forked and not exec'd are read from the kernel's forks map on demand (set by the
         # process sensor); (pid, start_ns) pairs it did not hold are asked once each.
         self.fork_source = None
-        # Boot time up to which the process sensor has put every exec in this cache (None: no process
-        # sensor runs, nothing to wait for). Other sensors name an event's process once it passed.
-        self.execs_read_until: int | None = None
+        # () -> boot time up to which every exec is in this cache (set by the process sensor; None: no
+        # process sensor runs, nothing to wait for). Other sensors name an event's process once it passed.
+        self.exec_horizon = None
         self._not_forks: dict[tuple[int, int], None] = {}
         self._metrics = metrics
         self._m_size = metrics.cache_size

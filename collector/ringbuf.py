@@ -19,6 +19,7 @@ loads, which Python cannot express: `available()` is False there and the sensor 
 from __future__ import annotations
 
 import mmap
+import os
 import platform
 import select
 import struct
@@ -47,14 +48,26 @@ class RingBuffer:
         self._data_start = page  # data pages follow the producer page inside the second mapping
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
+        # wake(): another thread cuts a wait short (the kernel's wake-ups are batched; see process.py)
+        self._nudge = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._nudge, select.EPOLLIN)
         # True when the last drain() read up to the producer position it saw: every record reserved before
         # that moment was taken (a busy record or the limit leave it False).
         self.caught_up = False
 
     def wait(self, timeout: float) -> None:
-        """Sleep until the kernel signals new data or `timeout` seconds pass."""
+        """Sleep until the kernel signals new data, wake() is called, or `timeout` seconds pass."""
         if not self.pending():
-            self._epoll.poll(timeout)
+            for fd, _ in self._epoll.poll(timeout):
+                if fd == self._nudge:
+                    try:
+                        os.eventfd_read(self._nudge)
+                    except BlockingIOError:
+                        pass
+
+    def wake(self) -> None:
+        """End a wait() in progress (or the next one) at once; any thread may call it."""
+        os.eventfd_write(self._nudge, 1)
 
     def pending(self) -> bool:
         return _U64.unpack_from(self._producer, 0)[0] != _U64.unpack_from(self._consumer, 0)[0]
@@ -83,5 +96,6 @@ class RingBuffer:
 
     def close(self) -> None:
         self._epoll.close()
+        os.close(self._nudge)
         self._consumer.close()
         self._producer.close()

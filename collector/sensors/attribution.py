@@ -4,9 +4,9 @@ These sensors read their own ring buffers in their own threads, in parallel with
 A connect by a freshly exec'd program can be decoded before the process sensor has decoded that exec:
 the cache would then still hold the image before it (the forked shell), and the event would be
 attributed to the wrong binary. So an event waits until the process sensor has read every exec up to
-the event's kernel time (ProcessCache.execs_read_until: the boot time at which it began a poll that
-emptied its ring buffer; the exec of the event's process was committed before the event, so it was
-in that ring), then is joined with the cache. A stalled process sensor holds an event at most `settle`
+the event's kernel time (ProcessCache.exec_horizon(), see ProcessSensor.exec_horizon: the exec of the
+event's process was committed to the process sensor's ring before the event happened), then is joined
+with the cache. A stalled process sensor holds an event at most `settle`
 seconds (it is then named from what the cache holds, counted in `settle_expired`); without a process
 sensor there is nothing to wait for. A process still unknown waits in the bounded PendingEvents queue;
 when time runs out it is read from /proc, else the event is flagged `missing_process`: never dropped.
@@ -39,6 +39,7 @@ class ExecGate:
         self.cache = cache
         self.settle_ns = int(settle * 1e9)
         self._q: deque[tuple[int, Any]] = deque()
+        self._horizon = 0  # the process sensor's horizon when last asked
         self.expired = 0  # items let through before the process sensor had read up to their time
 
     def __len__(self) -> int:
@@ -46,8 +47,7 @@ class ExecGate:
 
     def passes(self, ktime: int) -> bool:
         """True when an item of this time may go at once (nothing older waits, its execs are read)."""
-        read_until = self.cache.execs_read_until
-        return not self._q and (read_until is None or ktime <= read_until)
+        return not self._q and (self.cache.exec_horizon is None or ktime <= self._horizon)
 
     def add(self, ktime: int, item: Any) -> None:
         self._q.append((ktime, item))
@@ -56,11 +56,12 @@ class ExecGate:
         q = self._q
         if not q:
             return []
-        read_until = self.cache.execs_read_until
-        if force or read_until is None:
+        horizon = self.cache.exec_horizon
+        if force or horizon is None:
             out = [item for _, item in q]
             q.clear()
             return out
+        read_until = self._horizon = horizon()
         overdue = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
         if overdue > read_until:  # the process sensor is behind by more than `settle`
             n = 0

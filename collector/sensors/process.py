@@ -151,6 +151,8 @@ class ProcessSensor(KernelSensor):
         self._containers: dict[str, Container] = {}
         self._by_cgroup: dict[int, tuple[Container, tuple | None] | None] = {}
         self._forks_map = None
+        self._gen = 0  # polls begun + ended (exec_horizon)
+        self._read_until = 0
         self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
         self._comms: dict[bytes, str | tuple[str, str]] = {}
         self._args: dict[bytes, tuple[list[str], str | None]] = {}
@@ -182,7 +184,7 @@ class ProcessSensor(KernelSensor):
                        before_release=self.ctx.cache.resolve)
         self._forks_map = self._bpf.maps["forks"]
         self.ctx.cache.fork_source = self.fork_info
-        self.ctx.cache.execs_read_until = 0  # the other sensors now wait for us (attribution.py)
+        self.ctx.cache.exec_horizon = self.exec_horizon  # the other sensors now wait for us (attribution.py)
         self.set_filters(c.ignore.binaries, c.ignore.cgroups)
         if c.procfs_scan:
             started = time.monotonic()
@@ -198,15 +200,47 @@ class ProcessSensor(KernelSensor):
     def flush(self) -> list[Event]:
         return self.pending.flush()
 
+    def poll(self, timeout: float) -> int:
+        if self._bpf is None:
+            return 0
+        if timeout > 0:
+            self._rb.wait(timeout)
+        self._gen += 1  # odd while records may be out of the ring and not yet in the cache
+        try:
+            return super().poll(0)
+        finally:
+            self._gen += 1
+
     def read_until(self, ktime: int) -> None:
-        # Every exec before `ktime` is in the cache now: events of other sensors up to then can be named.
-        self.ctx.cache.execs_read_until = ktime
+        self._read_until = ktime  # every exec before `ktime` is in the cache
+
+    def exec_horizon(self) -> int:
+        """Boot time up to which every exec is in the cache (other sensors' threads ask). Now, when the
+        ring is empty and no poll is between taking records and decoding them (checked like a seqlock:
+        the poll count is even and the same before and after); else the start of the last poll that
+        emptied the ring. An exec is committed to the ring before anything its process does next, so an
+        event up to that time finds its image in the cache."""
+        gen, rb = self._gen, self._rb
+        if not gen & 1 and rb is not None:
+            now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            try:
+                if not rb.pending():
+                    if self._gen == gen:
+                        return now
+                else:
+                    # Messages wait for a batched wake-up or the poll timeout (up to poll_interval):
+                    # someone is waiting on them, so read them now.
+                    rb.wake()
+            except (ValueError, OSError):  # unmapped or closed by an unload in the meantime
+                pass
+        return self._read_until
 
     def unload(self) -> None:
         super().unload()
         if self.ctx.cache.fork_source == self.fork_info:
             self.ctx.cache.fork_source = None
-            self.ctx.cache.execs_read_until = None
+        if self.ctx.cache.exec_horizon == self.exec_horizon:
+            self.ctx.cache.exec_horizon = None
         self._forks_map = None
 
     def fork_info(self, pid: int) -> tuple[int, int, int] | None:

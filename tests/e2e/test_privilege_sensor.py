@@ -28,9 +28,13 @@ def priv_agent(tmp_path_factory):
   privilege: {poll_interval: 0.05}""")
 
 
-def _priv(agent, pid, operation):
+def _priv(agent, pid, operation, where=lambda p: True):
+    """The privilege_change events of pid for `operation` (whose privilege section satisfies `where`),
+    once one is there. Events of one process can come out in separate polls: each goes once the process
+    sensor has read the execs before it (collector/sensors/attribution.py), so wait for the one wanted."""
     return agent.wait_for(lambda e: e["type"] == "privilege_change" and e["process"]["pid"] == pid
-                          and e["privilege"]["operation"] == operation, what=f"{operation} by {pid}")
+                          and e["privilege"]["operation"] == operation and where(e["privilege"]),
+                          what=f"{operation} by {pid}")
 
 
 def _py(code: str, *args: str) -> subprocess.Popen:
@@ -49,12 +53,11 @@ def test_uid_0_gained_through_setuid_root_helper(priv_agent, tmp_path):
     p = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(helper)])
     assert p.wait(10) == 0
     # setpriv itself (same pid, before it execs the helper) dropped to 65534: reported, and low
-    events = _priv(priv_agent, p.pid, "setresuid")
-    drop = [x for x in events if x["privilege"]["new_uid"] == 65534]
+    drop = _priv(priv_agent, p.pid, "setresuid", lambda p: p["new_uid"] == 65534)
     # same pid, but the image running at the time: setpriv's drop names setpriv, not the helper it exec'd
     assert drop and drop[0]["severity"] == "low" and "image_replaced" not in drop[0]["process"].get("flags", [])
     assert drop[0]["process"]["binary"].endswith("/setpriv")
-    (e,) = [x for x in _priv(priv_agent, p.pid, "setresuid") if x["privilege"]["new_uid"] == 0]
+    (e,) = _priv(priv_agent, p.pid, "setresuid", lambda p: p["new_uid"] == 0)
     assert e["severity"] == "high" and "image_replaced" not in e["process"].get("flags", [])
     assert e["privilege"]["old_uid"] == 65534 and e["privilege"]["new_uid"] == 0
     assert e["privilege"]["result"] == 0

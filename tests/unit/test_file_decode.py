@@ -89,12 +89,12 @@ def test_a_shell_that_execs_a_shell_waits_for_the_process_sensor(h):
     h.decode(exec_msg(100, ppid=1, ktime=2 * 10**9, start=2 * 10**9, filename=b"/bin/bash", comm=b"bash"))
     h.decode(exec_msg(4242, ppid=100, ktime=now - 2 * 10**9, start=start, pstart=2 * 10**9, filename=b"/bin/sh",
                       args=[b"sh", b"-c", b"exec sh -c 'cat < /etc/shadow'"], comm=b"sh"))
-    h.cache.execs_read_until = now - 10**9
+    h.cache.exec_horizon = lambda: now - 10**9
     assert h.file.decode([file_msg(4242, start=start, ktime=now, comm=b"sh")]) == []
     assert len(h.file.gate) == 1 and h.file.ready([]) == []
     h.decode(exec_msg(4242, ppid=100, ktime=now - 1000, start=start, pstart=2 * 10**9, filename=b"/bin/sh",
                       args=[b"sh", b"-c", b"cat < /etc/shadow"], comm=b"sh"))
-    h.cache.execs_read_until = now
+    h.cache.exec_horizon = lambda: now
     (e,) = h.file.ready([])
     assert e.process.args == ["sh", "-c", "cat < /etc/shadow"]
     assert e.process.exec_id == h.cache.exec_id(4242, now - 1000)

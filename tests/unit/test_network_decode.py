@@ -267,12 +267,12 @@ def test_event_waits_until_the_process_sensor_read_past_it(h):
     now = _boot_ns()
     h.decode(exec_msg(5151, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
     net = _sensor(h, settle=5)
-    h.cache.execs_read_until = now - SEC  # the process sensor has read up to a second ago
+    h.cache.exec_horizon = lambda: now - SEC  # the process sensor has read up to a second ago
     net.decode([net_msg(m.NET_CONNECT, pid=5151, start=now - 3 * SEC, ktime=now)])
     assert net.join.ready() == [] and len(net.join) == 1
     h.decode(exec_msg(5151, ktime=now - 1000, start=now - 3 * SEC, filename=b"/usr/bin/curl", args=[b"curl"]))
     assert net.join.ready() == []  # decoded, but the sensor has not said it read up to the connect yet
-    h.cache.execs_read_until = now + 1
+    h.cache.exec_horizon = lambda: now + 1
     (e,) = net.join.ready()
     assert e.process.binary == "/usr/bin/curl"
     assert e.process.exec_id == h.cache.exec_id(5151, now - 1000) == h.cache.get(5151).proc.exec_id
@@ -284,7 +284,7 @@ def test_a_stalled_process_sensor_holds_events_at_most_settle(h):
     now = _boot_ns()
     h.decode(exec_msg(5152, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
     net = _sensor(h, settle=0.2)
-    h.cache.execs_read_until = now - 60 * SEC  # stalled a minute ago
+    h.cache.exec_horizon = lambda: now - 60 * SEC  # stalled a minute ago
     net.decode([net_msg(m.NET_CONNECT, pid=5152, start=now - 3 * SEC, ktime=now),
                 net_msg(m.NET_CLOSE, pid=5152, start=now - 3 * SEC, ktime=now + 1, sent=1, received=2)])
     assert net.join.ready() == []
@@ -301,7 +301,7 @@ def test_a_stalled_process_sensor_holds_events_at_most_settle(h):
 def test_without_a_process_sensor_nothing_waits(h):
     now = _boot_ns()
     h.decode(exec_msg(5153, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
-    assert h.cache.execs_read_until is None  # the harness never load()s its process sensor
+    assert h.cache.exec_horizon is None  # the harness never load()s its process sensor
     net = _sensor(h, settle=5)
     net.decode([net_msg(m.NET_CONNECT, pid=5153, start=now - 3 * SEC, ktime=now)])
     (e,) = net.join.ready()

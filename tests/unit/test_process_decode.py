@@ -595,6 +595,7 @@ class _FakeRing:
         self.records = records
         self.limits: list[int] = []
         self.caught_up = False
+        self.woken = 0
 
     def wait(self, timeout: float) -> None:
         pass
@@ -604,6 +605,12 @@ class _FakeRing:
         out, self.records = self.records[:limit], self.records[limit:]
         self.caught_up = not self.records
         return out
+
+    def pending(self) -> bool:
+        return bool(self.records)
+
+    def wake(self) -> None:
+        self.woken += 1
 
 
 def test_a_burst_is_decoded_and_routed_a_chunk_at_a_time(h, monkeypatch):
@@ -615,17 +622,34 @@ def test_a_burst_is_decoded_and_routed_a_chunk_at_a_time(h, monkeypatch):
     monkeypatch.setattr(kernel, "_CHUNK", 10)
     monkeypatch.setattr(kernel, "_CHUNKS_PER_POLL", 3)
     batches: list[int] = []
-    h.sensor.ctx.emit = lambda events: batches.append(len(events))
+    horizons: list[int] = []
+
+    def emit(events):  # runs inside poll(): records are out of the ring, maybe not all decoded yet
+        batches.append(len(events))
+        horizons.append(h.sensor.exec_horizon())
+
+    h.sensor.ctx.emit = emit
     records = [exec_msg(1000 + i, ktime=(10 + i) * S, start=(10 + i) * S) for i in range(45)]
     ring = _FakeRing(records)
     h.sensor._rb, h.sensor._bpf, h.sensor._next_check = ring, object(), float("inf")
-    cache = h.sensor.ctx.cache
-    cache.execs_read_until = 0  # as load() sets it
     assert h.sensor.poll(0) == 30  # three chunks of 10, then the poll returns
     assert batches == [10, 10, 10] and ring.limits == [10, 10, 10]
-    assert cache.execs_read_until == 0  # records left in the ring: other sensors keep waiting
+    assert h.sensor.exec_horizon() == 0  # records left in the ring: other sensors keep waiting...
+    assert ring.woken == 1  # ...and the process sensor's wait is cut short to read them
     before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     assert h.sensor.poll(0) == 15  # the rest: a chunk of 10, a short one ends the loop
     assert batches == [10, 10, 10, 10, 5] and not ring.records
-    # caught up: everything the kernel queued before this poll began is in the cache
-    assert before <= cache.execs_read_until <= time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    assert horizons == [0] * 5  # never "now" while a poll was under way
+    # caught up: everything the kernel queued before that poll began is in the cache
+    published = h.sensor._read_until
+    assert before <= published <= time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    # between polls, with the ring empty, the horizon is now
+    asked = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    assert h.sensor.exec_horizon() >= asked
+    h.sensor._gen += 1  # a poll that has taken records and not decoded them yet
+    assert h.sensor.exec_horizon() == published
+    h.sensor._gen += 1
+    assert ring.woken == 1  # not while a poll is under way, nor with nothing to read
+    ring.records.append(exec_msg(2000, ktime=99 * S, start=99 * S))  # queued, not read yet
+    assert h.sensor.exec_horizon() == published
+    assert ring.woken == 2

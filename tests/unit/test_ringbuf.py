@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import struct
+import threading
+import time
 
 import pytest
 
@@ -16,20 +19,29 @@ PAGE = mmap.PAGESIZE
 SIZE = 4 * PAGE
 
 
-class _NoEpoll:  # epoll refuses regular files; waiting is not what these tests are about
+_real_epoll = select.epoll
+
+
+class _Epoll:  # epoll refuses regular files (the memfd standing in for the map): leave that one out
+    def __init__(self):
+        self._ep = _real_epoll()
+
     def register(self, fd, mask):
-        pass
+        try:
+            self._ep.register(fd, mask)
+        except PermissionError:
+            pass
 
     def poll(self, timeout):
-        return []
+        return self._ep.poll(timeout)
 
     def close(self):
-        pass
+        self._ep.close()
 
 
 @pytest.fixture
 def ring(monkeypatch):
-    monkeypatch.setattr(ringbuf.select, "epoll", _NoEpoll)
+    monkeypatch.setattr(ringbuf.select, "epoll", _Epoll)
     fd = os.memfd_create("ringbuf-test")
     os.ftruncate(fd, PAGE + PAGE + 2 * SIZE)
     mem = mmap.mmap(fd, PAGE + PAGE + 2 * SIZE)
@@ -85,3 +97,17 @@ def test_the_limit_leaves_it_not_caught_up(ring):
     assert rb.drain(3) == [b"r0", b"r1", b"r2"] and not rb.caught_up
     assert rb.drain(3) == [b"r3", b"r4"] and rb.caught_up
     assert rb.drain(3) == [] and rb.caught_up
+
+
+def test_wake_cuts_a_wait_short_from_another_thread(ring):
+    rb, _, _ = ring
+    t = time.monotonic()
+    rb.wait(0.05)  # nothing: the whole timeout
+    assert time.monotonic() - t >= 0.04
+    threading.Timer(0.1, rb.wake).start()
+    t = time.monotonic()
+    rb.wait(10)
+    assert time.monotonic() - t < 5
+    t = time.monotonic()
+    rb.wait(0.05)  # the wake-up was consumed: a full wait again
+    assert time.monotonic() - t >= 0.04
