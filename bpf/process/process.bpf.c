@@ -69,6 +69,10 @@ BPF_PERCPU_ARRAY(filtered, u64, 1);        /* execs dropped by the filters */
 #ifndef SH_FORK_SLOTS
 #define SH_FORK_SLOTS 65536                /* power of two */
 #endif
+#ifndef SH_FORK_CHAIN
+#define SH_FORK_CHAIN 4  /* un-exec'd forks above an exec sent ahead of it (nested subshells) */
+#endif
+
 struct fork_info {
 	u32 pid;
 	u32 ppid;
@@ -262,6 +266,26 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	struct fork_info *fs = fork_slot(m->pid);
 	if (fs && fs->pid == m->pid)
 		fs->pid = 0;  /* the process runs its own image now */
+	/* A parent that forked and never exec'd (a subshell) would be sent at its exit, after this exec,
+	 * when user space has had to name this process' parent without it: send it now, ahead of the exec,
+	 * and its own parent if that is such a fork too (nested subshells), up to SH_FORK_CHAIN levels. */
+	u32 up = m->ppid;
+#pragma unroll
+	for (int i = 0; i < SH_FORK_CHAIN; i++) {
+		struct fork_info *pf = up ? fork_slot(up) : 0;
+		if (!pf || pf->pid != up)
+			break;
+		struct sh_msg_fork f = {};
+		f.hdr.type = SH_MSG_FORK;
+		f.hdr.size = sizeof(f);
+		f.hdr.ktime = pf->ktime;
+		f.pid = up;
+		f.ppid = pf->ppid;
+		f.start_boottime = pf->start_boottime;
+		up = pf->ppid;
+		pf->pid = 0;
+		submit(&f, sizeof(f), SH_MSG_FORK);
+	}
 	void *mm = ld_ptr(task, OFF_TASK_MM);
 
 	/* the executable's inode: setuid/setgid bits, owner, identity (and the filter key) */

@@ -123,7 +123,10 @@ class NetworkSensor(KernelSensor):
             port_map.update(_u32(p), b"\x01")
         self._ports = wanted
         maps["filters_on"].update(_u32(0), _u32(1 if keys or wanted else 0))
-        log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
+        state = (tuple(keys), frozenset(wanted))
+        if state != getattr(self, "_logged_filters", None):  # the policy engine re-applies them at start-up
+            self._logged_filters = state
+            log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
 
     def counters(self) -> dict[str, int]:
         out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self.lost_seen.items()}

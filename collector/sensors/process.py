@@ -4,7 +4,8 @@ Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf
 shared KernelSensor lifecycle) and decoded in a batch after each poll with struct.unpack_from, then
 joined with the process cache to name the parent. Forks are not emitted: the kernel keeps them in a
 map that the cache reads for a process it is asked about before its exec (a fork that never execs is
-sent as a message when it exits), so the common fork + exec costs one message, not two.
+sent as a message when it exits, or ahead of the exec of its child: a subshell's command), so the
+common fork + exec costs one message, not two.
 
 Caveats: the binary is the path given to execve (made absolute against cwd when relative), not the
 resolved target of symlinks; cwd is walked in the kernel up to `cwd_depth` components (deeper paths
@@ -148,6 +149,7 @@ class ProcessSensor(KernelSensor):
                                      max_items=config.pending.max_events, max_age=config.pending.max_wait)
         self._early: list[Event] = []  # events the pending queue pushed out while decoding
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
+        self._filters_logged = False
         self._containers: dict[str, Container] = {}
         self._by_cgroup: dict[int, tuple[Container, tuple | None] | None] = {}
         self._forks_map = None
@@ -300,8 +302,11 @@ class ProcessSensor(KernelSensor):
             cg_map.update(cid.to_bytes(8, "little"), b"\x01")
         if keys or ids:
             maps["filters_on"].update(_u32(0), _u32(1))  # stays on: ignored_pids may hold entries
-        self.filters = {"binaries": list(binaries), "cgroups": list(cgroups)}
-        log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
+        new = {"binaries": list(binaries), "cgroups": list(cgroups)}
+        if new != self.filters or not self._filters_logged:  # the policy engine re-applies them at start-up
+            log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
+            self._filters_logged = True
+        self.filters = new
 
     def counters(self) -> dict[str, int]:
         out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self.lost_seen.items()}
