@@ -279,9 +279,12 @@ class FileSensor(KernelSensor):
         self.watch_paths = len(paths)
         missing = [p for p in paths if not os.path.lexists(p)]
         self.watch_missing = len(missing)
-        log.info("file sensor: watching %d paths (%d trie entries); %d do not exist and are watched by name "
-                 "for their creation%s", len(paths), len(entries), len(missing),
-                 f": {', '.join(missing[:8])}" if missing else "")
+        state = (tuple(paths), len(entries), tuple(missing))
+        if state != getattr(self, "_logged_watch", None):  # the policy engine re-applies them at start-up
+            self._logged_watch = state
+            log.info("file sensor: watching %d paths (%d trie entries); %d do not exist and are watched by name "
+                     "for their creation%s", len(paths), len(entries), len(missing),
+                     f": {', '.join(missing[:8])}" if missing else "")
 
     def _bump_generation(self) -> None:
         gmap = self._bpf.maps["state"]  # [3]: the user space generation (bpf/file/file.bpf.c)
