@@ -4,6 +4,7 @@ those tests skip -- unless SIEMHUB_REQUIRE_BPF=1 (CI), where that is a failure."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -59,6 +60,26 @@ class RunningAgent:
                     raise AssertionError(f"no {what} within {timeout}s")
                 return found
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def process_sensor_held(agent: RunningAgent):
+    """Inside the block the agent's process sensor reads nothing (each poll waits), as on a loaded
+    machine where it falls behind the other sensors; it reads everything once the block ends."""
+    sensor = next(s for s in agent.agent.sensors if s.name == "process")
+    poll, go = sensor.poll, threading.Event()
+
+    def held(timeout):
+        go.wait(5)
+        return poll(timeout)
+
+    sensor.poll = held
+    try:
+        time.sleep(0.2)  # a poll that began before is over
+        yield
+    finally:
+        del sensor.poll
+        go.set()
 
 
 def running_agent(base: Path, sensors: str, extra: str = ""):

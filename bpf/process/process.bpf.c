@@ -125,6 +125,19 @@ static __always_inline void submit(void *msg, u32 size, u32 type)
 		count_lost(type);
 }
 
+/* The process in a forks slot (forked, never exec'd) as a fork message. */
+static __always_inline void send_fork(struct fork_info *fi)
+{
+	struct sh_msg_fork m = {};
+	m.hdr.type = SH_MSG_FORK;
+	m.hdr.size = sizeof(m);
+	m.hdr.ktime = fi->ktime;
+	m.pid = fi->pid;
+	m.ppid = fi->ppid;
+	m.start_boottime = fi->start_boottime;
+	submit(&m, sizeof(m), SH_MSG_FORK);
+}
+
 /* What the cwd walk needs of a struct mount (reached from a vfsmount by container_of, so through
  * bpf_probe_read_kernel): its parent, where it is mounted, and its root dentry; one read when the three
  * fields sit within SH_WIN_MAX bytes. */
@@ -275,16 +288,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		struct fork_info *pf = up ? fork_slot(up) : 0;
 		if (!pf || pf->pid != up)
 			break;
-		struct sh_msg_fork f = {};
-		f.hdr.type = SH_MSG_FORK;
-		f.hdr.size = sizeof(f);
-		f.hdr.ktime = pf->ktime;
-		f.pid = up;
-		f.ppid = pf->ppid;
-		f.start_boottime = pf->start_boottime;
+		send_fork(pf);
 		up = pf->ppid;
 		pf->pid = 0;
-		submit(&f, sizeof(f), SH_MSG_FORK);
 	}
 	void *mm = ld_ptr(task, OFF_TASK_MM);
 
@@ -418,14 +424,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	if (fi->pid && fi->pid != tgid) {
 		/* another forked process that has neither exec'd nor exited holds the slot: send it now */
-		struct sh_msg_fork m = {};
-		m.hdr.type = SH_MSG_FORK;
-		m.hdr.size = sizeof(m);
-		m.hdr.ktime = fi->ktime;
-		m.pid = fi->pid;
-		m.ppid = fi->ppid;
-		m.start_boottime = fi->start_boottime;
-		submit(&m, sizeof(m), SH_MSG_FORK);
+		send_fork(fi);
 	}
 	fi->ktime = bpf_ktime_get_boot_ns();
 	/* real_parent is the forking task itself unless CLONE_PARENT: then no read is needed */
@@ -457,15 +456,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	}
 	if (fi && fi->pid == tgid) {
 		/* a fork that never exec'd: say so first, the exit names its parent's image */
-		struct sh_msg_fork f = {};
-		f.hdr.type = SH_MSG_FORK;
-		f.hdr.size = sizeof(f);
-		f.hdr.ktime = fi->ktime;
-		f.pid = tgid;
-		f.ppid = fi->ppid;
-		f.start_boottime = fi->start_boottime;
+		send_fork(fi);
 		fi->pid = 0;
-		submit(&f, sizeof(f), SH_MSG_FORK);
 	}
 	struct sh_msg_exit m = {};
 	m.hdr.type = SH_MSG_EXIT;

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_agent
+from tests.conftest import process_sensor_held, running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -424,33 +424,19 @@ def test_a_shell_that_execs_a_shell_is_named_by_its_last_image(file_agent):
     """sh execs sh, which reads a watched file, while the process sensor is held: pid and comm are the
     same for both images, so only waiting until the process sensor has read up to the read tells them
     apart (collector/sensors/attribution.py). The read must carry the second image's exec_id."""
-    import threading
-
     target = file_agent.dirs["watched"] / f"exec-chain-{time.monotonic_ns()}"
     target.write_text("x\n")
-    proc_sensor = next(s for s in file_agent.agent.sensors if s.name == "process")
     sh = subprocess.Popen(["/bin/sh", "-c", 'read go; exec /bin/sh -c ": < \\"$0\\"; echo done"', str(target)],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     first = file_agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == sh.pid,
                                 what="the first shell's exec")[-1]
-    poll, go = proc_sensor.poll, threading.Event()
-
-    def held(timeout):
-        go.wait(5)
-        return poll(timeout)
-
-    proc_sensor.poll = held
-    try:
-        time.sleep(0.2)  # a poll that started before is over
+    with process_sensor_held(file_agent):
         sh.stdin.write("go\n")
         sh.stdin.close()
         assert sh.stdout.readline().strip() == "done" and sh.wait(10) == 0
         time.sleep(0.6)
         assert not [e for e in _file_events(file_agent, lambda f: f["path"] == str(target))
                     if e["process"]["pid"] == sh.pid]  # waiting for the process sensor
-    finally:
-        proc_sensor.poll = poll
-        go.set()
     file_agent.wait_for(lambda e: e["type"] == "process_exit" and e["process"]["pid"] == sh.pid, what="exit")
     execs = [e for e in file_agent.events() if e["type"] == "process_exec" and e["process"]["pid"] == sh.pid]
     assert len(execs) == 2 and execs[0]["process"]["exec_id"] == first["process"]["exec_id"]

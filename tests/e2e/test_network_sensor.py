@@ -10,12 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.conftest import running_agent
+from tests.conftest import process_sensor_held, running_agent
 
 pytestmark = pytest.mark.bpf
 
@@ -176,7 +175,6 @@ def test_connect_waits_for_a_lagging_process_sensor(tmp_path):
     so the connect is the client's."""
     for running in running_agent(tmp_path, """  process: {poll_interval: 0.05}
   network: {poll_interval: 0.05}"""):
-        (proc_sensor,) = [s for s in running.agent.sensors if s.name == "process"]
         (net_sensor,) = [s for s in running.agent.sensors if s.name == "network"]
         server = subprocess.Popen([sys.executable, "-c", SERVER, "127.0.0.1"], stdout=subprocess.PIPE, text=True)
         port = int(server.stdout.readline())
@@ -185,15 +183,7 @@ def test_connect_waits_for_a_lagging_process_sensor(tmp_path):
         sh_exec = running.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == client.pid,
                                    what="the shell's exec")[-1]
         assert sh_exec["process"]["binary"] == "/bin/sh"
-        poll, go = proc_sensor.poll, threading.Event()
-
-        def held(timeout):
-            go.wait(5)
-            return poll(timeout)
-
-        proc_sensor.poll = held
-        try:
-            time.sleep(0.2)  # a poll that started before is over
+        with process_sensor_held(running):
             client.stdin.write("go\n")
             client.stdin.close()
             cport = int(client.stdout.readline())
@@ -201,9 +191,6 @@ def test_connect_waits_for_a_lagging_process_sensor(tmp_path):
             time.sleep(0.6)
             assert not [e for e in running.events() if e["type"] == "network_connect"
                         and e["process"]["pid"] == client.pid]
-        finally:
-            proc_sensor.poll = poll
-            go.set()
         c_exec = _exec_of(running, client.pid)
         assert c_exec["process"]["binary"] == sys.executable
         (conn,) = _net(running, "network_connect", client.pid, "source_port", cport)
