@@ -765,7 +765,7 @@ static __always_inline void finish(struct scratch *s, void *task, u32 enf, u32 e
 		u32 zero = 0;
 		bump(killed.lookup(&zero));
 	}
-	m->start_boottime = rd_u64(task, OFF_TASK_START_BOOTTIME);
+	m->start_boottime = rd_u64(rd_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);  /* the process' */
 	bpf_get_current_comm(&m->comm, sizeof(m->comm));
 	u32 size = sizeof(struct sh_msg_file) + ((m->path_len + m->target_len) & (4 * SH_FILE_PATH_MAX - 1));
 	m->hdr.size = size;

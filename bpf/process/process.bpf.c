@@ -273,7 +273,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	void *parent = ld_ptr(task, OFF_TASK_REAL_PARENT);
 	m->ppid = ld_u32(parent, OFF_TASK_TGID);
 	m->start_boottime = ld_u64(task, OFF_TASK_START_BOOTTIME);
-	m->parent_start_boottime = ld_u64(parent, OFF_TASK_START_BOOTTIME);
+	/* real_parent is the thread that forked: the process' start time is its group leader's */
+	m->parent_start_boottime = ld_u64(ld_ptr(parent, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);
 	m->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&m->comm, sizeof(m->comm));
 	struct fork_info *fs = fork_slot(m->pid);
@@ -466,7 +467,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	m.pid = pid_tgid >> 32;
 	m.tid = (u32)pid_tgid;
 	m.exit_code = ld_u32(task, OFF_TASK_EXIT_CODE);
-	m.start_boottime = ld_u64(task, OFF_TASK_START_BOOTTIME);
+	/* the last thread need not be the leader (it may have ended first): the process' start is the leader's */
+	m.start_boottime = ld_u64(ld_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);
 	submit(&m, sizeof(m), SH_MSG_EXIT);
 	return 0;
 }

@@ -37,6 +37,7 @@ OFFSETS = {
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_TASK_FS": ("task_struct", "fs"),
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
     "OFF_FILES_FDTAB": ("files_struct", "fdtab"),
     "OFF_FILES_FD_ARRAY": ("files_struct", "fd_array"),

@@ -21,6 +21,8 @@ import struct
 import sys
 import time
 
+import msgspec
+
 from siemhub.collector import bpfsys
 from siemhub.collector.sensors import BPFUnavailable
 from siemhub.collector.config import ProcessSensorConfig
@@ -47,6 +49,7 @@ OFFSETS = {
     "OFF_TASK_CRED": ("task_struct", "cred"),
     "OFF_TASK_SIGNAL": ("task_struct", "signal"),
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
     "OFF_MM_ARG_START": ("mm_struct", "arg_start"),
     "OFF_MM_ARG_END": ("mm_struct", "arg_end"),
     "OFF_FS_PWD": ("fs_struct", "pwd"),
@@ -540,6 +543,8 @@ class ProcessSensor(KernelSensor):
             parent = None
         else:
             proc = entry.proc
+            if proc.tid != tid:  # the last thread to exit was not the leader
+                proc = msgspec.structs.replace(proc, tid=tid)
             parent = entry.parent  # as at its exec: the process its parent_exec_id names
             if parent is None:  # not seen exec'ing (/proc, clone): the parent it has now, if the same process
                 pe = cache.parent_of(entry)

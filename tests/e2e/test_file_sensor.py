@@ -445,3 +445,21 @@ def test_a_shell_that_execs_a_shell_is_named_by_its_last_image(file_agent):
     assert read["process"]["exec_id"] == execs[1]["process"]["exec_id"]
     assert read["process"]["args"][-1].startswith(": <")
     assert _sensor(file_agent).counters()["settle_expired"] == 0
+
+
+
+def test_a_worker_thread_is_named_by_its_process(file_agent):
+    """A read of a watched file by a worker thread: the kernel's task is the thread, whose start time is
+    its own, so the event must carry the process' (leader's) start time to find its exec, the tid of the
+    thread, and no missing_process."""
+    target = file_agent.dirs["watched"] / f"thread-read-{time.monotonic_ns()}"
+    target.write_text("x\n")
+    code = ("import sys, threading, time\ntime.sleep(0.3)\n"
+            "t = threading.Thread(target=lambda: open(sys.argv[1]).read())\nt.start(); t.join()\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(target)])
+    assert p.wait(10) == 0
+    (read,) = file_agent.wait_for(lambda e: e["type"] == "file_access" and e["file"]["path"] == str(target)
+                                  and e["process"]["pid"] == p.pid, what="the thread's read")
+    py = file_agent.wait_for(lambda e: e["type"] == "process_exec" and e["process"]["pid"] == p.pid)[-1]
+    assert "missing_process" not in read["process"].get("flags", [])
+    assert read["process"]["exec_id"] == py["process"]["exec_id"] and read["process"]["tid"] != p.pid

@@ -97,6 +97,34 @@ def test_children_of_subshells_name_their_parent(bpf_agent):
             assert "clone" not in shell.get("flags", []) and shell["binary"] in bash
 
 
+
+THREADED = r"""
+import ctypes, os, subprocess, sys, threading, time
+def worker():
+    time.sleep(0.2)
+    subprocess.run(["/bin/true", sys.argv[1]])  # forked by this thread: the child's real_parent
+    os._exit(3)  # this thread is the process' last: the leader is gone already
+threading.Thread(target=worker).start()
+ctypes.CDLL(None).pthread_exit(None)  # the main thread (the leader) ends first
+"""
+
+
+def test_threads_fork_and_exit_name_the_process(bpf_agent):
+    """A worker thread forks a child and is the last thread to exit. The kernel's task for both is the
+    thread, whose start time is its own: the child's parent and the exit must be matched on the process'
+    (the leader's) start time, else they are `missing_parent` / `missing_process`."""
+    marker = f"threaded-{time.monotonic_ns()}"
+    p = subprocess.Popen([sys.executable, "-c", THREADED, marker])
+    assert p.wait(10) == 3
+    py = bpf_agent.wait_for(_execs(bpf_agent, pid=p.pid), what="python exec")[-1]
+    child = bpf_agent.wait_for(_execs(bpf_agent, binary="/bin/true", arg=marker), what="the child's exec")[0]
+    assert "missing_parent" not in child["process"].get("flags", [])
+    assert child["process"]["ppid"] == p.pid and child["parent"]["exec_id"] == py["process"]["exec_id"]
+    x = bpf_agent.wait_for(lambda e: e["type"] == "process_exit" and e["process"]["pid"] == p.pid, what="exit")[0]
+    assert "missing_process" not in x["process"].get("flags", [])
+    assert x["process"]["exec_id"] == py["process"]["exec_id"] and x["process"]["tid"] != p.pid
+    assert x["exit"]["code"] == 3
+
 def test_uid_of_unprivileged_exec(bpf_agent):
     marker = f"uid-{time.monotonic_ns()}"
     subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/true", marker], check=True)
