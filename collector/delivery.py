@@ -255,6 +255,7 @@ class ExporterRunner:
         # A disk buffer is opened by start(), where trouble is a start-up error naming the exporter.
         self._buf: MemoryBuffer | DiskBuffer = MemoryBuffer(cfg.queue.max_events)
         self._wake = threading.Event()
+        self._room = threading.Event()  # set by the worker whenever it frees buffer space (blocking puts)
         self._stopping = threading.Event()
         self._deadline = float("inf")  # monotonic time after which shutdown stops retrying
         self._drop_lock = threading.Lock()  # producers, the worker and stop() all count drops
@@ -335,7 +336,8 @@ class ExporterRunner:
                     break
                 if block and self._thread.is_alive() and not self._stopping.is_set():
                     self._wake.set()
-                    time.sleep(0.002)
+                    self._room.wait(0.05)  # woken when the worker takes or acknowledges a batch
+                    self._room.clear()  # then the put is tried again: a wake-up after it is not lost
                     continue
                 if self.when_full == "drop_oldest":
                     k = buf.drop_oldest(len(events), err is not None)
@@ -372,6 +374,7 @@ class ExporterRunner:
         self._deadline = deadline
         self._stopping.set()
         self._wake.set()
+        self._room.set()  # a producer blocked for room re-checks and gives up waiting
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         left = self._buf.drain()
         if left:
@@ -429,6 +432,7 @@ class ExporterRunner:
                     self._gauges()
                     try:
                         batch, bad = buf.take(self.batch_size)
+                        self._room.set()
                     except OSError as exc:  # the disk buffer cannot be read: retry later, never die
                         log.warning("exporter %s: disk buffer read failed: %s", self.name, exc)
                         batch, bad = [], 0
@@ -482,6 +486,7 @@ class ExporterRunner:
 
     def _finish(self, f: _Flight, batch_sync: bool) -> None:
         self._buf.ack()
+        self._room.set()  # a disk buffer frees its space here
         self.finished += len(f.batch) + f.bad + f.skipped_after
         if batch_sync:
             self._sync(self._buf)

@@ -587,6 +587,22 @@ def test_disk_buffer_full_drop_oldest_keeps_the_newest_and_watermarks_hold(make_
     r.stop(time.monotonic() + 1)
 
 
+class _RecordingEvent(threading.Event):
+    """The runner's `_room` event, counting how a blocked producer's waits ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.woken = self.timed_out = 0
+
+    def wait(self, timeout=None):
+        ok = super().wait(timeout)
+        if ok:
+            self.woken += 1
+        else:
+            self.timed_out += 1
+        return ok
+
+
 def test_block_policy_makes_the_producer_wait_instead_of_dropping(make_runner, tmp_path):
     def slow(_ids, _n):
         time.sleep(0.002)
@@ -595,21 +611,25 @@ def test_block_policy_makes_the_producer_wait_instead_of_dropping(make_runner, t
     exp = FakeExporter(batch=8, max_wait=0.005, on_send=slow,
                        buffer=disk(tmp_path, max_bytes=8192, when_full="block"))
     r = make_runner(exp)
+    r._room = room = _RecordingEvent()
     evs = events(600)
     for i in range(0, 600, 50):
         r.put_many(evs[i:i + 50])  # wait=False, like a sensor: block still waits
     r.stop(time.monotonic() + 5)
     assert r.dropped == {} and exp.delivered == ids(evs)
+    assert room.woken >= 1  # the worker woke the producer when acknowledging frees disk space
 
 
 def test_memory_block_policy(make_runner):
     exp = FakeExporter(batch=4, max_wait=0.005, queue=10, buffer=BufferConfig(when_full="block"))
     r = make_runner(exp)
+    r._room = room = _RecordingEvent()
     evs = events(200)
     for i in range(0, 200, 25):
         r.put_many(evs[i:i + 25])
     r.stop(time.monotonic() + 2)
     assert r.dropped == {} and exp.delivered == ids(evs)
+    assert room.woken >= 1  # the worker woke the producer when taking a batch freed room
 
 
 def test_memory_drop_oldest(make_runner):
