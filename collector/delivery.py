@@ -406,6 +406,7 @@ class ExporterRunner:
         # flight: acknowledging the first of two would also acknowledge the second.
         window = 1 if buf.durable else max(1, int(self.exporter.max_in_flight))
         flights: deque[_Flight] = deque()
+        low_water = self.max_queue // 2 if not buf.durable else float("inf")
         last_take = 0.0
         interrupted = False
         while True:
@@ -432,7 +433,8 @@ class ExporterRunner:
                     self._gauges()
                     try:
                         batch, bad = buf.take(self.batch_size)
-                        self._room.set()
+                        if len(buf) <= low_water:  # wake a blocked producer once half the queue is free:
+                            self._room.set()  # a wake-up per batch would ping-pong the two threads
                     except OSError as exc:  # the disk buffer cannot be read: retry later, never die
                         log.warning("exporter %s: disk buffer read failed: %s", self.name, exc)
                         batch, bad = [], 0
@@ -486,7 +488,8 @@ class ExporterRunner:
 
     def _finish(self, f: _Flight, batch_sync: bool) -> None:
         self._buf.ack()
-        self._room.set()  # a disk buffer frees its space here
+        if self._buf.durable:
+            self._room.set()  # a disk buffer frees its space here
         self.finished += len(f.batch) + f.bad + f.skipped_after
         if batch_sync:
             self._sync(self._buf)
