@@ -1,4 +1,4 @@
-"""Naming the process of a network or privilege event: wait for the process sensor, then the shared cache.
+"""Naming the process of a file, network or privilege event: wait for the process sensor, then the cache.
 
 These sensors read their own ring buffers in their own threads, in parallel with the process sensor.
 A connect by a freshly exec'd program can be decoded before the process sensor has decoded that exec:
@@ -64,10 +64,11 @@ class ExecGate:
         read_until = self._horizon = horizon()
         overdue = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self.settle_ns
         if overdue > read_until:  # the process sensor is behind by more than `settle`
-            n = 0
-            while n < len(q) and read_until < q[n][0] <= overdue:
-                n += 1
-            self.expired += n
+            for k, _ in q:
+                if k > overdue:
+                    break
+                if k > read_until:
+                    self.expired += 1
             read_until = overdue
         out = []
         while q and q[0][0] <= read_until:

@@ -285,9 +285,11 @@ def test_a_stalled_process_sensor_holds_events_at_most_settle(h):
     h.decode(exec_msg(5152, ktime=now - 2 * SEC, start=now - 3 * SEC, filename=b"/bin/sh", args=[b"sh"]))
     net = _sensor(h, settle=0.2)
     h.cache.exec_horizon = lambda: now - 60 * SEC  # stalled a minute ago
-    net.decode([net_msg(m.NET_CONNECT, pid=5152, start=now - 3 * SEC, ktime=now),
+    net.decode([net_msg(m.NET_ACCEPT, pid=5152, start=now - 3 * SEC, ktime=now - 61 * SEC, outbound=False),
+                net_msg(m.NET_CONNECT, pid=5152, start=now - 3 * SEC, ktime=now),
                 net_msg(m.NET_CLOSE, pid=5152, start=now - 3 * SEC, ktime=now + 1, sent=1, received=2)])
-    assert net.join.ready() == []
+    (first,) = net.join.ready()  # read up to: goes at once; the others wait
+    assert first.type == "network_accept" and net.join.settle_expired == 0
     deadline = time.monotonic() + 5
     out = []
     while len(out) < 2 and time.monotonic() < deadline:
@@ -296,6 +298,12 @@ def test_a_stalled_process_sensor_holds_events_at_most_settle(h):
     assert [e.type for e in out] == ["network_connect", "network_close"]
     assert all(e.process.binary == "/bin/sh" for e in out)  # what the cache knows: named, never dropped
     assert net.join.settle_expired == 2 and net.counters()["settle_expired"] == 2
+    # one that was read up to, ahead of overdue ones, in the same call: only the overdue are counted
+    net.decode([net_msg(m.NET_ACCEPT, pid=5152, start=now - 3 * SEC, ktime=now - 61 * SEC, outbound=False),
+                net_msg(m.NET_CONNECT, pid=5152, start=now - 3 * SEC, ktime=now + 2)])
+    time.sleep(0.3)
+    assert [e.type for e in net.join.ready()] == ["network_accept", "network_connect"]
+    assert net.join.settle_expired == 3
 
 
 def test_without_a_process_sensor_nothing_waits(h):
