@@ -152,7 +152,6 @@ class ProcessSensor(KernelSensor):
                                      max_items=config.pending.max_events, max_age=config.pending.max_wait)
         self._early: list[Event] = []  # events the pending queue pushed out while decoding
         self.filters: dict[str, list[str]] = {"binaries": [], "cgroups": []}
-        self._filters_logged = False
         self._containers: dict[str, Container] = {}
         self._by_cgroup: dict[int, tuple[Container, tuple | None] | None] = {}
         self._forks_map = None
@@ -305,11 +304,11 @@ class ProcessSensor(KernelSensor):
             cg_map.update(cid.to_bytes(8, "little"), b"\x01")
         if keys or ids:
             maps["filters_on"].update(_u32(0), _u32(1))  # stays on: ignored_pids may hold entries
-        new = {"binaries": list(binaries), "cgroups": list(cgroups)}
-        if new != self.filters or not self._filters_logged:  # the policy engine re-applies them at start-up
+        self.filters = {"binaries": list(binaries), "cgroups": list(cgroups)}
+        state = (tuple(keys), tuple(ids))
+        if state != getattr(self, "_logged_filters", None):  # the policy engine re-applies them at start-up
+            self._logged_filters = state
             log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
-            self._filters_logged = True
-        self.filters = new
 
     def counters(self) -> dict[str, int]:
         out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self.lost_seen.items()}
