@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from siemhub.collector.event import Event
+from siemhub.collector.kernel.build import BPFUnavailable  # noqa: F401 - part of the sensor contract (load raises it)
 
 Emit = Callable[[list[Event]], None]
 
@@ -30,10 +31,6 @@ class SensorContext:
     metrics: Any  # metrics.Metrics
     cache: Any  # process_cache.ProcessCache
     emit: Emit
-
-
-class BPFUnavailable(RuntimeError):
-    """The kernel or this process cannot load BPF programs (not root, no BTF, no bcc...)."""
 
 
 def bpf_required() -> bool:

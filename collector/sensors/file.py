@@ -21,8 +21,8 @@ import os
 import struct
 import time
 
-from siemhub.collector import bpfsys
-from siemhub.collector.bpfload import check_environment
+from siemhub.collector.kernel.maps import u32 as _u32
+from siemhub.collector.kernel.build import check_environment
 from siemhub.collector.config import FileSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
 from siemhub.collector.pending import PendingEvents
@@ -90,7 +90,7 @@ _UNSET = 0xFFFFFFFF
 _WATCH_VAL = struct.Struct("<III")  # struct watch_val {u32 enforce; u32 rule; u32 report}
 
 
-_u32 = bpfsys.u32
+
 
 
 def open_flag_names(flags: int) -> list[str]:

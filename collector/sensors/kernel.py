@@ -1,7 +1,7 @@
 """The lifecycle every BPF sensor shares.
 
-One program, compiled and attached in the loader child (collector/bpfload.py), its ring buffer read in
-batches (collector/ringbuf.py), and its per-CPU counters moved to metrics once a second: messages the
+One program, compiled and attached in the loader child (collector/kernel/loader_child.py), its ring buffer read in
+batches (collector/kernel/ringbuf.py), and its per-CPU counters moved to metrics once a second: messages the
 kernel could not queue (`lost`, indexed by message kind) and events dropped by in-kernel filters
 (`filtered`, when the program has that map). A sensor subclass says what to compile and how to turn
 raw messages into events (`ready`), and what to flush at unload (`flush`).
@@ -13,9 +13,10 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.bpfloader import Loaded
+from siemhub.collector.kernel import ringbuf
+from siemhub.collector.kernel.maps import u32
+from siemhub.collector.kernel.build import compile_program
+from siemhub.collector.kernel.loader_child import Loaded
 from siemhub.collector.event import Event
 from siemhub.collector.sensors import Sensor, SensorContext
 
@@ -113,12 +114,12 @@ class KernelSensor(Sensor):
         """Move the kernel's per-CPU counters into metrics (and log losses)."""
         maps = self._bpf.maps
         if "filtered" in maps:
-            filtered = sum(maps["filtered"].lookup_percpu_u64(bpfsys.u32(0)))
+            filtered = sum(maps["filtered"].lookup_percpu_u64(u32(0)))
             if filtered > self.filtered:
                 self._m_filtered.inc(filtered - self.filtered)
                 self.filtered = filtered
         for kind, name in self.lost_kinds.items():
-            total = sum(maps["lost"].lookup_percpu_u64(bpfsys.u32(kind)))
+            total = sum(maps["lost"].lookup_percpu_u64(u32(kind)))
             new = total - self.lost_seen.get(kind, 0)
             if new > 0:
                 self.lost_seen[kind] = total

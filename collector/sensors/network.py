@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from siemhub.collector import bpfsys
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.config import NetworkSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
 from siemhub.collector.sensors import SensorContext
@@ -64,7 +64,7 @@ _DNS_UNPACK = m.DNS.unpack_from
 _DNS_SIZE = m.DNS.size
 
 
-_u32 = bpfsys.u32
+
 
 
 def cidr_key(cidr: str) -> bytes:

@@ -21,6 +21,7 @@ import os
 
 from siemhub.collector import caps as capnames
 from siemhub.collector.config import PrivilegeSensorConfig
+from siemhub.collector.kernel.loader_child import is_loader_command
 from siemhub.collector.event import SCHEMA_VERSION, Event, Privilege, Process
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
@@ -131,8 +132,8 @@ class PrivilegeSensor(KernelSensor):
                 self._m_decode.labels(self.name, str(exc) if isinstance(exc, ValueError) else type(exc).__name__).inc()
 
     def _own_loader(self, proc: Process) -> bool:
-        """This agent's BPF loader child (collector/bpfloader.py) loading our own programs."""
-        return proc.ppid == self.agent_pid and "siemhub.collector.bpfloader" in proc.args
+        """This agent's BPF loader child (collector/kernel/loader_child.py) loading our own programs."""
+        return proc.ppid == self.agent_pid and is_loader_command(proc.args)
 
     def _priv(self, msg: bytes) -> None:
         (_, size, ktime, pid, tid, start_ns, op, target_pid, result, arg, old_uid, old_euid, _old_suid, old_fsuid,

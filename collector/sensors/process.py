@@ -1,6 +1,6 @@
 """Process sensor: process_exec and process_exit events from bpf/process/process.bpf.c.
 
-Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py, through the
+Kernel messages are copied out of the ring buffer in one loop (collector/kernel/ringbuf.py, through the
 shared KernelSensor lifecycle) and decoded in a batch after each poll with struct.unpack_from, then
 joined with the process cache to name the parent. Forks are not emitted: the kernel keeps them in a
 map that the cache reads for a process it is asked about before its exec (a fork that never execs is
@@ -23,7 +23,7 @@ import time
 
 import msgspec
 
-from siemhub.collector import bpfsys
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.sensors import BPFUnavailable
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
@@ -100,7 +100,7 @@ OFFSETS = {
 
 def _offsets() -> dict[str, tuple[str, str]]:
     """OFFSETS plus fields whose name changed across kernels."""
-    from siemhub.collector.btf import BTF
+    from siemhub.collector.kernel.btf import BTF
 
     wanted = dict(OFFSETS)
     parent = "__parent" if BTF.load().has_field("kernfs_node", "__parent") else "parent"  # renamed in 6.15
@@ -125,7 +125,7 @@ _EXE_KEY = struct.Struct("<QI4x")
 _intern = sys.intern
 
 
-_u32 = bpfsys.u32
+
 
 
 _UNSEEN = object()

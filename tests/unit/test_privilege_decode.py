@@ -8,6 +8,7 @@ import os
 import pytest
 
 from siemhub.collector.config import PrivilegeSensorConfig
+from siemhub.collector.kernel.loader_child import LOADER_MODULE
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.privilege import PrivilegeSensor
 from siemhub.collector.sensors.process import SensorContext
@@ -88,7 +89,7 @@ def test_ptrace_module_mount_memfd(h):
 
 def test_the_agents_own_bpf_loader_is_not_reported(h):
     h.decode(exec_msg(5000, ppid=os.getpid(), ktime=4 * SEC, start=4 * SEC, filename=b"/usr/bin/python3",
-                      args=[b"python3", b"-m", b"siemhub.collector.bpfloader", b"7"]))
+                      args=[b"python3", b"-m", LOADER_MODULE.encode(), b"7"]))
     assert decode(h, priv_msg(m.PRIV_BPF_LOAD, pid=5000, start=4 * SEC, name=b"x")) == []
     assert h.priv.own_bpf_loads == 1
 

@@ -1,6 +1,6 @@
 """The few bpf(2) map commands the agent needs once its programs are loaded, without bcc.
 
-The agent compiles and attaches its programs in a short-lived child process (collector/bpfloader.py)
+The agent compiles and attaches its programs in a short-lived child process (collector/kernel/loader_child.py)
 and keeps only file descriptors: the maps, and the attachments that keep the programs running. This
 module reads and writes those maps: lookup (per-CPU arrays included), update, delete, clear; and
 turns the kernel's per-program run-time statistics on for the benchmarks (enable_run_time_stats).

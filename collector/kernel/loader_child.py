@@ -19,18 +19,22 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from siemhub.collector import bpfsys
+from siemhub.collector.kernel.maps import Map
 
+# The loader's identity on a command line (`python -m <LOADER_MODULE> <fd>`): the privilege sensor
+# recognizes the agent's own loader by it (is_loader_command). __spec__.name is this module's dotted
+# name both when imported and when run with -m (where __name__ is "__main__"), so a rename follows.
+LOADER_MODULE: str = __spec__.name
 _MAX_MSG = 1 << 20
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
 
 @dataclass
 class Loaded:
-    maps: dict[str, bpfsys.Map]
+    maps: dict[str, Map]
     attachments: list[int]  # descriptors that keep the programs attached; closing them detaches
 
     def close(self) -> None:
@@ -53,7 +57,7 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with parent_sock:
         child = subprocess.Popen(
-            [sys.executable, "-m", "siemhub.collector.bpfloader", str(child_sock.fileno())],
+            [sys.executable, "-m", LOADER_MODULE, str(child_sock.fileno())],
             pass_fds=[child_sock.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         child_sock.close()
@@ -78,8 +82,13 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
         raise RuntimeError(meta["error"])
     held = {}
     for name, (index, key_size, value_size, percpu) in meta["maps"].items():
-        held[name] = bpfsys.Map(fds[index], key_size, value_size, percpu)
+        held[name] = Map(fds[index], key_size, value_size, percpu)
     return Loaded(held, [fds[i] for i in meta["attachments"]])
+
+
+def is_loader_command(args: Sequence[str]) -> bool:
+    """True when `args` (a process' argv) is a loader child started by load()."""
+    return LOADER_MODULE in args
 
 
 def _child(sock_fd: int) -> None:

@@ -1,4 +1,4 @@
-"""Tests for siemhub.collector.btf: a synthetic BTF blob, plus the running kernel vs pahole."""
+"""Tests for siemhub.collector.kernel.btf: a synthetic BTF blob, plus the running kernel vs pahole."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from siemhub.collector import btf as btfmod
-from siemhub.collector.btf import BTF, BTFError, cflags, resolve_offsets
+from siemhub.collector.kernel import btf as btfmod
+from siemhub.collector.kernel.btf import BTF, BTFError, cflags, resolve_offsets
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 

@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from siemhub.collector import bpfsys
+from siemhub.collector.kernel import maps as bpfmaps
 
 
 def test_possible_cpus_matches_sysfs():
-    assert bpfsys.POSSIBLE_CPUS >= os.cpu_count() >= 1
+    assert bpfmaps.POSSIBLE_CPUS >= os.cpu_count() >= 1
 
 
 @pytest.mark.bpf
@@ -53,7 +53,7 @@ def test_maps_read_and_written_through_bpf_syscalls(bpf_agent):
     assert loaded.attachments and all(fd >= 0 for fd in loaded.attachments)
     lost = loaded.maps["lost"]
     assert lost.percpu and lost.value_size == 8
-    assert len(lost.lookup_percpu_u64((1).to_bytes(4, "little"))) == bpfsys.POSSIBLE_CPUS
+    assert len(lost.lookup_percpu_u64((1).to_bytes(4, "little"))) == bpfmaps.POSSIBLE_CPUS
     cg = loaded.maps["ignore_cgroup"]
     key = (123456789).to_bytes(8, "little")
     cg.update(key, b"\x01")
@@ -75,7 +75,7 @@ def test_run_time_stats_are_held_by_a_descriptor_and_leave_the_sysctl_alone():
         bpf_unavailable("not root")
     sysctl = "/proc/sys/kernel/bpf_stats_enabled"
     before = open(sysctl).read()
-    fd = bpfsys.enable_run_time_stats()
+    fd = bpfmaps.enable_run_time_stats()
     try:
         assert fd >= 0 and os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-stats"
         assert open(sysctl).read() == before

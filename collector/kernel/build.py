@@ -1,7 +1,9 @@
-"""Loading BPF programs with bcc: checks, kernel filesystems, BTF offsets as cflags, one compile.
+"""Building a BPF program's load: environment checks, kernel filesystems, and the compile flags.
 
 bcc compiles the C at load time against the installed kernel headers, which do not match the running
-kernel; so every kernel struct field a program reads comes from BTF as an -DOFF_* define (collector/btf.py).
+kernel; so every kernel struct field a program reads comes from BTF as an -DOFF_* define
+(collector/kernel/btf.py). The compile and attach itself happens in the loader child
+(collector/kernel/loader_child.py).
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from siemhub.collector import btf
-from siemhub.collector.sensors import BPFUnavailable
+from siemhub.collector.kernel import btf, loader_child, ringbuf
+
+
+
+class BPFUnavailable(RuntimeError):
+    """The kernel or this process cannot load BPF programs (not root, no BTF, no bcc...)."""
+
 
 _FILESYSTEMS = (("tracefs", "/sys/kernel/tracing", "events"), ("debugfs", "/sys/kernel/debug", "tracing"))
 
@@ -40,10 +47,8 @@ def check_environment() -> None:
 def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int], maps: list[str],
                     before_release=None):
     """Compile and attach bpf/<relpath> with the BTF offsets it needs and the given -D settings, in a
-    child process (collector/bpfloader.py); returns the named maps and the attachments."""
+    child process (collector/kernel/loader_child.py); returns the named maps and the attachments."""
     check_environment()
-    from siemhub.collector import bpfloader, ringbuf
-
     try:
         resolved = btf.resolve_offsets(offsets)
     except btf.BTFError as exc:
@@ -53,7 +58,7 @@ def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: 
     if not ringbuf.available():
         raise BPFUnavailable("the ring buffer reader supports x86-64 only for now (memory ordering)")
     try:
-        return bpfloader.load(str(root / relpath), cflags, maps, before_release=before_release)
+        return loader_child.load(str(root / relpath), cflags, maps, before_release=before_release)
     except RuntimeError as exc:
         raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc
     finally:

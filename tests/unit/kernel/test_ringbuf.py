@@ -1,4 +1,4 @@
-"""collector/ringbuf.py against a ring laid out in a memfd the way the kernel lays out a BPF ring buffer
+"""collector/kernel/ringbuf.py against a ring laid out in a memfd the way the kernel lays out a BPF ring buffer
 (consumer page, producer page, data pages): records, BUSY and DISCARD headers, and `caught_up`, which
 the process sensor's read-up-to time depends on (collector/sensors/attribution.py)."""
 
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from siemhub.collector import ringbuf
+from siemhub.collector.kernel import ringbuf
 
 PAGE = mmap.PAGESIZE
 SIZE = 4 * PAGE
