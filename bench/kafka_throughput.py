@@ -49,7 +49,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from siemhub.collector import config  # noqa: E402
 from siemhub.collector.agent import Pipeline  # noqa: E402
-from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
 from siemhub.exporters.kafka import KafkaExporter, producer_config  # noqa: E402
 from tests.servers.tansu import Tansu  # noqa: E402
 

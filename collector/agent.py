@@ -14,8 +14,8 @@ import time
 
 from siemhub.collector.config import LoadedConfig
 from siemhub.collector.container import PodResolver
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.core.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor

@@ -10,7 +10,7 @@ import click
 import msgspec
 
 from siemhub.collector import config as config_mod
-from siemhub.collector.event import EVENT_TYPES, decode_json
+from siemhub.collector.core.event import EVENT_TYPES, decode_json
 from siemhub.collector.sensors import BPFUnavailable
 
 CONFIG_HELP = "config file (YAML); the embedded default when omitted"

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from siemhub.collector.config import (FILE_OPERATIONS, ConfigError, FileEnforceRule, _compose_positions,
-                                      _line_for, _Loader, _pydantic_problems)
-from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
+from siemhub.collector.config import FILE_OPERATIONS, FileEnforceRule
+from siemhub.collector.core import yamlpos
+from siemhub.collector.core.settings import Strict, check_cidrs, check_ports
+from siemhub.collector.core.yamlpos import ConfigError
+from siemhub.collector.core.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
                                      PolicyAction, Process)
 
 log = logging.getLogger("siemhub.policy")
@@ -59,7 +60,7 @@ _GLOB = re.compile(r"[*?\[]")
 # --- the file format ------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Strict(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -97,15 +98,7 @@ class Selector(_Strict):
                 raise ValueError(f"{p!r}: not a valid regex: {exc}") from None
         return v
 
-    @field_validator("cidrs")
-    @classmethod
-    def _cidrs(cls, v):
-        for c in v or ():
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{c!r}: {exc}") from None
-        return v
+    _cidrs = field_validator("cidrs")(classmethod(lambda cls, v: check_cidrs(v)))
 
     @field_validator("dns_names")
     @classmethod
@@ -118,13 +111,7 @@ class Selector(_Strict):
             out.append(n)
         return out if v is not None else v
 
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v):
-        bad = [p for p in v or () if not 0 < p < 65536]
-        if bad:
-            raise ValueError(f"ports must be 1-65535 (got {bad})")
-        return v
+    _ports = field_validator("ports")(classmethod(lambda cls, v: check_ports(v)))
 
     @field_validator("operations")
     @classmethod
@@ -211,28 +198,11 @@ def _files(path: str) -> list[str]:
 
 def parse_policy(text: str, source: str) -> tuple[Policy, dict[tuple, int]]:
     """One policy file; raises PolicyError naming file:line: field."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError([f"{source}:{mark.line + 1 if mark else 1}: YAML syntax error: "
-                           f"{getattr(exc, 'problem', None) or exc}"]) from None
-    if node is None:
-        raise PolicyError([f"{source}:1: (top level): the file is empty"])
-    positions: dict[tuple, int] = {}
-    _compose_positions(node, (), positions)
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:  # e.g. a mapping used as a key (found by fuzzing)
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError([f"{source}:{mark.line + 1 if mark else 1}: YAML error: "
-                           f"{getattr(exc, 'problem', None) or exc}"]) from None
-    if not isinstance(data, dict):
-        raise PolicyError([f"{source}:1: (top level): expected a mapping (name, description, rules)"])
+    data, positions = yamlpos.parse(text, source, PolicyError, "expected a mapping (name, description, rules)")
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError([t for _, t in sorted(_pydantic_problems(err, (), source, positions, {}))]) from None
+        raise PolicyError([t for _, t in sorted(yamlpos.pydantic_problems(err, (), source, positions, {}))]) from None
     return policy, positions
 
 
@@ -243,7 +213,7 @@ class LoadedPolicy:
     positions: dict[tuple, int]
 
     def where(self, *loc) -> str:
-        return f"{self.source}:{_line_for(loc, self.positions)}"
+        return f"{self.source}:{yamlpos.line_for(loc, self.positions)}"
 
 
 def load_files(paths: Iterable[str]) -> list[LoadedPolicy]:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from siemhub.collector.event import Event, Process
+from siemhub.collector.core.event import Event, Process
 
 MASK = "***"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from siemhub.collector.event import Event
+from siemhub.collector.core import registry
+from siemhub.collector.core.event import Event
 from siemhub.collector.kernel.build import BPFUnavailable  # noqa: F401 - part of the sensor contract (load raises it)
 
 Emit = Callable[[list[Event]], None]
@@ -61,16 +61,8 @@ class Sensor:
 
 
 def sensor_types() -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for ep in entry_points(group="siemhub.sensors"):
-        if ep.name in found and found[ep.name].value != ep.value:
-            raise RuntimeError(f"sensor {ep.name!r} is registered twice: {found[ep.name].value} and {ep.value}")
-        found[ep.name] = ep
-    return found
+    return registry.registered("siemhub.sensors", "sensor")
 
 
 def load_sensor_class(name: str) -> type[Sensor]:
-    eps = sensor_types()
-    if name not in eps:
-        raise LookupError(f"unknown sensor {name!r} (known: {', '.join(sorted(eps)) or 'none'})")
-    return eps[name].load()
+    return registry.load("siemhub.sensors", name, "sensor")

@@ -24,7 +24,7 @@ import time
 from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.kernel.build import check_environment
 from siemhub.collector.config import FileSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.sensors import BPFUnavailable, SensorContext
 from siemhub.collector.sensors.attribution import ExecGate

@@ -17,7 +17,7 @@ from siemhub.collector.kernel import ringbuf
 from siemhub.collector.kernel.maps import u32
 from siemhub.collector.kernel.build import compile_program
 from siemhub.collector.kernel.loader_child import Loaded
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 from siemhub.collector.sensors import Sensor, SensorContext
 
 log = logging.getLogger("siemhub.sensors")

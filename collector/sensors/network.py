@@ -18,7 +18,7 @@ import logging
 
 from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.config import NetworkSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Dns, Event, Network, Process
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m

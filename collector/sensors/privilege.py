@@ -22,7 +22,7 @@ import os
 from siemhub.collector import caps as capnames
 from siemhub.collector.config import PrivilegeSensorConfig
 from siemhub.collector.kernel.loader_child import is_loader_command
-from siemhub.collector.event import SCHEMA_VERSION, Event, Privilege, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Privilege, Process
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m

@@ -27,7 +27,7 @@ from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.sensors import BPFUnavailable
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     SCHEMA_VERSION, Container, Event, Exit, Namespaces, Process, escape_always,
 )
 from siemhub.collector.pending import PendingEvents
@@ -417,7 +417,7 @@ class ProcessSensor(KernelSensor):
             if pod_key is not None:
                 pod = cache.pods.lookup(*pod_key)  # its own cache; a pod not found yet is retried later
         when = ctx.clock.from_boot(ktime)
-        # Positional, in Process' field order (see collector/event.py: 23 keywords cost 6x more).
+        # Positional, in Process' field order (see collector/core/event.py: 23 keywords cost 6x more).
         proc = Process(
             cache.exec_id(pid, ktime), pid, tid, ppid, parent_exec_id,
             uid, euid, gid, egid, None if auid == NO_AUID else auid,

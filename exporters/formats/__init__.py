@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import SEVERITY_RANK, Event, Process, enc_hook
+from siemhub.collector.core.event import SEVERITY_RANK, Event, Process, enc_hook
 
 # The ECS release whose field definitions tests/unit/test_ecs_format.py checks this format against
 # (shared/reference/ecs/ecs_flat.yml). Every field used here also exists in ECS 8.x.

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process, builtins_hook, enc_hook,
 )
 

@@ -25,7 +25,7 @@ from importlib import metadata
 
 import msgspec
 
-from siemhub.collector.event import Event, Process, enc_hook
+from siemhub.collector.core.event import Event, Process, enc_hook
 
 OCSF_VERSION = "1.3.0"
 PROCESS_ACTIVITY = 1007

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import Event, Process, builtins_hook, enc_hook
+from siemhub.collector.core.event import Event, Process, builtins_hook, enc_hook
 
 NO_AUID = 4294967295
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import Event, decode_json
+from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.core.event import Event, decode_json
 from siemhub.collector.metrics import Metrics
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter

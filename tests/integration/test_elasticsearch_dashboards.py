@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector.cli import main as cli
-from siemhub.collector.event import Event, decode_json
+from siemhub.collector.core.event import Event, decode_json
 from siemhub.dashboards import kibana
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter

@@ -9,7 +9,7 @@ from pathlib import Path
 from siemhub.collector import procfs
 from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Clock, EventIds, Node
+from siemhub.collector.core.event import Clock, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.sensors import messages as m

@@ -9,7 +9,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from siemhub.collector.event import decode_json
+from siemhub.collector.core.event import decode_json
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import (
     ElasticsearchConfig, ElasticsearchExporter, _Unreachable, client_kwargs, fingerprint, ilm_policy, template_body,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from siemhub.collector.event import decode_json
+from siemhub.collector.core.event import decode_json
 from siemhub.exporters.formats import ecs, get_format
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,7 +249,7 @@ def test_capabilities_go_to_ecs_thread_capabilities(ecs_flat):
     pattern), mapped as keywords; a process without capabilities has none."""
     import re
 
-    from siemhub.collector.event import EVENT_BASE, Caps, Event, Node, Process
+    from siemhub.collector.core.event import EVENT_BASE, Caps, Event, Node, Process
 
     ref = ecs_flat
     p = Process(exec_id="e", pid=7, tid=7, binary="/usr/bin/ping",

@@ -1,5 +1,5 @@
 """docs/siemhub-event.schema.json is the JSON Schema of the native event, generated from the msgspec
-structs (collector/event.py). Consumers of the Kafka topic validate with it, without a schema registry.
+structs (collector/core/event.py). Consumers of the Kafka topic validate with it, without a schema registry.
 It must match the code: after a deliberate schema change regenerate it with
 SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_event_json_schema.py, and review the diff."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import msgspec
 
-from siemhub.collector.event import SCHEMA_VERSION, Event, json_schema
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO / "docs" / "siemhub-event.schema.json"
@@ -25,7 +25,7 @@ def generate() -> str:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "siemhub event",
         "description": f"The native siemhub event, schema_version {SCHEMA_VERSION} (docs/schema.md). "
-                       "Generated from collector/event.py; do not edit by hand.",
+                       "Generated from collector/core/event.py; do not edit by hand.",
         **schema,
     }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
@@ -38,7 +38,7 @@ def test_schema_file_is_up_to_date():
         print("docs/siemhub-event.schema.json rewritten (review the diff)")  # then compared as usual
     assert SCHEMA_FILE.exists(), "missing docs/siemhub-event.schema.json; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert SCHEMA_FILE.read_text(encoding="utf-8") == text, (
-        "docs/siemhub-event.schema.json no longer matches collector/event.py: regenerate it with "
+        "docs/siemhub-event.schema.json no longer matches collector/core/event.py: regenerate it with "
         "SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_event_json_schema.py and review the diff")
 
 

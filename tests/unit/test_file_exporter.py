@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node, Process, decode_json
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, Process, decode_json
 from siemhub.exporters import file as filemod
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.file import FileConfig, FileExporter

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siemhub.collector import config
-from siemhub.collector.diskqueue import DiskQueue
+from siemhub.collector.delivery.diskqueue import DiskQueue
 from siemhub.collector.sources.replay import ReplayStats, parse_line, read_lines
 
 N = int(os.environ.get("SIEMHUB_FUZZ_EXAMPLES", "0")) or None

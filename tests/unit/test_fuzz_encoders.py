@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     SCHEMA_VERSION, EVENT_TYPES, Exit, Event, File, Network, Node, PolicyAction, Privilege, Process,
 )
 from siemhub.collector.policy import PolicyError, library_dir, parse_policy

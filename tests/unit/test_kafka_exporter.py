@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from siemhub.collector import config
-from siemhub.collector.event import EVENT_BASE, Event, Node, Process
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.formats import FORMATS
 from siemhub.exporters.kafka import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from siemhub.collector.event import EVENT_BASE, Event, Node, encode_json
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, encode_json
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.sources.kafka import KafkaSource, KafkaSourceConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     SCHEMA_VERSION, AgentStatus, Caps, Container, Event, Exit, Namespaces, Node, Process, encode_json,
     encode_json_lines,
 )

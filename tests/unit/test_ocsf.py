@@ -18,7 +18,7 @@ import jsonschema
 import ocsf_json_schema
 import pytest
 
-from siemhub.collector.event import (EVENT_BASE, AgentStatus, Container, Dns, Event, Exit, Network, Node, Pod,
+from siemhub.collector.core.event import (EVENT_BASE, AgentStatus, Container, Dns, Event, Exit, Network, Node, Pod,
                                      PodContainer, Process)
 from siemhub.exporters.formats import get_format, ocsf
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector import config, policy
-from siemhub.collector.event import (EVENT_BASE, Container, Event, File, Network, Node, Pod, Privilege,
+from siemhub.collector.core.event import (EVENT_BASE, Container, Event, File, Network, Node, Pod, Privilege,
                                      Process)
 
 NODE = Node(name="t")
@@ -288,7 +288,7 @@ def test_sigkill_and_block_become_file_enforce_rules(tmp_path):
     assert "block: unavailable (test: no BPF LSM), sigkill used instead" in eng.describe()
     # the file sensor's own policy_action is renamed after the policy; no duplicate from the engine
     fa = fev("/srv/secret", tags=["sigkill"])
-    from siemhub.collector.event import PolicyAction
+    from siemhub.collector.core.event import PolicyAction
     pa = ev("policy_action", fa.process, file=fa.file,
             policy=PolicyAction(policy="file.enforce", rule="/srv/secret", action="sigkill", enforced=True, reason="open /srv/secret"))
     out = eng.apply([fa, pa])

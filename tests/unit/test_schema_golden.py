@@ -2,7 +2,7 @@
 code paths (the process sensor's decode(), the agent's status_event()), compared byte for byte.
 
 A difference here is a schema change a SIEM consumer can notice. If it is deliberate: bump
-SCHEMA_VERSION in collector/event.py, update docs/schema.md, then regenerate the golden files with
+SCHEMA_VERSION in collector/core/event.py, update docs/schema.md, then regenerate the golden files with
 SIEMHUB_UPDATE_GOLDEN=1 and review the diff.
 """
 
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node, encode_json
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, encode_json
 
 from .kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, exit_msg, make_clock, make_ids, make_proc
 
@@ -29,7 +29,7 @@ MAPS = {"labels", "counters"}
 CHANGE_HELP = (
     "The native JSON of a {type} event changed ({what}).\n"
     "This is a schema change a SIEM consumer can notice. If it is deliberate:\n"
-    "  1. bump SCHEMA_VERSION in collector/event.py (now {version!r}),\n"
+    "  1. bump SCHEMA_VERSION in collector/core/event.py (now {version!r}),\n"
     "  2. document the change in docs/schema.md,\n"
     "  3. regenerate: SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_schema_golden.py, and review the diff.\n"
     "If it is not deliberate, fix the code, not the golden file."

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Event, Exit, Node, Process, decode_json
+from siemhub.collector.core.event import SCHEMA_VERSION, AgentStatus, Event, Exit, Node, Process, decode_json
 from siemhub.exporters.base import ExporterConfig, Outcome
 from siemhub.exporters.formats import FORMATS
 from siemhub.exporters.stdout import StdoutExporter, compact_line

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     SCHEMA_VERSION, AgentStatus, BinaryProperties, Caps, Container, Event, Exit, Namespaces, Node, Pod,
     PodContainer, Process,
 )

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siemhub.collector import event as ev
-from siemhub.collector.event import (
+from siemhub.collector.core import event as ev
+from siemhub.collector.core.event import (
     SCHEMA_VERSION,
     AgentStatus,
     BinaryProperties,
@@ -286,7 +286,7 @@ def test_encode_decode_round_trip_with_every_optional_body():
               e.policy):
         for f in msgspec.structs.fields(s):
             assert getattr(s, f.name) not in (None, [], {}, ""), f"{type(s).__name__}.{f.name} not set"
-    assert e.process.caps.effective and e.process.caps.permitted  # Caps is not a Struct (collector/event.py)
+    assert e.process.caps.effective and e.process.caps.permitted  # Caps is not a Struct (collector/core/event.py)
     data = encode_json(e)
     assert decode_json(data) == e
     assert decode_json(data.decode()) == e
@@ -310,10 +310,10 @@ def test_decode_json_rejects_garbage():
 
 
 def test_caps_json_is_encoded_once_and_round_trips_through_every_codec():
-    """Caps is spliced as cached JSON (collector/event.py): the output must be what a plain object gives,
+    """Caps is spliced as cached JSON (collector/core/event.py): the output must be what a plain object gives,
     every codec of events (JSON, the disk buffer's msgpack, to_builtins) must carry it, and decoding
     must be as strict as a typed field."""
-    from siemhub.collector.event import Caps, builtins_hook, dec_hook, enc_hook
+    from siemhub.collector.core.event import Caps, builtins_hook, dec_hook, enc_hook
 
     caps = Caps(effective=["CAP_SYS_ADMIN"], permitted=["CAP_SYS_ADMIN", "CAP_BPF"])
     e = _event(process=Process(exec_id="x", pid=7, binary="/bin/true", caps=caps))

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from siemhub.collector.event import Event, dec_hook, enc_hook
+from siemhub.collector.core.event import Event, dec_hook, enc_hook
 
 if TYPE_CHECKING:
-    from siemhub.collector.delivery import ExporterRunner
+    from siemhub.collector.delivery.runner import ExporterRunner
 
 log = logging.getLogger("siemhub.deadletter")
 

@@ -1,4 +1,4 @@
-"""Tests for siemhub.collector.diskqueue: FIFO order, acknowledgement across reopen (a crash), torn
+"""Tests for siemhub.collector.delivery.diskqueue: FIFO order, acknowledgement across reopen (a crash), torn
 and corrupt records, the size bound and drop_oldest, permissions."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from siemhub.collector.diskqueue import DiskQueue
+from siemhub.collector.delivery.diskqueue import DiskQueue
 
 
 def recs(start: int, n: int, size: int = 20) -> list[bytes]:

@@ -1,31 +1,7 @@
-"""One delivery path for every exporter: buffer -> batch -> encode -> send -> retry -> count.
+"""The worker that drives one exporter: buffer -> batch -> encode -> send -> retry -> count.
 
-Each exporter gets its own buffer and worker thread, so one slow or dead backend never slows another.
-The buffer is in memory (a bounded deque, the default) or on disk (collector/diskqueue.py): with
-`buffer.type: disk` every accepted event is written through to the disk queue before put_many returns
-and the worker reads batches back from it, so "accepted" means "survives SIGKILL" (at-least-once),
-delivery stays FIFO, and memory stays bounded by one batch whatever the outage length. Write-through
-rather than spill-on-full was chosen because a spill leaves the events still in memory at a crash
-unaccounted for; its cost is one msgpack encode and one write() per put (measured in the README).
-
-Every event that leaves without being acknowledged is counted in
-siemhub_exporter_events_dropped{exporter, reason}; what the exporter gave up on (give-up answers,
-failed items, retries exhausted, encoder errors, a memory queue cut by the shutdown deadline) is also
-written to the dead-letter destination (collector/deadletter.py). Queue/buffer-full drops are counted
-only: shedding load by writing it to another file would not shed anything.
-
-Batches in flight: an exporter whose backend answers asynchronously (Kafka's delivery reports) sets
-`max_in_flight` > 1; the worker then submits the next batches while the oldest waits for its answer,
-so throughput is not bound by one round trip per batch. Batches still finish strictly in order: a
-later batch's answer waits until every batch before it is done or accounted for, so `finished` (the
-watermark behind Pipeline.delivered and the aggregator's offset commits) never passes an undelivered
-event. A batch that must be retried is retried alone (backoff, breaker, budget as below) while the
-later ones finish in the background; no new batch is taken while the circuit is not closed. A disk
-buffer keeps one batch in flight (its ack covers everything read).
-
-A circuit breaker per exporter stops sending after `failure_threshold` retryable failures in a row,
-waits `cooldown`, then probes with one batch; time spent open does not use up a batch's retry budget,
-so during an outage events wait in the buffer instead of being dead-lettered batch after batch.
+The design (buffers, dead letters, batches in flight, the breaker) is described in
+collector/delivery/__init__.py.
 """
 
 from __future__ import annotations
@@ -34,190 +10,20 @@ import errno
 import inspect
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from itertools import repeat, starmap
 
-import msgspec
-
-from siemhub.collector.deadletter import DeadLetterFile, DeadLetterForward
-from siemhub.collector.diskqueue import DiskQueue
-from siemhub.collector.event import Event, builtins_hook, dec_hook
+from siemhub.collector.delivery.breaker import CircuitBreaker
+from siemhub.collector.delivery.buffers import DiskBuffer, MemoryBuffer
+from siemhub.collector.delivery.deadletter import DeadLetterFile, DeadLetterForward
+from siemhub.collector.delivery.retry import Backoff
+from siemhub.collector.core.event import Event
 from siemhub.collector.metrics import Metrics
-from siemhub.exporters.base import BufferConfig, Exporter, Outcome, SendResult, outcome_for_exception
+from siemhub.exporters.base import Exporter, Outcome, SendResult, outcome_for_exception
 
 log = logging.getLogger("siemhub.delivery")
-
-
-class Backoff:
-    """Exponential backoff with full jitter in [interval/2, interval], capped, with a total budget."""
-
-    def __init__(self, initial: float, maximum: float, multiplier: float, max_elapsed: float) -> None:
-        self.initial, self.maximum, self.multiplier, self.max_elapsed = initial, maximum, multiplier, max_elapsed
-
-    def delays(self):
-        interval = min(self.initial, self.maximum)
-        while True:
-            yield random.uniform(interval / 2, interval)
-            interval = min(interval * self.multiplier, self.maximum)
-
-
-class CircuitBreaker:
-    CLOSED, OPEN, HALF_OPEN = 0, 1, 2
-
-    def __init__(self, threshold: int, cooldown: float, gauge=None) -> None:
-        self.threshold, self.cooldown, self._gauge = threshold, cooldown, gauge
-        self.state = self.CLOSED
-        self.failures = 0
-        self.opened_at = 0.0
-        self.opened = 0  # times it opened
-
-    def _set(self, state: int) -> None:
-        self.state = state
-        if self._gauge is not None:
-            self._gauge.set(state)
-
-    def wait_time(self, now: float) -> float:
-        """Seconds before a send may be tried (0: now; the first one after a cool-down is the probe)."""
-        if self.state != self.OPEN:
-            return 0.0
-        left = self.opened_at + self.cooldown - now
-        if left > 0:
-            return left
-        self._set(self.HALF_OPEN)
-        return 0.0
-
-    def record(self, ok: bool, now: float) -> None:
-        if ok:
-            self.failures = 0
-            if self.state != self.CLOSED:
-                self._set(self.CLOSED)
-            return
-        self.failures += 1
-        if self.threshold and (self.state == self.HALF_OPEN or self.failures >= self.threshold):
-            if self.state != self.OPEN:
-                self.opened += 1
-            self.opened_at = now
-            self._set(self.OPEN)
-
-
-# --- buffers -------------------------------------------------------------------------------------
-
-
-class MemoryBuffer:
-    durable = False
-    full_reason = "queue_full"
-
-    def __init__(self, max_events: int) -> None:
-        self.max_events = max_events
-        self._q: deque[Event] = deque()
-        self._lock = threading.Lock()
-        self._skipped = 0
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    unread = property(__len__)
-
-    def put(self, events: Sequence[Event]) -> int:
-        room = self.max_events - len(self._q)
-        if room <= 0:
-            return 0
-        take = events[:room]
-        self._q.extend(take)
-        return len(take)
-
-    def drop_oldest(self, n: int, disk_full: bool = False) -> int:
-        with self._lock:
-            k = 0
-            while k < n and self._q:
-                self._q.popleft()
-                k += 1
-            self._skipped += k
-        return k
-
-    def take(self, n: int) -> tuple[list[Event], int]:
-        q = self._q
-        with self._lock:  # popleft called from C (starmap): half the cost of a comprehension
-            return list(starmap(q.popleft, repeat((), min(n, len(q))))), 0
-
-    def take_skipped(self) -> int:
-        with self._lock:
-            n, self._skipped = self._skipped, 0
-        return n
-
-    def drain(self) -> list[Event]:
-        out = []
-        while True:  # one popleft at a time: a producer may still be adding
-            try:
-                out.append(self._q.popleft())
-            except IndexError:
-                return out
-
-    def ack(self) -> None: ...
-    def rewind(self) -> None: ...
-    def sync(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class DiskBuffer:
-    durable = True
-    full_reason = "buffer_full"
-
-    def __init__(self, cfg: BufferConfig, exporter: str) -> None:
-        path = cfg.path or os.path.join("var", "buffer", exporter)
-        self.q = DiskQueue(path, cfg.max_bytes, cfg.segment_bytes, cfg.fsync)
-        self._enc = msgspec.msgpack.Encoder(enc_hook=builtins_hook)
-        self._dec = msgspec.msgpack.Decoder(Event, dec_hook=dec_hook)
-        self._need = 1
-
-    def __len__(self) -> int:
-        return len(self.q)
-
-    @property
-    def unread(self) -> int:
-        return self.q.unread
-
-    def put(self, events: Sequence[Event]) -> int:
-        enc = self._enc.encode
-        payloads = [enc(e) for e in events]
-        n = self.q.put(payloads)
-        if n < len(payloads):
-            self._need = len(payloads[n]) + 8
-        return n
-
-    def drop_oldest(self, n: int, disk_full: bool = False) -> int:
-        return self.q.drop_oldest(self._need, disk_full)
-
-    def take(self, n: int) -> tuple[list[Event], int]:
-        out, bad = [], 0
-        for raw in self.q.read(n):
-            try:
-                out.append(self._dec.decode(raw))
-            except (msgspec.MsgspecError, UnicodeDecodeError):  # a valid record of another schema
-                bad += 1
-        return out, bad
-
-    def take_skipped(self) -> int:
-        return self.q.take_skipped()
-
-    def drain(self) -> list[Event]:
-        return []  # what is left stays on disk for the next start
-
-    def ack(self) -> None:
-        self.q.ack()
-
-    def rewind(self) -> None:
-        self.q.rewind()
-
-    def sync(self) -> None:
-        self.q.sync()
-
-    def close(self) -> None:
-        self.q.close()
 
 
 class _Flight:
