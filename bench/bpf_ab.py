@@ -75,7 +75,7 @@ def variant_source(base: str, into: Path) -> str:
 def load(src: str, extra: dict[str, int] | None = None):
     """Compile and attach one variant as the sensor does (ProcessSensor.load), with its own maps."""
     from siemhub.collector.kernel.build import compile_program
-    from siemhub.collector.config import ProcessSensorConfig
+    from siemhub.collector.sensors.process import ProcessSensorConfig
     from siemhub.collector.sensors.process import _MAPS, _offsets, _pow2_at_least
 
     c = ProcessSensorConfig()

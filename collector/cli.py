@@ -57,7 +57,7 @@ def run(path: str | None, duration: float | None, log_level: str) -> None:
     _logging(log_level)
     cfg = _load(path)
     a = cfg.agent
-    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    sensors = a.sensors.enabled()
     click.echo(f"siemhub: node {a.node.name}; sensors: {', '.join(sensors) or 'none'}; "
                f"exporters: {', '.join(f'{n} ({c.type}/{c.format})' for n, (_, c) in cfg.exporters.items())}; "
                f"routes: {len(a.routes)}; config {cfg.source}", err=True)
@@ -81,7 +81,7 @@ def validate(path: str) -> None:
     """Check a config file; print each problem as file:line: field: reason."""
     cfg = _load(path)
     a = cfg.agent
-    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    sensors = a.sensors.enabled()
     click.echo(f"{path}: OK ({len(cfg.exporters)} exporters, {len(a.routes)} routes, "
                f"sensors: {', '.join(sensors) or 'none'})")
     if cfg.policies is not None:  # loaded and checked by config.load: errors exit 2 above

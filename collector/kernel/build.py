@@ -15,8 +15,6 @@ from pathlib import Path
 
 from siemhub.collector.kernel import btf, loader_child, ringbuf
 
-
-
 class BPFUnavailable(RuntimeError):
     """The kernel or this process cannot load BPF programs (not root, no BTF, no bcc...)."""
 
@@ -63,3 +61,24 @@ def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: 
         raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc
     finally:
         btf.release()
+
+
+def block_support() -> tuple[bool, str]:
+    """Whether `block` (a BPF LSM program returning -EPERM) could work on this kernel: needs "bpf" among
+    the active LSMs and no lockdown (lockdown refuses BPF LSM and fentry programs with EPERM)."""
+    try:
+        with open("/sys/kernel/security/lockdown") as f:
+            lockdown = f.read()
+        mode = lockdown[lockdown.index("[") + 1 : lockdown.index("]")]
+    except (OSError, ValueError):
+        mode = "unknown"
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            lsms = f.read().strip().split(",")
+    except OSError:
+        lsms = []
+    if "bpf" not in lsms:
+        return False, "the bpf LSM is not active (lsm= boot parameter)"
+    if mode not in ("none", "unknown"):
+        return False, f"kernel lockdown is '{mode}': BPF LSM programs are refused"
+    return True, "BPF LSM available"

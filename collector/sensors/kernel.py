@@ -23,11 +23,13 @@ from siemhub.collector.sensors import Sensor, SensorContext
 log = logging.getLogger("siemhub.sensors")
 _CHUNK = 4096  # ring-buffer records decoded and routed at a time (see poll)
 _CHUNKS_PER_POLL = 64
+_NOTHING = object()
 
 
 class KernelSensor(Sensor):
     program: ClassVar[str]  # bpf/<program>, e.g. "network/network.bpf.c"
     lost_kinds: ClassVar[dict[int, str]]  # index in the program's `lost` map -> metric label
+    counts_filtered: ClassVar[bool] = False  # the program drops events in the kernel (`filtered` map)
 
     def __init__(self, config: Any, ctx: SensorContext) -> None:
         self.config = config
@@ -68,6 +70,26 @@ class KernelSensor(Sensor):
     def _open(self, offsets: dict, defines: dict, maps: list[str], pages: int, before_release=None) -> None:
         self._bpf = compile_program(self.program, offsets, defines, maps, before_release=before_release)
         self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, pages * 4096)
+
+    def log_once(self, logger: logging.Logger, what: str, state: Any, msg: str, *args: Any) -> None:
+        """Log `msg` at INFO when `state` differs from what was last logged for `what`: the policy
+        engine re-applies the same settings at start-up, and that is not news."""
+        logged = self.__dict__.setdefault("_logged", {})
+        if logged.get(what, _NOTHING) != state:
+            logged[what] = state
+            logger.info(msg, *args)
+
+    def counters(self) -> dict[str, int]:
+        """The counters every kernel sensor has: ring-buffer losses (one total for a program with one
+        kind of message, else per kind), decode errors, and in-kernel drops when the program filters."""
+        if len(self.lost_kinds) == 1:
+            out = {"ringbuf_lost": self.lost}
+        else:
+            out = {f"ringbuf_lost_{self.lost_kinds[k]}": v for k, v in self.lost_seen.items()}
+        out["decode_errors"] = self.decode_errors
+        if self.counts_filtered:
+            out["kernel_filtered"] = self.filtered
+        return out
 
     def _decode_error(self, reason: str) -> None:
         self.decode_errors += 1

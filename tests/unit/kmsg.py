@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from siemhub.collector import procfs
-from siemhub.collector.config import ProcessSensorConfig
+from siemhub.collector.sensors.process import ProcessSensorConfig
 from siemhub.collector.container import PodResolver
 from siemhub.collector.core.event import Clock, EventIds, Node
 from siemhub.collector.metrics import Metrics

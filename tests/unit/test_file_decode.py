@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from siemhub.collector.config import FileEnforceRule, FileSensorConfig
+from siemhub.collector.sensors.file import FileEnforceRule, FileSensorConfig
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors import messages as m

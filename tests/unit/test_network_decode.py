@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from siemhub.collector.config import NetworkSensorConfig
+from siemhub.collector.sensors.network import NetworkSensorConfig
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.network import NetworkSensor, cidr_key
 from siemhub.collector.sensors.process import SensorContext

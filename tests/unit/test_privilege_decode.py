@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from siemhub.collector.config import PrivilegeSensorConfig
+from siemhub.collector.sensors.privilege import PrivilegeSensorConfig
 from siemhub.collector.kernel.loader_child import LOADER_MODULE
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.privilege import PrivilegeSensor

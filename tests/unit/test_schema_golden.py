@@ -66,7 +66,7 @@ def _dns_query(h: Harness, start: int) -> Event:
     import ipaddress
     import struct
 
-    from siemhub.collector.config import NetworkSensorConfig
+    from siemhub.collector.sensors.network import NetworkSensorConfig
     from siemhub.collector.sensors import SensorContext
     from siemhub.collector.sensors import messages as m
     from siemhub.collector.sensors.network import NetworkSensor
