@@ -20,14 +20,11 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import msgspec
 
 from siemhub.collector.core.event import Event, dec_hook, enc_hook
-
-if TYPE_CHECKING:
-    from siemhub.collector.delivery.runner import ExporterRunner
 
 log = logging.getLogger("siemhub.deadletter")
 
@@ -111,7 +108,7 @@ class DeadLetterFile:
 class DeadLetterForward:
     """Hands dead letters to another exporter's runner, tagged with where they come from and why."""
 
-    def __init__(self, target: ExporterRunner, exporter: str) -> None:
+    def __init__(self, target: Any, exporter: str) -> None:  # target: the other exporter's runner.ExporterRunner
         self.target = target
         self.exporter = exporter
 

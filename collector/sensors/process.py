@@ -30,6 +30,7 @@ from siemhub.collector.core.event import (
 )
 from siemhub.collector.core.kernel_settings import KernelFilters
 from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two
+from siemhub.collector.kernel.btf import BTF
 from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.process_cache import NO_AUID, NS_KINDS, binary_properties
@@ -153,8 +154,6 @@ OFFSETS = {
 
 def _offsets() -> dict[str, tuple[str, str]]:
     """OFFSETS plus fields whose name changed across kernels."""
-    from siemhub.collector.kernel.btf import BTF
-
     wanted = dict(OFFSETS)
     parent = "__parent" if BTF.load().has_field("kernfs_node", "__parent") else "parent"  # renamed in 6.15
     wanted["OFF_KERNFS_NODE_PARENT"] = ("kernfs_node", parent)

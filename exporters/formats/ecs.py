@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from siemhub.collector.core.event import SEVERITY_RANK, Event, Process, enc_hook
+from siemhub.exporters.formats.base import Format
 
 # The ECS release whose field definitions tests/unit/test_ecs_format.py checks this format against
 # (shared/reference/ecs/ecs_flat.yml). Every field used here also exists in ECS 8.x.
@@ -455,10 +456,4 @@ def to_obj(event: Event) -> dict:
     return to_ecs(event)
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("ecs", encode_lines, to_obj)
-
-
-FORMAT = _make()
+FORMAT = Format("ecs", encode_lines, to_obj)

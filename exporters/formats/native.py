@@ -21,6 +21,7 @@ import msgspec
 from siemhub.collector.core.event import (
     AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process, builtins_hook, enc_hook,
 )
+from siemhub.exporters.formats.base import Format
 
 
 class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -107,10 +108,4 @@ def to_obj(event: Event) -> dict:
     return msgspec.to_builtins(event, enc_hook=builtins_hook)
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("native", encode_lines, to_obj, encode_each)
-
-
-FORMAT = _make()
+FORMAT = Format("native", encode_lines, to_obj, encode_each)

@@ -26,6 +26,7 @@ from importlib import metadata
 import msgspec
 
 from siemhub.collector.core.event import Event, Process, enc_hook
+from siemhub.exporters.formats.base import Format
 
 OCSF_VERSION = "1.3.0"
 PROCESS_ACTIVITY = 1007
@@ -222,10 +223,4 @@ def encode_lines(batch: Sequence[Event]) -> bytes:
     return _encoder.encode_lines([to_obj(e) for e in batch])
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("ocsf", encode_lines, to_obj)
-
-
-FORMAT = _make()
+FORMAT = Format("ocsf", encode_lines, to_obj)
