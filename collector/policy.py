@@ -16,7 +16,7 @@ Every matching rule tags the event `policy:<name>`; severity is raised, never lo
 
 The engine runs in Pipeline.emit, after redaction. Rules are indexed by event type, and each compiled
 rule is a tuple of checks ordered cheapest first, so an event that matches nothing costs a dict lookup
-and a few set lookups (README, "Policies", for the measured cost).
+and a few set lookups (docs/benchmarks.md, "Policies", for the measured cost).
 """
 
 from __future__ import annotations

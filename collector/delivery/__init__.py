@@ -6,7 +6,7 @@ The buffer is in memory (a bounded deque, the default) or on disk (diskqueue.py)
 and the worker reads batches back from it, so "accepted" means "survives SIGKILL" (at-least-once),
 delivery stays FIFO, and memory stays bounded by one batch whatever the outage length. Write-through
 rather than spill-on-full was chosen because a spill leaves the events still in memory at a crash
-unaccounted for; its cost is one msgpack encode and one write() per put (measured in the README).
+unaccounted for; its cost is one msgpack encode and one write() per put (measured in docs/benchmarks.md).
 
 Every event that leaves without being acknowledged is counted in
 siemhub_exporter_events_dropped{exporter, reason}; what the exporter gave up on (give-up answers,

@@ -5,7 +5,7 @@
 - replay: random bytes and random JSON lines are skipped and counted, never fatal;
 - the disk queue: random corruption of segment and ack files is detected, counted and skipped.
 
-Example counts are kept small so the suite stays fast; SIEMHUB_FUZZ_EXAMPLES raises them (the README
+Example counts are kept small so the suite stays fast; SIEMHUB_FUZZ_EXAMPLES raises them (docs/delivery.md
 reports a run with 10x). Each test prints how many inputs it tried (pytest -s).
 """
 from __future__ import annotations
