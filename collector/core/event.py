@@ -3,7 +3,7 @@
 Structs are msgspec Structs: cheap to build (no validation on construction) and encoded to JSON by
 msgspec's C encoder. Optional fields default to None / empty and are omitted from the JSON, so an
 event carries only what is known. docs/schema.md documents every field; bump SCHEMA_VERSION on any
-change a consumer could notice (tests/unit/test_schema_golden.py makes such changes deliberate).
+change a consumer could notice (tests/unit/exporters/formats/test_schema_golden.py makes such changes deliberate).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class BinaryProperties(msgspec.Struct, omit_defaults=True, kw_only=True, gc=Fals
 
 class Process(msgspec.Struct, omit_defaults=True, gc=False):
     # Not kw_only: the process sensor builds one per exec with every field given positionally (in this
-    # order; tests/unit/test_process_decode.py checks each field). Keyword calls work as before, but
+    # order; tests/unit/sensors/test_process_decode.py checks each field). Keyword calls work as before, but
     # past 15 keywords a msgspec constructor call costs ~6x more (0.7 vs 0.12 us measured here).
     exec_id: str
     pid: int

@@ -7,7 +7,7 @@ long argument list (a 10,000-argument exec is 100 KB of JSON), re-encoding it fo
 names it costs more than splicing its bytes, encoded once, into each event (msgspec.Raw); below that
 size building the splice costs more than it saves (measured: 4.1 vs 2.2 us per exec + exit pair), so
 only single events (encode_one) that carry such an image take that path; batches are encoded directly.
-The output is byte-for-byte what encoding the Event directly gives (tests/unit/test_native_format.py
+The output is byte-for-byte what encoding the Event directly gives (tests/unit/exporters/formats/test_native_format.py
 checks it).
 """
 

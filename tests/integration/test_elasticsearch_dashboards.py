@@ -224,7 +224,7 @@ def pod_events(base) -> list[Event]:
 
 def _sensor_bodies() -> list[Event]:
     """One event of each of the file, network and privilege sensors (the ECS format's test cases)."""
-    from tests.unit.test_ecs_format import EXTRA
+    from tests.unit.exporters.formats.test_ecs_format import EXTRA
 
     bodies = [t for t in EXTRA if any(f'"type":"{k}' in t for k in ("file_", "network_", "privilege_"))]
     connect = next(t for t in bodies if '"type":"network_close"' in t).replace(

@@ -11,19 +11,12 @@ from siemhub.collector.core.event import Clock, Process
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 
-from .kmsg import TICK, Harness, exec_msg, exit_msg, make_proc
-
-
-S = 10**9  # one second in ns
-INIT_START = 0  # ticks; exec_msg() sends parent_start_boottime 0 by default, so ppid 1 resolves
+from .kmsg import S, proc_with_init, TICK, Harness, exec_msg, exit_msg, make_proc
 
 
 @pytest.fixture
 def proc_root(tmp_path):
-    root = tmp_path / "proc"
-    make_proc(root, 1, ppid=0, start_ticks=INIT_START, comm=b"systemd", exe=b"/usr/lib/systemd/systemd",
-              cmdline=b"/sbin/init\0splash\0")
-    return root
+    return proc_with_init(tmp_path)
 
 
 @pytest.fixture

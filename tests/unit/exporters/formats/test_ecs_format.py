@@ -18,7 +18,7 @@ import yaml
 from siemhub.collector.core.event import decode_json
 from siemhub.exporters.formats import ecs, get_format
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 GOLDEN = REPO / "tests" / "golden"
 
 

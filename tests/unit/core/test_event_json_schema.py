@@ -1,7 +1,7 @@
 """docs/siemhub-event.schema.json is the JSON Schema of the native event, generated from the msgspec
 structs (collector/core/event.py). Consumers of the Kafka topic validate with it, without a schema registry.
 It must match the code: after a deliberate schema change regenerate it with
-SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_event_json_schema.py, and review the diff."""
+SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/core/test_event_json_schema.py, and review the diff."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import msgspec
 
 from siemhub.collector.core.event import SCHEMA_VERSION, Event, json_schema
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA_FILE = REPO / "docs" / "siemhub-event.schema.json"
 GOLDEN = REPO / "tests" / "golden"
 
@@ -39,7 +39,7 @@ def test_schema_file_is_up_to_date():
     assert SCHEMA_FILE.exists(), "missing docs/siemhub-event.schema.json; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert SCHEMA_FILE.read_text(encoding="utf-8") == text, (
         "docs/siemhub-event.schema.json no longer matches collector/core/event.py: regenerate it with "
-        "SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_event_json_schema.py and review the diff")
+        "SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/core/test_event_json_schema.py and review the diff")
 
 
 def test_golden_native_events_validate():

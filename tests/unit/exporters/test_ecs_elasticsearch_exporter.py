@@ -15,7 +15,7 @@ from siemhub.exporters.elasticsearch import (
     ElasticsearchConfig, ElasticsearchExporter, _Unreachable, client_kwargs, fingerprint, ilm_policy, template_body,
 )
 
-from .test_ecs_format import EVENTS
+from tests.unit.exporters.formats.test_ecs_format import EVENTS
 
 
 def cfg(**kw) -> ElasticsearchConfig:

@@ -22,7 +22,7 @@ from siemhub.collector.core.event import (EVENT_BASE, AgentStatus, Container, Dn
                                      PodContainer, Process)
 from siemhub.exporters.formats import get_format, ocsf
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 GOLDEN = REPO / "tests" / "golden"
 VERSIONS = ("1.1.0", "1.3.0", "1.5.0")
 

@@ -17,9 +17,9 @@ import pytest
 
 from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, encode_json
 
-from .kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, exit_msg, make_clock, make_ids, make_proc
+from tests.unit.kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, exit_msg, make_clock, make_ids, make_proc
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 GOLDEN = REPO / "tests" / "golden"
 SCHEMA_DOC = REPO / "docs" / "schema.md"
 TYPES = ("process_exec", "process_exit", "agent_status", "dns_query")
@@ -31,7 +31,7 @@ CHANGE_HELP = (
     "This is a schema change a SIEM consumer can notice. If it is deliberate:\n"
     "  1. bump SCHEMA_VERSION in collector/core/event.py (now {version!r}),\n"
     "  2. document the change in docs/schema.md,\n"
-    "  3. regenerate: SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/test_schema_golden.py, and review the diff.\n"
+    "  3. regenerate: SIEMHUB_UPDATE_GOLDEN=1 pytest tests/unit/exporters/formats/test_schema_golden.py, and review the diff.\n"
     "If it is not deliberate, fix the code, not the golden file."
 )
 

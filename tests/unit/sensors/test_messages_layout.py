@@ -12,7 +12,7 @@ import pytest
 
 from siemhub.collector.sensors import messages as m
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 INCLUDE = REPO / "bpf" / "include"
 
 

@@ -15,7 +15,7 @@ from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.file import FileSensor, build_watch_entries, lpm_key, open_flag_names
 from tests.unit.kmsg import Harness, exec_msg, make_proc
 
-INCLUDE = Path(__file__).resolve().parents[2] / "bpf" / "include" / "siemhub.h"
+INCLUDE = Path(__file__).resolve().parents[3] / "bpf" / "include" / "siemhub.h"
 
 
 def file_msg(pid: int, *, op: int = m.FILE_OPEN, path: bytes = b"/etc/shadow", target: bytes | None = None,

@@ -14,7 +14,7 @@ from siemhub.collector.core.event import (
 )
 from siemhub.exporters.formats import get_format, tetragon
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[3] / "golden"
 
 
 def _proc(pid, **kw):

@@ -13,19 +13,12 @@ from hypothesis import strategies as st
 from siemhub.collector.core.event import unescape_bytes
 from siemhub.collector.sensors import messages as m
 
-from .kmsg import NO_AUID, TICK, Harness, exec_msg, exit_msg, fork_msg, make_proc
-
-
-S = 10**9  # one second in ns
-INIT_START = 0  # ticks; exec_msg() sends parent_start_boottime 0 by default, so ppid 1 resolves
+from tests.unit.kmsg import INIT_START, S, proc_with_init, NO_AUID, TICK, Harness, exec_msg, exit_msg, fork_msg
 
 
 @pytest.fixture
 def proc_root(tmp_path):
-    root = tmp_path / "proc"
-    make_proc(root, 1, ppid=0, start_ticks=INIT_START, comm=b"systemd", exe=b"/usr/lib/systemd/systemd",
-              cmdline=b"/sbin/init\0splash\0")
-    return root
+    return proc_with_init(tmp_path)
 
 
 @pytest.fixture
