@@ -4,6 +4,10 @@ Errors name the file, the line and the field (`agent.yaml:7: exporters.out.path:
 Unknown keys are rejected everywhere. `${NAME}` (or `${NAME:-default}`) in a string is replaced by the
 environment variable NAME, so secrets stay out of the file; their values are never logged or echoed.
 Relative paths are relative to the working directory of the agent.
+
+The plugins validate their own sections: `sensors.<name>` with the sensor's `config_model`, and
+`exporters.<name>` with the exporter's, both found by name through entry points. The YAML with
+positions, the `${...}` references and the shared models live in collector/core/.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from siemhub.collector.redact import RedactConfig
 from siemhub.collector.sensors import Sensors, load_sensor_class
 from siemhub.collector.sources.kafka import KafkaSourceConfig
 from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
+
 
 class NodeConfig(Strict):
     name: str = Field(default_factory=socket.gethostname)

@@ -26,6 +26,7 @@ from siemhub.collector.core.settings import Strict
 from siemhub.collector.delivery.settings import (BatchConfig, BufferConfig, CircuitBreakerConfig, DeadLetterConfig,
                                                 QueueConfig, RetryConfig)
 
+
 class Outcome(enum.Enum):
     DONE = "done"  # the backend has the events
     RETRY = "retry"  # transient: try the same payload again later

@@ -3,7 +3,8 @@
 bcc compiles the C at load time against the installed kernel headers, which do not match the running
 kernel; so every kernel struct field a program reads comes from BTF as an -DOFF_* define
 (collector/kernel/btf.py). The compile and attach itself happens in the loader child
-(collector/kernel/loader_child.py).
+(collector/kernel/loader_child.py). `block_support` tells whether a BPF LSM program (the policies'
+`block`) could work on this kernel.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from siemhub.collector.kernel import btf, loader_child, ringbuf
+
 
 class BPFUnavailable(RuntimeError):
     """The kernel or this process cannot load BPF programs (not root, no BTF, no bcc...)."""
