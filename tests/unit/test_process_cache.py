@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from siemhub.collector.core.event import Clock, Process
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 
-from .kmsg import S, proc_with_init, TICK, Harness, exec_msg, exit_msg, make_proc
+from .kmsg import S, TICK, Harness, exec_msg, exit_msg, make_proc
 
-
-@pytest.fixture
-def proc_root(tmp_path):
-    return proc_with_init(tmp_path)
-
-
-@pytest.fixture
-def h(proc_root) -> Harness:
-    return Harness(proc_root)
 
 # =================================================================================================
 # ProcessCache

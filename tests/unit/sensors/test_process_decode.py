@@ -13,17 +13,8 @@ from hypothesis import strategies as st
 from siemhub.collector.core.event import unescape_bytes
 from siemhub.collector.sensors import messages as m
 
-from tests.unit.kmsg import INIT_START, S, proc_with_init, NO_AUID, TICK, Harness, exec_msg, exit_msg, fork_msg
+from tests.unit.kmsg import INIT_START, S, NO_AUID, TICK, Harness, exec_msg, exit_msg, fork_msg
 
-
-@pytest.fixture
-def proc_root(tmp_path):
-    return proc_with_init(tmp_path)
-
-
-@pytest.fixture
-def h(proc_root) -> Harness:
-    return Harness(proc_root)
 
 # =================================================================================================
 # ProcessSensor.decode: exec
