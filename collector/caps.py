@@ -20,3 +20,25 @@ def names(mask: int) -> tuple[str, ...]:
     """Names of the bits set in a capability mask; unknown bits become CAP_<n>. Cached: a host has few
     distinct masks, so the hot path is one dict lookup."""
     return tuple(NAMES[i] if i < len(NAMES) else f"CAP_{i}" for i in range(64) if mask >> i & 1)
+
+
+def _full_mask() -> int:
+    """Every capability this kernel knows (/proc/sys/kernel/cap_last_cap; the names above otherwise)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = len(NAMES) - 1
+    return (1 << (last + 1)) - 1
+
+
+FULL = _full_mask()
+
+
+def telling(effective: int, permitted: int, euid: int | None) -> bool:
+    """Whether a process' capability sets tell something beyond its effective uid: False for the
+    default sets (every capability for euid 0, none for any other euid), which the events leave out
+    (docs/schema.md, `caps`)."""
+    if euid == 0:
+        return not (effective == FULL and permitted == FULL)
+    return bool(effective or permitted) or euid is None

@@ -79,6 +79,7 @@ class ProcessCache:
         self.exit_delay = exit_delay
         self.proc_root = proc_root
         self._by_pid: dict[int, Entry] = {}
+        self._caps_cache: dict[tuple[int, int, int | None], Caps | None] = {}
         self._forks: dict[int, tuple[int, int, int]] = {}  # pid -> (ppid, start_ns, ktime), not yet exec'd
         self._exited: deque[tuple[float, int, Entry]] = deque()
         self._ns_owner: dict[tuple[str, int], int] = {}  # (kind, inode) -> pid that first used it
@@ -204,7 +205,8 @@ class ProcessCache:
             uid=info.uid, euid=info.euid, gid=info.gid, egid=info.egid, auid=info.auid,
             binary=info.binary, args=info.args, cwd=info.cwd, comm=info.comm,
             start_time=self.clock.from_boot(start_ns), flags=info.flags,
-            caps=self.caps(info.cap_effective, info.cap_permitted) if info.cap_effective is not None else None,
+            caps=self.caps(info.cap_effective, info.cap_permitted, info.euid) if info.cap_effective is not None
+            else None,
             ns=ns, binary_properties=binary_properties(info.exe_mode, info.exe_uid, info.exe_gid),
             container=cont, pod=pod,
         )
@@ -231,16 +233,24 @@ class ProcessCache:
 
     # --- shared pieces of a Process ---
 
-    _caps_cache: dict[tuple[int, int], Caps] = {}
+    # sensors.process.caps: "always" lists the sets on every process; "telling" (the default) only where
+    # they differ from the default for the process' euid (collector/caps.py `telling`, docs/schema.md).
+    # Set before the first event (the verdicts are cached with the sets).
+    caps_always = False
 
-    def caps(self, effective: int, permitted: int) -> Caps:
-        key = (effective, permitted)
-        c = self._caps_cache.get(key)
-        if c is None:
-            if len(self._caps_cache) > 4096:
-                self._caps_cache.clear()
-            c = self._caps_cache[key] = Caps(effective=list(capnames.names(effective)),
-                                             permitted=list(capnames.names(permitted)))
+    def caps(self, effective: int, permitted: int, euid: int | None = None) -> Caps | None:
+        """The shared Caps of these sets, or None when they are the default for euid (unless caps_always)."""
+        key = (effective, permitted, None if euid is None else euid == 0)
+        try:
+            return self._caps_cache[key]
+        except KeyError:
+            pass
+        if len(self._caps_cache) > 4096:
+            self._caps_cache.clear()
+        c = None
+        if self.caps_always or capnames.telling(effective, permitted, euid):
+            c = Caps(effective=list(capnames.names(effective)), permitted=list(capnames.names(permitted)))
+        self._caps_cache[key] = c
         return c
 
     def note_namespaces(self, pid: int, ns: Namespaces) -> None:

@@ -20,6 +20,7 @@ import signal
 import struct
 import sys
 import time
+from typing import Literal
 
 import msgspec
 from pydantic import Field, field_validator
@@ -84,6 +85,9 @@ class ProcessSensorConfig(Strict):
     poll_interval: float = Field(0.5, gt=0, le=5, description="seconds between ring buffer polls: the latency "
                                  "bound of process events")
     ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
+    caps: Literal["telling", "always"] = Field(
+        "telling", description="`telling`: capability lists only where they differ from the default for the "
+        "process' euid (all for 0, none otherwise); `always`: on every process")
     ignore: IgnoreConfig = IgnoreConfig()
     pending: PendingConfig = PendingConfig()
     cache: ProcessCacheConfig = ProcessCacheConfig()
@@ -201,6 +205,8 @@ class ProcessSensor(KernelSensor):
 
     def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
         super().__init__(config, ctx)
+        if ctx.cache is not None:
+            ctx.cache.caps_always = config.caps == "always"
         self._ns_cache: dict[tuple[int, ...], Namespaces] = {}
         self.pending = PendingEvents(lambda pid, start: ctx.cache.get(pid, start),
                                      max_items=config.pending.max_events, max_age=config.pending.max_wait)
@@ -486,7 +492,7 @@ class ProcessSensor(KernelSensor):
             cache.exec_id(pid, ktime), pid, tid, ppid, parent_exec_id,
             uid, euid, gid, egid, None if auid == NO_AUID else auid,
             binary, args, cwd, comm_s, when, flags,
-            cache.caps(cap_eff, cap_prm), ns, entered,
+            cache.caps(cap_eff, cap_prm, euid), ns, entered,
             binary_properties(exe_mode, exe_uid, exe_gid) if exe_mode & 0o6000 else None,
             cgroup_id, cont, pod,
         )

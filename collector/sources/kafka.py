@@ -25,11 +25,10 @@ from typing import Literal
 import msgspec
 from pydantic import Field
 
-from siemhub.collector.core.event import Event, dec_hook
+from siemhub.collector.core.decode import EventDecoder
 from siemhub.collector.core.kafka import KafkaConnection, LibrdkafkaLog, client_config
 
 log = logging.getLogger("siemhub.sources.kafka")
-_decode = msgspec.json.Decoder(Event, dec_hook=dec_hook).decode  # native JSON, as collector.core.event.decode_json
 
 
 class KafkaSourceConfig(KafkaConnection):
@@ -67,6 +66,7 @@ class KafkaSource:
         self._stop = threading.Event()
         self._consumer = None
         self._dead_letter = None
+        self._decoder = EventDecoder()
         r = pipeline.metrics.registry
         self.m_consumed = Counter("siemhub_kafka_consumed_messages", "Messages read from Kafka", ["topic"], registry=r)
         self.m_bad = Counter("siemhub_kafka_bad_messages", "Messages that are not native events", ["topic", "reason"],
@@ -140,9 +140,10 @@ class KafkaSource:
     # --- messages ---
 
     def _handle(self, msgs: list) -> None:
-        events = []
-        append = events.append
-        decode = _decode
+        # the values of one consume() are decoded in one parse, repeated process/parent objects once
+        # (collector/core/decode.py); a batch with a bad value is decoded value by value
+        values: list[bytes] = []
+        taken: list = []
         last: dict[tuple[str, int], int] = {}
         first: dict[tuple[str, int], int] = {}
         counts: dict[tuple[str, int], int] = {}
@@ -160,15 +161,22 @@ class KafkaSource:
             run += 1
             last[here] = m.offset()
             value = m.value()
-            if value is None:
+            taken.append(m)
+            if value is not None:
+                values.append(value)
+        events = []
+        decoded = iter(self._decoder.decode_each(values))
+        for m in taken:  # rejects in offset order
+            if m.value() is None:
                 self._reject(m, "empty")
                 continue
-            try:
-                append(decode(value))
-            except msgspec.ValidationError:
+            e = next(decoded)
+            if type(e) is msgspec.ValidationError:
                 self._reject(m, "invalid_event")
-            except msgspec.DecodeError:
+            elif isinstance(e, msgspec.MsgspecError):
                 self._reject(m, "invalid_json")
+            else:
+                events.append(e)
         if tp is not None:
             counts[tp] = counts.get(tp, 0) + run
         consumed: dict[str, int] = {}

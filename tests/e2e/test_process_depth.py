@@ -72,15 +72,32 @@ def test_capabilities_and_namespaces_match_proc(bpf_agent):
         e = _exec_with(bpf_agent, f"sleep 3 # {mark}")[0]["process"]
         status = Path(f"/proc/{p.pid}/status").read_text()
         eff = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff")), 16)
-        assert len(e["caps"]["effective"]) == bin(eff).count("1")
-        if eff & (1 << 21):
-            assert "CAP_SYS_ADMIN" in e["caps"]["effective"]
+        prm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapPrm")), 16)
+        euid = int(next(line.split()[2] for line in status.splitlines() if line.startswith("Uid:")))
+        full = (1 << (int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1)) - 1
+        if (eff, prm) == ((full, full) if euid == 0 else (0, 0)):
+            assert "caps" not in e, e  # the default for its euid: left out (docs/schema.md)
+        else:
+            assert len(e["caps"].get("effective", [])) == bin(eff).count("1")
+            assert len(e["caps"].get("permitted", [])) == bin(prm).count("1")
+            if eff & (1 << 21):
+                assert "CAP_SYS_ADMIN" in e["caps"]["effective"]
         for kind in ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup"):
             link = os.readlink(f"/proc/{p.pid}/ns/{kind}")
             assert e["ns"][kind] == int(link.split("[")[1].rstrip("]")), kind
     finally:
         p.kill()
         p.wait()
+
+
+def test_reduced_capabilities_of_root_are_listed(bpf_agent):
+    """Root without CAP_SYS_ADMIN (a smaller bounding set, as in a container) is not the default: listed."""
+    mark = _marker("capdrop")
+    subprocess.run(["setpriv", "--bounding-set", "-sys_admin", "/bin/sh", "-c", f"true # {mark}"], check=True)
+    e = _exec_with(bpf_agent, f"true # {mark}", binary="/bin/sh")[0]["process"]
+    assert e["euid"] == 0
+    assert "CAP_SYS_ADMIN" not in e["caps"]["effective"] and "CAP_SYS_ADMIN" not in e["caps"]["permitted"]
+    assert "CAP_NET_ADMIN" in e["caps"]["effective"]
 
 
 def _set_next_pid(pid: int) -> bool:

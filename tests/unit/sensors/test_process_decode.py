@@ -449,3 +449,44 @@ def test_a_burst_is_decoded_and_routed_a_chunk_at_a_time(h, monkeypatch):
     ring.records.append(exec_msg(2000, ktime=99 * S, start=99 * S))  # queued, not read yet
     assert h.sensor.exec_horizon() == published
     assert ring.woken == 2
+
+
+# =================================================================================================
+# capabilities: listed only where they tell something (docs/schema.md, `caps`)
+# =================================================================================================
+
+
+@pytest.mark.parametrize("euid, eff, prm, listed", [
+    (0, "full", "full", False),  # root with every capability: the default, left out
+    (1000, 0, 0, False),  # non-root with none: the default, left out
+    (0, 1 << 21, 1 << 21, True),  # root with fewer (a container's bounding set): listed
+    (1000, 1 << 13, 1 << 13, True),  # non-root with file capabilities (ping's CAP_NET_RAW): listed
+    (1000, 0, 1 << 13, True),  # permitted but not effective: listed
+])
+def test_caps_only_when_they_differ_from_the_default_for_the_euid(h, euid, eff, prm, listed):
+    from siemhub.collector import caps as capnames
+
+    eff = capnames.FULL if eff == "full" else eff
+    prm = capnames.FULL if prm == "full" else prm
+    e = h.one(exec_msg(5000 + euid % 7 + eff % 5, ppid=1, pstart=INIT_START * TICK, euid=euid, cap_eff=eff,
+                       cap_prm=prm))
+    if listed:
+        assert e.process.caps is not None
+        assert e.process.caps.effective == list(capnames.names(eff))
+        assert e.process.caps.permitted == list(capnames.names(prm))
+    else:
+        assert e.process.caps is None
+
+
+def test_caps_always_lists_the_default_sets_too(tmp_path):
+    from siemhub.collector import caps as capnames
+    from siemhub.collector.sensors import SensorContext
+    from siemhub.collector.sensors.process import ProcessSensor, ProcessSensorConfig
+
+    h = Harness(tmp_path)
+    h.sensor = ProcessSensor(ProcessSensorConfig(caps="always", pending={"max_wait": 0}), SensorContext(
+        h.node, h.clock, h.ids, h.metrics, h.cache, h.emitted.extend))
+    e = h.one(exec_msg(4242, euid=0, cap_eff=capnames.FULL, cap_prm=capnames.FULL))
+    assert e.process.caps is not None and len(e.process.caps.effective) == bin(capnames.FULL).count("1")
+    e = h.one(exec_msg(4243, euid=1000, uid=1000))
+    assert e.process.caps is not None and e.process.caps.effective == [] and e.process.caps.permitted == []
