@@ -163,9 +163,12 @@ def summarize(path: Path, top: int = 25) -> None:
         for f in set(frames):
             incl[f] = incl.get(f, 0) + c
         own[frames[-1]] = own.get(frames[-1], 0) + c
-    print(f"py-spy: {total} samples; inclusive / self share per function:")
+    print(f"py-spy: {total} samples; inclusive / self share per function, by inclusive:")
     for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {100 * c / total:5.1f}% {100 * own.get(f, 0) / total:5.1f}%  {f}")
+    print("by self:")
+    for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * incl[f] / total:5.1f}% {100 * c / total:5.1f}%  {f}")
 
 
 if __name__ == "__main__":

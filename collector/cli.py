@@ -151,7 +151,7 @@ def replay(file: str, path: str | None, log_level: str) -> None:
     """Feed a JSON-lines file of native events (or dead-letter records) through the router and
     exporters. A dead letter goes back to the exporter it names when the config has it."""
     from siemhub.collector.agent import Pipeline
-    from siemhub.collector.sources.replay import ReplayStats, read_lines
+    from siemhub.collector.sources.replay import ReplayStats, read_batches
 
     _logging(log_level)
     cfg = _load(path)
@@ -162,17 +162,11 @@ def replay(file: str, path: str | None, log_level: str) -> None:
         click.echo(f"siemhub: cannot start: {exc}", err=True)
         sys.exit(1)
     stats = ReplayStats()
-    batch: list = []
-    dest: str | None = None
     with open(file, "rb") as f:
-        for event, exporter in read_lines(f, file, stats):
+        for events, exporter in read_batches(f, file, stats):  # runs of one destination, ~1 MB each
             to = exporter if exporter in pipe.runners else None
-            if batch and (to != dest or len(batch) >= 1000):
-                pipe.emit(batch, wait=True, to=dest)
-                batch = []
-            dest = to
-            batch.append(event)
-    pipe.emit(batch, wait=True, to=dest)
+            for i in range(0, len(events), 1000):
+                pipe.emit(events[i:i + 1000], wait=True, to=to)
     counts = pipe.stop(cfg.agent.shutdown_deadline)
     good, bad = stats.good, stats.bad
     for line in stats.first_bad:

@@ -54,19 +54,48 @@ def _parse(line: bytes) -> tuple[Event, str | None]:
 
 
 def read_lines(f, name: str, stats: ReplayStats, chunk_bytes: int = 1 << 20) -> Iterator[tuple[Event, str | None]]:
-    """Events of a binary file object, in order. Lines are read ~chunk_bytes at a time and the event
-    lines of a chunk decoded in one parse (collector/core/decode.py); dead-letter lines, and any line
-    the batch could not take, go through parse_line one by one."""
+    """Events of a binary file object, in order, each with the exporter its dead letter names (or None)."""
+    for events, exporter in read_batches(f, name, stats, chunk_bytes):
+        for e in events:
+            yield e, exporter
+
+
+def read_batches(f, name: str, stats: ReplayStats,
+                 chunk_bytes: int = 1 << 20) -> Iterator[tuple[list[Event], str | None]]:
+    """Runs of events of a binary file object, in order: (events, the exporter their dead letters
+    name, or None). Lines are read ~chunk_bytes at a time; a chunk of plain event lines (the common
+    case) is decoded in one parse (collector/core/decode.py) and comes out as one run. Dead-letter
+    lines, and the lines of a chunk the batch could not take, go one by one (parse_line's rules)."""
     decoder = EventDecoder()
     lineno = 0
+    rest = b""
     while True:
-        lines = f.readlines(chunk_bytes)
-        if not lines:
-            return
+        data = f.read(chunk_bytes)
+        if not data:
+            if not rest:
+                return
+            lines, rest = [rest], b""
+        else:
+            lines = (rest + data).split(b"\n")  # one C pass (readlines builds its list line by line)
+            rest = lines.pop()  # the part after the last newline: the start of the next chunk's first line
+            if not lines:
+                continue
         first = lineno + 1
         lineno += len(lines)
-        plain = [line for line in lines if not line.startswith(b'{"event":') and line.strip()]
+        # isspace() stops at the first non-blank byte (strip() would copy every line)
+        plain = [line for line in lines if line and not line.startswith(b'{"event":') and not line.isspace()]
+        if len(plain) == len(lines):
+            try:
+                events = decoder.decode_many(plain)
+            except msgspec.MsgspecError:
+                pass
+            else:
+                stats.good += len(events)
+                yield events, None
+                continue
         decoded = iter(decoder.decode_each(plain)) if plain else iter(())
+        run: list[Event] = []
+        dest: str | None = None
         for n, line in enumerate(lines, first):
             if line.startswith(b'{"event":'):
                 try:
@@ -74,7 +103,7 @@ def read_lines(f, name: str, stats: ReplayStats, chunk_bytes: int = 1 << 20) -> 
                 except msgspec.MsgspecError as exc:
                     _bad(stats, name, n, exc)
                     continue
-            elif not line.strip():
+            elif not line or line.isspace():
                 continue
             else:
                 event, exporter = next(decoded), None
@@ -88,7 +117,13 @@ def read_lines(f, name: str, stats: ReplayStats, chunk_bytes: int = 1 << 20) -> 
             stats.good += 1
             if exporter is not None:
                 stats.dead_letters += 1
-            yield event, exporter
+            if run and exporter != dest:
+                yield run, dest
+                run = []
+            dest = exporter
+            run.append(event)
+        if run:
+            yield run, dest
 
 
 def _bad(stats: ReplayStats, name: str, lineno: int, exc: Exception) -> None:

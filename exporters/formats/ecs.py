@@ -290,6 +290,31 @@ def _workload_fields(p: Process, doc: dict[str, Any]) -> None:
     doc["orchestrator"] = {"type": "kubernetes", "namespace": pod.namespace, "resource": res}
 
 
+# id(process) -> (process, its process.* mapping, its siemhub.process.* mapping, its top-level fields
+# (user, group, container, orchestrator)). Processes are immutable and shared (an exec and its exit, the
+# children of one parent: the agent's process cache and the replay/Kafka decoder share them), so each is
+# mapped once; the mappings are shared by the documents that use them and never changed (to_ecs copies
+# what it extends). The process is kept referenced so that its id cannot be reused meanwhile.
+_MAPPED: dict[int, tuple[Process, dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+
+
+def _mapped(p: Process) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    hit = _MAPPED.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1], hit[2], hit[3]
+    top: dict[str, Any] = {}
+    if p.euid is not None:
+        top["user"] = {"id": str(p.euid)}
+    if p.egid is not None:
+        top["group"] = {"id": str(p.egid)}
+    _workload_fields(p, top)
+    out = (_process_fields(p), _siemhub_process(p), top)
+    if len(_MAPPED) >= 8192:
+        _MAPPED.clear()
+    _MAPPED[id(p)] = (p, *out)
+    return out
+
+
 def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
     lost = sum(v for k, v in counters.items() if "_ringbuf_lost" in k)
     dropped = sum(v for k, v in counters.items() if k.startswith("exporter_") and "_dropped" in k)
@@ -297,24 +322,55 @@ def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
     return {"counters": dict(counters), "lost_events": lost, "dropped_events": dropped, "decode_errors": decode}
 
 
-def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
-    """One canonical event -> one ECS document (a plain dict, ready for JSON)."""
-    kind, category, etype, action, _ = EVENT_CLASS.get(event.type, ("event", None, None, event.type, "other"))
-    ds = dataset(event.type)
-    ev: dict[str, Any] = {"id": event.id, "kind": kind}
+# Parts of a document that depend only on the event type, namespace, severity or node: built once and
+# shared by the documents (never changed after: to_ecs builds new dicts for what varies).
+_ECS = {"version": ECS_VERSION}
+_AGENT = {"type": "siemhub"}
+_LOG = {s: {"level": s} for s in SEVERITY_RANK}
+_HOSTS: dict[str, dict[str, str]] = {}
+_HEADS: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]] = {}
+
+
+def _head(event_type: str, namespace: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(event.* but id and severity, data_stream) of an event type."""
+    kind, category, etype, action, _ = EVENT_CLASS.get(event_type, ("event", None, None, event_type, "other"))
+    ds = dataset(event_type)
+    ev: dict[str, Any] = {"kind": kind}
     if category:
         ev["category"] = category
     if etype:
         ev["type"] = etype
-    ev.update(action=action, module="siemhub", dataset=ds, severity=SEVERITY_RANK.get(event.severity, 0))
+    ev.update(action=action, module="siemhub", dataset=ds)
+    head = (ev, {"type": "logs", "dataset": ds, "namespace": namespace})
+    if len(_HEADS) > 256:
+        _HEADS.clear()
+    _HEADS[(event_type, namespace)] = head
+    return head
+
+
+def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
+    """One canonical event -> one ECS document (a plain dict, ready for JSON). Its nested dicts are
+    shared with other documents (the mapping of a shared process, the constant parts): encode it, or
+    copy before changing anything below the top level."""
+    head = _HEADS.get((event.type, namespace))
+    if head is None:
+        head = _head(event.type, namespace)
+    ev: dict[str, Any] = {"id": event.id, **head[0]}
+    ev["severity"] = SEVERITY_RANK.get(event.severity, 0)
+    node = event.node
+    host = _HOSTS.get(node.name)
+    if host is None:
+        host = _HOSTS[node.name] = {"name": node.name, "hostname": node.name}
+        if len(_HOSTS) > 64:
+            _HOSTS.clear()
     doc: dict[str, Any] = {
         "@timestamp": event.time,
-        "ecs": {"version": ECS_VERSION},
-        "agent": {"type": "siemhub"},
-        "data_stream": {"type": "logs", "dataset": ds, "namespace": namespace},
+        "ecs": _ECS,
+        "agent": _AGENT,
+        "data_stream": head[1],
         "event": ev,
-        "log": {"level": event.severity},
-        "host": {"name": event.node.name, "hostname": event.node.name},
+        "log": _LOG.get(event.severity) or {"level": event.severity},
+        "host": host,
     }
     sh: dict[str, Any] = {"schema_version": event.schema_version}
     if event.node.labels:
@@ -324,23 +380,20 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
 
     p = event.process
     if p is not None:
-        proc = _process_fields(p)
+        pf, sp, top = _mapped(p)
+        proc = dict(pf)  # gets `parent`, `end`, `exit_code` below: a copy of the shared mapping
         parent = event.parent
         if parent is not None:
-            proc["parent"] = _process_fields(parent)
-            sp = _siemhub_process(parent)
-            if sp:
-                sh["parent"] = sp
+            ppf, psp, _ = _mapped(parent)
+            proc["parent"] = ppf
+            if psp:
+                sh["parent"] = psp
         elif p.ppid is not None or p.parent_exec_id is not None:
             proc["parent"] = {k: v for k, v in (("entity_id", p.parent_exec_id), ("pid", p.ppid)) if v is not None}
-        sp = _siemhub_process(p)
         if sp:
             sh["process"] = sp
-        if p.euid is not None:
-            doc["user"] = {"id": str(p.euid)}
-        if p.egid is not None:
-            doc["group"] = {"id": str(p.egid)}
-        _workload_fields(p, doc)
+        if top:
+            doc.update(top)
         doc["process"] = proc
 
     x = event.exit
@@ -426,10 +479,12 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
     pv = event.privilege
     if pv is not None:
         ev["action"] = pv.operation
-        if pv.new_uid is not None:
-            doc.setdefault("user", {})["changes"] = {"id": str(pv.new_uid)}
-        if pv.new_gid is not None:
-            doc.setdefault("user", {}).setdefault("changes", {})["group"] = {"id": str(pv.new_gid)}
+        if pv.new_uid is not None or pv.new_gid is not None:
+            user = doc["user"] = dict(doc.get("user", {}))  # the process' mapping is shared: extend a copy
+            if pv.new_uid is not None:
+                user["changes"] = {"id": str(pv.new_uid)}
+            if pv.new_gid is not None:
+                user.setdefault("changes", {})["group"] = {"id": str(pv.new_gid)}
         sp = {k: v for k, v in (("operation", pv.operation), ("old_uid", pv.old_uid), ("new_caps", pv.new_caps or None),
                                 ("target_pid", pv.target_pid), ("name", pv.name), ("source", pv.source),
                                 ("target", pv.target), ("result", pv.result)) if v is not None}

@@ -265,3 +265,28 @@ def test_capabilities_go_to_ecs_thread_capabilities(ecs_flat):
     bare = ecs.to_ecs(Event(id="j", time="2024-01-02T03:04:05.000000006Z", type="process_exec", node=Node(name="n"),
                             process=Process(exec_id="f", pid=8, tid=8), **EVENT_BASE))
     assert bare["process"]["thread"] == {"id": 8}
+
+
+def test_shared_processes_are_mapped_once_and_never_changed_by_a_document():
+    """to_ecs memoizes the mapping of each (immutable, shared) Process: documents built from shared
+    processes equal those built from fresh copies, and what one document adds (parent, exit, the
+    privilege change of user.changes) never shows in another."""
+    import copy
+
+    import msgspec
+
+    from siemhub.collector.core.event import Exit, Privilege
+
+    base = decode_json((Path(__file__).resolve().parents[3] / "golden" / "native_process_exec.json").read_bytes())
+    exit_ = msgspec.structs.replace(base, id="x2", type="process_exit", exit=Exit(code=1, duration_ns=5))
+    priv = msgspec.structs.replace(base, id="x3", type="privilege_change",
+                                   privilege=Privilege(operation="setuid", old_uid=1000, new_uid=0, new_gid=0))
+    first = ecs.to_ecs(base)
+    docs = [ecs.to_ecs(e) for e in (base, exit_, priv, base)]
+    ecs._MAPPED.clear()
+    fresh = [ecs.to_ecs(copy.deepcopy(e)) for e in (base, exit_, priv, base)]
+    assert docs == fresh
+    assert docs[0] == docs[3] == first
+    assert "end" not in docs[3]["process"] and "changes" not in docs[3]["user"]
+    assert docs[2]["user"]["changes"] == {"id": "0", "group": {"id": "0"}}
+    assert docs[0]["process"]["parent"] is docs[1]["process"]["parent"]  # shared, not rebuilt
