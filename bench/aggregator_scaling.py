@@ -57,6 +57,7 @@ from siemhub.collector.core.event import encode_json  # noqa: E402
 from tests.servers.tansu import Tansu, free_port  # noqa: E402
 
 SIEMHUB = Path(sys.executable).with_name("siemhub")
+PROFILE = None
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -174,6 +175,11 @@ status_interval: 0
     load = time.perf_counter() - t_load
     for p in procs:
         p.send_signal(signal.SIGCONT)
+    spy = None
+    if PROFILE:  # py-spy attached to the (first) replica for the window
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-r", "200", "-f", "raw",
+                                "-o", str(PROFILE), "--pid", str(procs[0].pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert flushed == 0 and not failed, f"preload failed: {failed[:3]}"
     if load > 4:
         print(f"  (producing took {load:.1f}s: close to the 6 s session timeout, a rebalance may follow)")
@@ -187,6 +193,9 @@ status_interval: 0
     samples.append((t1, list(counter.each)))
     cpu1 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(broker_pid), time.process_time(), machine_busy()]
     moved = shares() != s  # a rebalance inside the window
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
@@ -216,6 +225,42 @@ def show(label: str, r: dict) -> None:
           + ("  [rebalance inside the window]" if r["moved"] else ""))
 
 
+def real_messages(n: int) -> list[tuple[bytes, bytes]]:
+    """n native events as the agent writes them for root processes, keyed by node/exec_id."""
+    import json
+
+    from replay_cost import agent_events
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "in.jsonl"
+        agent_events(n, path)
+        lines = path.read_bytes().splitlines()
+    return [(x, f"node-a/{json.loads(x)['process']['exec_id']}".encode()) for x in lines]
+
+
+def single(args, messages: list[tuple[bytes, bytes]]) -> None:
+    import json
+
+    best = None
+    size = sum(len(v) for v, _ in messages) / len(messages)
+    with Tansu() as broker, tempfile.TemporaryDirectory() as d:
+        print(f"{len(messages)} events of {size:.0f} bytes on average over {args.partitions} partitions, one replica; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        for rnd in range(args.rounds):
+            r = run(1, broker, messages, args.partitions, Path(d))
+            show(f"round {rnd + 1}, 1 replica", r)
+            if best is None or r["rate"] > best["rate"]:
+                best = r
+    print(f"one replica, best of {args.rounds} rounds: {best['rate']:,.0f} events/s, "
+          f"{best['us_per_event']:.1f} µs of replica CPU per event "
+          f"({1e6 / best['us_per_event']:,.0f} events per replica CPU-second)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"events": best["events"], "bytes_per_event": round(size),
+                                               "events_per_s": round(best["rate"]),
+                                               "us_per_event": round(best["us_per_event"], 2),
+                                               "events_per_cpu_s": round(1e6 / best["us_per_event"])}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -223,11 +268,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pin", action="store_true",
                     help="replica r on CPU r only: a core per replica, as replicas on their own nodes have")
+    ap.add_argument("--real", action="store_true",
+                    help="agent-written events of root processes (exec/exit, ~1 KB: bench/replay_cost.py) "
+                    "instead of the 492-byte curl execs")
+    ap.add_argument("--single", action="store_true", help="one replica only (its events/s and CPU per event)")
+    ap.add_argument("--profile", help="with --single: py-spy the replica, collapsed stacks to this file")
+    ap.add_argument("--json", help="with --single: write the figures of the best round to this file")
     args = ap.parse_args()
-    global PIN
+    global PIN, PROFILE
     PIN = args.pin
+    PROFILE = args.profile
     ratios, busy_ratios, per_core = [], [], []
-    messages = [(encode_json(e), f"node-a/{e.process.exec_id}".encode()) for e in make_events(args.events)]
+    if args.real:
+        messages = real_messages(args.events)
+    else:
+        messages = [(encode_json(e), f"node-a/{e.process.exec_id}".encode()) for e in make_events(args.events)]
+    if args.single:
+        single(args, messages)
+        return
     with Tansu() as broker, tempfile.TemporaryDirectory() as d:
         print(f"{args.events} events over {args.partitions} partitions; {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}" + ("; replica r pinned to CPU r" if PIN else ""))

@@ -164,6 +164,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--naive", type=int, default=1000, help="events for the per-event index() loop")
+    ap.add_argument("--json", help="also write the figures to this file (make bench)")
     args = ap.parse_args()
 
     evs = make_events(args.events, "a")
@@ -206,6 +207,14 @@ def main() -> None:
     print(f"client + server CPU per event: (a) {ca + sa:.0f} us, (c) {cc + sc:.0f} us -> c/a = "
           f"{(cc + sc) / (ca + sa):.1f}; a/c cannot exceed {(cc + sc) / sa:.1f} on this server "
           "(c's total cost over the server's own cost per document in bulk)")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({
+            "events": args.events, "exporter_eps": round(a), "raw_bulk_eps": round(b), "naive_eps": round(c),
+            "ratio_raw": round(a / b, 2), "ratio_naive": round(a / c, 2), "exporter_client_us": round(ca, 1),
+            "raw_client_us": round(cb, 1), "naive_client_us": round(cc, 1), "encode_us": round(encode_us, 1),
+            "server_us_exporter": round(sa), "server_us_raw": round(sb)}, indent=1))
 
 
 if __name__ == "__main__":

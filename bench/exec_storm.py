@@ -138,6 +138,7 @@ def main() -> None:
                     help='settings of sensors.process, e.g. "poll_interval: 0.1, wakeup_every: 256" (to compare)')
     ap.add_argument("--tiny", action="store_true",
                     help="exec a 1-page static exit(0) program instead of /bin/true (reaches higher rates)")
+    ap.add_argument("--json", help="also write the figures to this file (make bench)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (eBPF)")
@@ -200,6 +201,7 @@ def main() -> None:
         stats.close()
 
     what = "a static exit(0) program" if args.tiny else "/bin/true"
+    figures = {}
     for kind, wall, work_cpu, execs, exits, agent_cpu, k0, k1, th0, th1, all_execs, all_exits in results:
         kernel = {p: ((k1.get(p, (0, 0))[0] - k0.get(p, (0, 0))[0]), (k1.get(p, (0, 0))[1] - k0.get(p, (0, 0))[1]))
                   for p in PROGRAMS}
@@ -228,9 +230,23 @@ def main() -> None:
         total = (agent_cpu / max(all_execs, 1) + kernel_per_exec) * args.execs
         print(f"overhead: agent+BPF CPU for our {args.execs} execs {total:.2f}s = {100 * total / work_cpu:.2f}% "
               "of the workload's CPU")
+        figures[kind] = {
+            "execs": args.execs, "execs_per_s": round(args.execs / wall), "lost": 2 * args.execs - execs - exits,
+            "workload_us_per_exec": round(work_cpu / args.execs * 1e6),
+            "agent_us_per_exec": round(agent_cpu / max(all_execs, 1) * 1e6, 1),
+            "agent_user_us_per_exec": round(user / max(all_execs, 1) * 1e6, 1),
+            "agent_system_us_per_exec": round((agent_cpu - user) / max(all_execs, 1) * 1e6, 1),
+            "kernel_ns_per_run": {p: round(rt / max(rc, 1)) for p, (rt, rc) in kernel.items()},
+            "kernel_us_per_exec": round(kernel_per_exec * 1e6, 2),
+            "overhead_pct": round(100 * total / work_cpu, 2)}
     events_bytes = out.stat().st_size
     total_events = sum(r[10] + r[11] for r in results)
     print(f"output: {events_bytes / max(total_events, 1):.0f} bytes per event (native JSON)")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"workloads": figures, "binary": what,
+                                               "bytes_per_event": round(events_bytes / max(total_events, 1))}, indent=1))
     clean_up(tmp, agent)
 
 

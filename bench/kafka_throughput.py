@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--linger-ms", type=float, default=None, help="both sides (default: the exporter's default)")
     ap.add_argument("--exporter-config", default="", metavar="YAML",
                     help='more exporter settings, e.g. "max_in_flight: 8" (librdkafka ones reach the raw side too)')
+    ap.add_argument("--json", help="also write the figures to this file (make bench)")
     args = ap.parse_args()
     global EXTRA
     EXTRA = args.exporter_config
@@ -162,6 +163,13 @@ def main() -> None:
     print(f"CPU per event raw/exporter: {raw[1] / exp[1]:.2f} for the process, {raw[2] / exp[2]:.2f} for the busiest "
           f"thread ({raw[2]:.2f} / {exp[2]:.2f} µs): the ratios both would reach if each were bound by that CPU; "
           f"robust to other load on the machine")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({
+            "events": args.events, "bytes_per_event": round(size), "raw_eps": round(raw[0]), "exporter_eps": round(exp[0]),
+            "raw_us": round(raw[1], 2), "exporter_us": round(exp[1], 2),
+            "ratio_rounds": round(statistics.median(pairs), 2), "cpu_ratio": round(raw[1] / exp[1], 2)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ class QueueConfig(Strict):
 
 class BatchConfig(Strict):
     max_events: int = Field(512, ge=1, description="flush when this many events are waiting")
-    max_wait: float = Field(1.0, gt=0, description="flush at least this often (seconds)")
+    # 0.25 s (was 1.0): with the process sensor's 0.5 s polls, the events of a poll that do not fill a batch
+    # waited up to max_wait for the next poll's; kernel -> file p99 at 5k events/s went 1.4-1.5 s -> 0.5 s,
+    # with no measurable CPU per event (bench/freshness.py, docs/benchmarks.md)
+    max_wait: float = Field(0.25, gt=0, description="flush at least this often (seconds)")
 
 
 class RetryConfig(Strict):
