@@ -34,8 +34,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -c 'import bcc, siemhub.collector' 
 	@touch $(STAMP)
 
+# The benchmark suite (bench/run_all.py): every area's script, then its figures into docs/benchmarks.md
+# (only the generated section between its markers). Root for the eBPF parts; BENCH_ARGS=--quick to check it runs.
+BENCH_ARGS ?=
 bench: setup
-	$(VENV)/bin/python bench/exec_storm.py
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
