@@ -58,6 +58,22 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def calibrate() -> float:
+    """µs of CPU per json.loads + json.dumps of the golden native process_exec event: a yardstick of this
+    machine's speed at that moment (measured before and after the suite) to compare runs across
+    machines and loads."""
+    import json as std
+
+    doc = (ROOT / "tests" / "golden" / "native_process_exec.json").read_bytes()
+    best = float("inf")
+    for _ in range(5):
+        c = time.thread_time()
+        for _ in range(2000):
+            std.dumps(std.loads(doc))
+        best = min(best, time.thread_time() - c)
+    return best / 2000 * 1e6
+
+
 def run(area: str, quick: bool, tmp: Path) -> tuple[dict | None, str, float]:
     script, full, short, root = SUITE[area]
     if root and os.geteuid() != 0:
@@ -92,6 +108,11 @@ def render(m: dict, res: dict[str, tuple[dict | None, str, float]], total: float
              f"measured in one run are the figures to compare; events/s depend on what else ran). "
              f"The suite took {total / 60:.1f} min{' (--quick: small sizes)' if quick else ''}. Each table names its "
              "script; run one alone for more detail (`--help`).")
+    if "yardstick" in m:
+        L += ["", f"Yardstick of the machine's speed while it ran: `json.loads` + `json.dumps` of the golden native "
+              f"`process_exec` event took {m['yardstick']:.1f} µs of CPU before the suite and "
+              f"{m.get('yardstick_end', m['yardstick']):.1f} µs after (least of 5 × 2,000). Scale figures from runs "
+              "with different yardsticks by their ratio before comparing them."]
     L.append("")
 
     def missing(area: str) -> bool:
@@ -220,11 +241,14 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown areas: {', '.join(sorted(unknown))} (known: {', '.join(SUITE)})")
     m = machine()
-    print(f"make bench: {len(areas)} areas on {m['cores']} × {m['cpu']}, load average {m['load']:.1f}", flush=True)
+    m["yardstick"] = calibrate()
+    print(f"make bench: {len(areas)} areas on {m['cores']} × {m['cpu']}, load average {m['load']:.1f}, "
+          f"yardstick {m['yardstick']:.1f} µs", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="siemhub-bench-all-") as d:
         res = {a: run(a, args.quick, Path(d)) for a in areas}
     total = time.monotonic() - t0
+    m["yardstick_end"] = calibrate()
     write(Path(args.doc), render(m, res, total, args.quick))
     failed = [a for a, (fig, _, _) in res.items() if fig is None]
     print(f"wrote {args.doc} ({total / 60:.1f} min)" + (f"; not measured: {', '.join(failed)}" if failed else ""))
