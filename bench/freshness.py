@@ -107,6 +107,54 @@ class Tail:
         self._thread.join(5)
 
 
+class Searcher:
+    """Polls Elasticsearch for our events; for each event id first found, (found_at - event time)."""
+
+    def __init__(self, url: str, interval: float = 0.1) -> None:
+        from elasticsearch import Elasticsearch
+
+        self.es = Elasticsearch(url, request_timeout=30, max_retries=0)
+        self.interval = interval
+        self.latencies: list[float] = []
+        self.marker = ""
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def reset(self, marker: str) -> None:
+        self.latencies, self._seen, self.marker = [], set(), marker
+
+    def _run(self) -> None:
+        from datetime import datetime
+
+        while not self._stop.wait(self.interval):
+            marker = self.marker
+            if not marker:
+                continue
+            try:
+                r = self.es.search(index="logs-siemhub.*", size=10000, source=["@timestamp", "event.id"],
+                                   query={"term": {"process.args": marker}})
+            except Exception as exc:  # noqa: BLE001 - the server is busy: try again next interval
+                print(f"  (search failed: {exc})", flush=True)
+                continue
+            now = time.time()
+            for hit in r["hits"]["hits"]:
+                src = hit["_source"]
+                eid = src["event"]["id"]
+                if eid in self._seen:
+                    continue
+                self._seen.add(eid)
+                ts = src["@timestamp"]
+                t = datetime.fromisoformat(ts[:26] + "+00:00").timestamp() if len(ts) > 26 else \
+                    datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+                self.latencies.append(now - t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -118,6 +166,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--process-config", default="", metavar="YAML", help='sensors.process, e.g. "poll_interval: 0.25"')
     ap.add_argument("--batch-config", default="", metavar="YAML", help='the exporter\'s batch, e.g. "max_wait: 0.5"')
+    ap.add_argument("--es", action="store_true", help="to an elasticsearch exporter (a noida-db started here) "
+                    "instead of a file: latency until the document is found by a search (polled every 0.1 s)")
     ap.add_argument("--json", help="also write the figures to this file (make bench)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -127,9 +177,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-fresh-"))
     out, cfg = tmp / "events.jsonl", tmp / "fresh.yaml"
     batch = f", batch: {{{args.batch_config}}}" if args.batch_config else ""
+    server = None
+    if args.es:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.servers.noida import NoidaServer
+
+        server = NoidaServer(tmp / "es").start()
+        target = f"{{type: elasticsearch, hosts: [\"{server.url}\"]{batch}}}"
+    else:
+        target = f"{{type: file, path: {out}, format: native, fsync: never, rotate_bytes: {1 << 40}{batch}}}"
     cfg.write_text(
         f"sensors:\n  process: {{{args.process_config}}}\n"
-        f"exporters:\n  out: {{type: file, path: {out}, format: native, fsync: never, rotate_bytes: {1 << 40}{batch}}}\n"
+        f"exporters:\n  out: {target}\n"
         "routes:\n  - {name: all, to: [out]}\nmetrics: {enabled: false}\nstatus_interval: 0\n")
     binary, paced = str(tmp / "true"), str(tmp / "paced")
     (tmp / "true.c").write_text(TINY_TRUE_C)
@@ -138,11 +197,14 @@ def main() -> None:
     subprocess.run(["gcc", "-O2", "-o", paced, str(tmp / "paced.c")], check=True)
     agent = subprocess.Popen([str(siemhub), "run", "-c", str(cfg), "--log-level", "warning"],
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    tail = Tail(out)
+    tail = Searcher(server.url) if server is not None else Tail(out)
     results = {}
     try:
         probe = f"probe-{os.getpid()}"
-        tail.marker = probe.encode()
+        if server is not None:
+            tail.reset(probe)
+        else:
+            tail.marker = probe.encode()
         deadline = time.monotonic() + 60
         while not tail.latencies and time.monotonic() < deadline:
             subprocess.run([binary, probe])
@@ -152,8 +214,11 @@ def main() -> None:
         time.sleep(1.0)
         for rate in (float(r) for r in args.rates.split(",")):
             marker = f"fresh-{int(rate)}-{os.getpid()}"
-            tail.latencies = []
-            tail.marker = marker.encode()
+            if server is not None:
+                tail.reset(marker)
+            else:
+                tail.latencies = []
+                tail.marker = marker.encode()
             execs_per_s = rate / 2
             workers = max(1, int(execs_per_s // 2500) + (1 if execs_per_s % 2500 else 0))
             cpu0, t0 = proc_cpu(agent.pid), time.monotonic()
@@ -164,7 +229,7 @@ def main() -> None:
                 p.wait()
             wall = time.monotonic() - t0
             want = 2 * sum(int(execs_per_s / workers * args.seconds) for _ in range(workers))
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + (30 if server is not None else 15)
             while len(tail.latencies) < want and time.monotonic() < deadline:
                 time.sleep(0.05)
             cpu = proc_cpu(agent.pid) - cpu0
@@ -186,9 +251,11 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
+        if server is not None:
+            server.stop()
     if args.json:
         Path(args.json).write_text(json.dumps({"process_config": args.process_config, "batch_config": args.batch_config,
-                                               "rates": results}, indent=1))
+                                               "to": "elasticsearch" if args.es else "file", "rates": results}, indent=1))
     clean_up(tmp, agent)
 
 
