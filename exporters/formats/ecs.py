@@ -309,7 +309,7 @@ def _mapped(p: Process) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
         top["group"] = {"id": str(p.egid)}
     _workload_fields(p, top)
     out = (_process_fields(p), _siemhub_process(p), top)
-    if len(_MAPPED) >= 8192:
+    if len(_MAPPED) >= 4096:  # a few MB of mappings at most
         _MAPPED.clear()
     _MAPPED[id(p)] = (p, *out)
     return out
