@@ -129,7 +129,7 @@ class Searcher:
         from datetime import datetime
 
         while not self._stop.wait(self.interval):
-            marker = self.marker
+            marker, latencies, seen = self.marker, self.latencies, self._seen  # one round's, even across reset()
             if not marker:
                 continue
             try:
@@ -142,13 +142,13 @@ class Searcher:
             for hit in r["hits"]["hits"]:
                 src = hit["_source"]
                 eid = src["event"]["id"]
-                if eid in self._seen:
+                if eid in seen:
                     continue
-                self._seen.add(eid)
+                seen.add(eid)
                 ts = src["@timestamp"]
                 t = datetime.fromisoformat(ts[:26] + "+00:00").timestamp() if len(ts) > 26 else \
                     datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-                self.latencies.append(now - t)
+                latencies.append(now - t)
 
     def stop(self) -> None:
         self._stop.set()

@@ -105,8 +105,32 @@ def fmt(x, nd: int = 1) -> str:
     return str(x)
 
 
-def render(m: dict, res: dict[str, tuple[dict | None, str, float]], total: float, quick: bool) -> str:
-    L = [BEGIN, "", "## Figures of `make bench`", ""]
+DATA = "<!-- make bench data: "
+
+
+def previous(doc: Path) -> dict[str, dict]:
+    """The figures of the last run, per area ({"fig", "date"}), from the page's data comment."""
+    try:
+        text = doc.read_text()
+    except OSError:
+        return {}
+    i = text.find(DATA)
+    if i < 0:
+        return {}
+    try:
+        return json.loads(text[i + len(DATA):text.index(" -->", i)])
+    except ValueError:
+        return {}
+
+
+def render(m: dict, res: dict[str, tuple[dict | None, str, float]], total: float, quick: bool,
+           dates: dict[str, str] | None = None) -> str:
+    dates = dates or {}
+    data = {a: {"fig": fig, "date": dates.get(a, m["date"])} for a, (fig, _, _) in res.items() if fig is not None}
+    L = [BEGIN, DATA + json.dumps(data, separators=(",", ":")) + " -->", "", "## Figures of `make bench`", ""]
+    older = sorted({d for a, d in dates.items() if a in data and d != m["date"]})
+    if older:
+        L += [f"Areas not run this time keep the figures of the run of {', '.join(older)} (marked below).", ""]
     L.append(f"Measured {m['date']} on {m['cores']} × {m['cpu']}, kernel {m['kernel']}, Python {m['python']}; "
              f"load average {m['load']:.1f} when it started (the machine may be shared: CPU per event and ratios "
              f"measured in one run are the figures to compare; events/s depend on what else ran). "
@@ -124,6 +148,8 @@ def render(m: dict, res: dict[str, tuple[dict | None, str, float]], total: float
         if fig is None:
             L.extend([f"_{why}_", ""])
             return True
+        if dates.get(area, m["date"]) != m["date"]:
+            L.extend([f"_(figures of the run of {dates[area]})_", ""])
         return False
 
     L += ["### Replay → file (bench/replay_cost.py)", ""]
@@ -266,8 +292,14 @@ def main() -> None:
         res = {a: run(a, args.quick, Path(d)) for a in areas}
     total = time.monotonic() - t0
     m["yardstick_end"] = calibrate()
-    write(Path(args.doc), render(m, res, total, args.quick))
-    failed = [a for a, (fig, _, _) in res.items() if fig is None]
+    dates: dict[str, str] = {}
+    for area, old in previous(Path(args.doc)).items():  # --only: the other areas keep their last figures
+        if area in SUITE and area not in res and old.get("fig"):
+            res[area] = (old["fig"], "", 0.0)
+            dates[area] = old.get("date", "an earlier run")
+    res = {a: res[a] for a in SUITE if a in res}
+    write(Path(args.doc), render(m, res, total, args.quick, dates))
+    failed = [a for a in areas if res.get(a, (None,))[0] is None]
     print(f"wrote {args.doc} ({total / 60:.1f} min)" + (f"; not measured: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)
 

@@ -53,3 +53,23 @@ def test_render_names_every_area_and_says_what_was_not_measured():
     assert page.startswith(mod.BEGIN) and page.rstrip().endswith(mod.END)
     assert "| `siemhub replay` | 0.5 | 50.0 | 20 | 2.0× |" in page
     assert page.count("_skipped: needs root (eBPF)_") == len(mod.SUITE) - 1
+
+
+def test_a_partial_run_keeps_the_other_areas_figures(tmp_path):
+    mod = _run_all()
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n")
+    m = {"cpu": "cpu", "cores": 2, "kernel": "k", "python": "3.11", "load": 1.0, "date": "day one"}
+    fig = {"events": 10, "bytes_per_event": 1000, "naive_cpu_s": 1.0, "naive_eps_per_cpu": 10, "replay_cpu_s": 0.5,
+           "replay_startup_cpu_s": 0.1, "replay_eps_per_cpu": 20, "replay_eps_per_cpu_steady": 25,
+           "replay_us_per_event": 50.0, "replay_us_per_event_steady": 40.0, "ratio": 2.0, "ratio_steady": 2.5,
+           "replay_wall_s": 1}
+    mod.write(doc, mod.render(m, {"replay": (fig, "", 1.0)}, 1.0, False))
+    assert mod.previous(doc) == {"replay": {"fig": fig, "date": "day one"}}
+    # a later run of another area only: replay's figures stay, marked with their date
+    old = mod.previous(doc)
+    res = {"codec": (None, "failed: x", 0.0), "replay": (old["replay"]["fig"], "", 0.0)}
+    mod.write(doc, mod.render(dict(m, date="day two"), res, 1.0, False, {"replay": "day one"}))
+    text = doc.read_text()
+    assert "| `siemhub replay` | 0.5 | 50.0 | 20 | 2.0× |" in text and "_(figures of the run of day one)_" in text
+    assert "_failed: x_" in text and text.endswith("## Other\n")
