@@ -23,7 +23,16 @@ def names(mask: int) -> tuple[str, ...]:
 
 
 def _full_mask() -> int:
-    """Every capability this kernel knows (/proc/sys/kernel/cap_last_cap; the names above otherwise)."""
+    """Every capability a root process here can hold: the bounding set the agent runs with (on a host,
+    every capability the kernel knows; a sandbox or container may drop some), else every capability of
+    /proc/sys/kernel/cap_last_cap, else of the names above."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
@@ -37,8 +46,8 @@ FULL = _full_mask()
 
 def telling(effective: int, permitted: int, euid: int | None) -> bool:
     """Whether a process' capability sets tell something beyond its effective uid: False for the
-    default sets (every capability for euid 0, none for any other euid), which the events leave out
-    (docs/schema.md, `caps`)."""
+    default sets (for euid 0 every capability root can hold here, FULL; none for any other euid), which
+    the events leave out (docs/schema.md, `caps`)."""
     if euid == 0:
         return not (effective == FULL and permitted == FULL)
     return bool(effective or permitted) or euid is None

@@ -63,7 +63,8 @@ class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 # sets (ProcessCache.caps): treat it as immutable once built.
 class Caps(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """Capability names of the process image (`CAP_SYS_ADMIN`...), only when they differ from the
-    default for its effective uid: every capability for euid 0, none for any other euid."""
+    default for its effective uid: every capability root can hold on the node for euid 0, none for
+    any other euid."""
 
     effective: list[str] = []
     permitted: list[str] = []

@@ -87,7 +87,7 @@ class ProcessSensorConfig(Strict):
     ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
     caps: Literal["telling", "always"] = Field(
         "telling", description="`telling`: capability lists only where they differ from the default for the "
-        "process' euid (all for 0, none otherwise); `always`: on every process")
+        "process' euid (for 0 all that root can hold on the node, none otherwise); `always`: on every process")
     ignore: IgnoreConfig = IgnoreConfig()
     pending: PendingConfig = PendingConfig()
     cache: ProcessCacheConfig = ProcessCacheConfig()
