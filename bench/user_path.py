@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from siemhub.collector import config, procfs  # noqa: E402
+from siemhub.collector import caps as capnames, config, procfs  # noqa: E402
 from siemhub.collector.agent import Pipeline  # noqa: E402
 from siemhub.collector.sensors.process import ProcessSensorConfig  # noqa: E402
 from siemhub.collector.core.event import Clock, EventIds, Node  # noqa: E402
@@ -40,7 +40,8 @@ from siemhub.collector.sensors import SensorContext  # noqa: E402
 from siemhub.collector.sensors import messages as m  # noqa: E402
 from siemhub.collector.sensors.process import ProcessSensor  # noqa: E402
 
-ALL_CAPS = (1 << 41) - 1
+# every capability root can hold here (the bounding set: collector/caps.py), as a root process has them
+ALL_CAPS = capnames.FULL
 
 
 def own_start_ns() -> int:
