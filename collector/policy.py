@@ -1,6 +1,6 @@
 """Policies: YAML files of rules that match canonical events and act on them (docs/policies.md).
 
-A policy file holds one policy: `name`, `description`, `enabled` and `rules`. A rule has `match` (and
+A policy file holds one policy: `name`, `description` (optional), `enabled` and `rules`. A rule has `match` (and
 optionally `except`) selectors and an `action`:
 
 - `post`: raise the event's severity to the rule's and emit a `policy_action` event (rate-limited per
@@ -185,7 +185,7 @@ class Rule(_Strict):
 
 class Policy(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str
+    description: str = ""  # optional: a one-line policy needs no ceremony (issue 18)
     enabled: bool = True
     rules: list[Rule] = Field(min_length=1)
 

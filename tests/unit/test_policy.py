@@ -74,6 +74,15 @@ def test_yaml_syntax_error_and_duplicate_names(tmp_path):
         policy.load_files([str(tmp_path / "b.yaml"), str(tmp_path / "c.yaml")])
 
 
+def test_description_is_optional(tmp_path):
+    engine = engine_from(tmp_path, """\
+        name: curl-seen
+        rules: [{match: {binaries: [curl]}, action: post}]
+        """)
+    assert actions(engine, ev(process=proc("/usr/bin/curl"))) == [("curl-seen", "rule0")]
+    assert actions(engine, ev(process=proc("/usr/bin/wget"))) == []
+
+
 def test_sigkill_is_rejected_for_other_event_types_and_selectors(tmp_path):
     with pytest.raises(policy.PolicyError, match=r"p0.yaml:5: rules\[0\].action: sigkill is not available for process_exec"):
         engine_from(tmp_path, """\
