@@ -44,6 +44,8 @@ class Metrics:
         self.cache_size = Gauge("siemhub_process_cache_entries", "Processes in the process cache", registry=r)
         self.cache_lookups = Counter("siemhub_process_cache_lookups", "Parent lookups in the process cache",
                                      ["result"], registry=r)
+        self.process_missing = Counter("siemhub_process_missing", "process_exit events that name no process, by "
+                                       "cause (before_attach, parent_unknown, not_seen)", ["cause"], registry=r)
 
     def watch_policies(self, engine_of) -> None:
         """Expose the policy engine's counters (read at scrape time; `engine_of()` returns the engine in
