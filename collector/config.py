@@ -132,6 +132,17 @@ def _settle_field():
                  "every exec before it (it goes as soon as that sensor caught up; collector/sensors/attribution.py)")
 
 
+# --- UDP flows (issue 18): counted in the kernel, reported per (process, socket, peer) ---
+class UdpFlowConfig(_Strict):
+    enabled: bool = Field(True, description="report UDP flows (network_flow events, transport udp)")
+    report_interval: float = Field(60.0, gt=0, description="seconds between reports of a flow that is still open "
+                                   "(it is reported again only if it carried datagrams since)")
+    idle_timeout: float = Field(300.0, gt=0, description="a flow without datagrams this long is reported as ended "
+                                "(flow_end idle) and forgotten; its next datagram starts a new one")
+    max_flows: int = Field(16384, ge=256, description="flows counted at once in the kernel; beyond, the new "
+                           "ones are counted as lost (ringbuf_lost_udp)")
+
+
 class NetworkSensorConfig(_Strict):
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
@@ -140,6 +151,7 @@ class NetworkSensorConfig(_Strict):
     settle: float = _settle_field()
     ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
     pending: PendingConfig = PendingConfig()
+    udp: UdpFlowConfig = UdpFlowConfig()
 
     _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
 

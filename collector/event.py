@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "network_connect",
     "network_accept",
     "network_close",
+    "network_flow",
     "dns_query",
     "privilege_change",
     "policy_action",
@@ -232,7 +233,7 @@ class Dns(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
-    """network_connect / network_accept / network_close / dns_query body (network sensor)."""
+    """network_connect / network_accept / network_close / network_flow / dns_query body (network sensor)."""
     protocol: str  # tcp, udp
     family: str  # ipv4, ipv6
     direction: str | None = None  # outbound, inbound
@@ -245,6 +246,13 @@ class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     duration_ns: int | None = None
     dns_query: str | None = None  # dns_query: the queried name, in DNS presentation form
     dns: Dns | None = None  # dns_query: the rest of the query
+    # network_flow (UDP): datagrams each way and the flow's first and last datagram; counts are totals
+    # since first_seen. flow_end: close, exit, idle or shutdown; absent on a report of a flow still open.
+    datagrams_sent: int | None = None
+    datagrams_received: int | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    flow_end: str | None = None
 
 
 class Privilege(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

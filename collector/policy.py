@@ -45,7 +45,7 @@ from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SE
 log = logging.getLogger("siemhub.policy")
 
 ACTIONS = ("post", "notify", "ignore", "sigkill", "block")
-NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "dns_query")
+NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "network_flow", "dns_query")
 PROCESS_TYPES = ("process_exec", "process_exit")
 PRIVILEGE_OPERATIONS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
                         "setfsgid", "capset", "ptrace", "module_load", "bpf_load", "mount", "memfd_exec")

@@ -36,6 +36,7 @@ EVENT_CLASS: dict[str, tuple[str, list[str] | None, list[str] | None, str, str]]
     "network_connect": ("event", ["network"], ["start", "connection"], "connect", "network"),
     "network_accept": ("event", ["network"], ["start", "connection"], "accept", "network"),
     "network_close": ("event", ["network"], ["end", "connection"], "close", "network"),
+    "network_flow": ("event", ["network"], ["connection"], "flow", "network"),  # + "end" when flow_end is set
     "dns_query": ("event", ["network"], ["connection", "protocol"], "dns_query", "network"),
     "privilege_change": ("event", ["process"], ["change"], "privilege_change", "process"),
     "policy_action": ("alert", ["intrusion_detection"], ["denied"], "policy_action", "policy"),
@@ -158,6 +159,12 @@ FIELDS: dict[str, dict] = {
     "destination.ip": {"type": "ip"},
     "destination.port": _LONG,
     "destination.bytes": _LONG,
+    "source.packets": _LONG,
+    "destination.packets": _LONG,
+    "network.bytes": _LONG,
+    "network.packets": _LONG,
+    "event.start": _DATE,
+    "event.end": _DATE,
     "network.transport": _KW,
     "network.type": _KW,
     "network.direction": _KW,
@@ -167,6 +174,7 @@ FIELDS: dict[str, dict] = {
     "dns.id": _KW,
     "dns.type": _KW,
     "siemhub.dns.flags": _KW,
+    "siemhub.flow_end": _KW,
     # privilege_change
     "user.changes.id": _KW,
     "user.changes.group.id": _KW,
@@ -406,6 +414,19 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
         if n.direction:
             nd["direction"] = "egress" if outbound else "ingress"
         doc["network"] = nd
+        if n.datagrams_sent is not None:  # network_flow (UDP): packets as bytes, totals, start and end
+            for count, side in ((n.datagrams_sent, "source" if outbound else "destination"),
+                                (n.datagrams_received, "destination" if outbound else "source")):
+                doc.setdefault(side, {})["packets"] = count
+            nd["bytes"] = (n.bytes_sent or 0) + (n.bytes_received or 0)
+            nd["packets"] = n.datagrams_sent + (n.datagrams_received or 0)
+            if n.first_seen:
+                ev["start"] = n.first_seen
+            if n.flow_end:
+                ev["type"] = ["connection", "end"]
+                if n.last_seen:
+                    ev["end"] = n.last_seen
+                sh["flow_end"] = n.flow_end
         if n.duration_ns is not None:
             ev["duration"] = n.duration_ns
         if n.dns_query:

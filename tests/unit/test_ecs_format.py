@@ -213,8 +213,16 @@ def test_format_is_registered():
                                                                "00000000deadbeef-3"]
 
 
+UDP_FLOW = ('{"id":"x-flow","time":"2026-11-25T22:21:30.5Z","type":"network_flow","severity":"info",' + _BASE + ','
+            '"process":{"exec_id":"bm9kZS1hOjcwMDA6NDI0Mg==","pid":4242,"binary":"/usr/bin/rsyslogd","args":["rsyslogd"]},'
+            '"network":{"protocol":"udp","family":"ipv6","direction":"outbound","source_ip":"fd00::2",'
+            '"source_port":41000,"destination_ip":"fd00::514","destination_port":514,"bytes_sent":5000,'
+            '"bytes_received":0,"datagrams_sent":50,"datagrams_received":0,"first_seen":"2026-11-25T22:21:28Z",'
+            '"last_seen":"2026-11-25T22:21:30Z","duration_ns":2000000000,"flow_end":"close"}}')
+EXTRA.append(UDP_FLOW)
+
 # the other sensors' types with a golden file of their own
-GOLDEN_EVENTS = {**EVENTS, "dns_query": next(t for t in EXTRA if '"type":"dns_query"' in t)}
+GOLDEN_EVENTS = {**EVENTS, "dns_query": next(t for t in EXTRA if '"type":"dns_query"' in t), "network_flow": UDP_FLOW}
 
 
 @pytest.mark.parametrize("etype", list(GOLDEN_EVENTS))
@@ -265,3 +273,13 @@ def test_capabilities_go_to_ecs_thread_capabilities(ecs_flat):
     bare = ecs.to_ecs(Event(id="j", time="2024-01-02T03:04:05.000000006Z", type="process_exec", node=Node(name="n"),
                             process=Process(exec_id="f", pid=8, tid=8), **EVENT_BASE))
     assert bare["process"]["thread"] == {"id": 8}
+
+
+def test_udp_flow_fields():
+    doc = ecs.to_ecs(decode_json(UDP_FLOW))
+    assert doc["event"]["action"] == "flow" and doc["event"]["type"] == ["connection", "end"]
+    assert doc["source"] == {"ip": "fd00::2", "port": 41000, "bytes": 5000, "packets": 50}
+    assert doc["destination"] == {"ip": "fd00::514", "port": 514, "bytes": 0, "packets": 0}
+    assert doc["network"] == {"transport": "udp", "type": "ipv6", "direction": "egress", "bytes": 5000, "packets": 50}
+    assert doc["event"]["start"] == "2026-11-25T22:21:28Z" and doc["event"]["end"] == "2026-11-25T22:21:30Z"
+    assert doc["siemhub"]["flow_end"] == "close"
