@@ -19,7 +19,7 @@ import logging
 from siemhub.collector import bpfsys
 from siemhub.collector.config import NetworkSensorConfig
 from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
-from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors import BPFUnavailable, SensorContext
 from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
@@ -112,7 +112,18 @@ class NetworkSensor(KernelSensor):
             maps = [*_MAPS, "udp_flows"]
         else:
             defines["SH_NO_UDP_FLOWS"] = 1
-        self._open(OFFSETS, defines, maps, c.ringbuf_pages)
+        try:
+            self._open(OFFSETS, defines, maps, c.ringbuf_pages)
+        except BPFUnavailable as exc:
+            if self.udp is None or "failed" not in str(exc):
+                raise
+            # UDP flows need bpf_task_pt_regs (Linux 5.15) and the sock_*_length tracepoints (6.3): the rest
+            # of the sensor works without them.
+            log.warning("network sensor: UDP flows unavailable on this kernel (%s); set "
+                        "sensors.network.udp.enabled: false to silence this", exc)
+            self.udp = None
+            defines.pop("SH_MAX_UDP_FLOWS", None)
+            self._open(OFFSETS, {**defines, "SH_NO_UDP_FLOWS": 1}, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
 
     def check_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
