@@ -5,8 +5,10 @@ proto field names), so tools built on Tetragon's export read siemhub's process e
     {"process_exit": {"process": {...}, "parent": {...}, "signal": "SIGKILL", "status": 0, "time": "..."}, ...}
 
 Field names follow Tetragon's published API (api/v1/tetragon/tetragon.proto: Process, ProcessExec,
-ProcessExit, Capabilities, Namespaces, ProcessCredentials, BinaryProperties). docs/tetragon-format.md
-lists what maps and what does not. Event types Tetragon has no message for (agent_status) are written
+ProcessExit, Capabilities, Namespaces, ProcessCredentials, BinaryProperties). File, network and
+privilege events are `process_kprobe` events shaped as Tetragon's own policies write them
+(exporters/formats/tetragon_kprobe.py). docs/tetragon-format.md lists what maps and what does not.
+Event types Tetragon has no message for (agent_status, dns_query, network_flow...) are written
 as {"siemhub_<type>": <native event>, "node_name":..., "time":...} so that nothing is dropped and a
 Tetragon consumer can skip them like any unknown event.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import msgspec
 
 from siemhub.collector.event import Event, Process, builtins_hook, enc_hook
+from siemhub.exporters.formats import tetragon_kprobe
 
 NO_AUID = 4294967295
 
@@ -136,6 +139,8 @@ def to_obj(e: Event) -> dict[str, Any]:
             body["status"] = x.code if x.code is not None else 0
         body["time"] = e.time
         key = "process_exit"
+    elif (kp := tetragon_kprobe.kprobe(e, process)) is not None:  # file, network, privilege events
+        body, key = kp, "process_kprobe"
     else:
         body = msgspec.to_builtins(e, enc_hook=builtins_hook)
         key = f"siemhub_{e.type}"
