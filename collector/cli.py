@@ -295,3 +295,46 @@ def dashboards_install(kibana_url: str, api_key: str | None, username: str | Non
         sys.exit(1)
     for name, n in done.items():
         click.echo(f"{name}: {n} objects imported")
+
+
+# --- policies (issue 18: Tetragon TracingPolicy import) ---
+@main.group()
+def policies() -> None:
+    """Policy files (docs/policies.md)."""
+
+
+@policies.command("import-tetragon")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False), help="write <name>.yaml files here "
+              "(default: print the policies on stdout)")
+def policies_import_tetragon(files: tuple[str, ...], out_dir: str | None) -> None:
+    """Convert Tetragon TracingPolicies to siemhub policies; says, per kprobe, selector and action, what
+    could not carry over and why (on stderr)."""
+    from pathlib import Path
+
+    from siemhub.collector import tetragon_import
+
+    written = 0
+    for f in files:
+        try:
+            converted = tetragon_import.convert_text(Path(f).read_text(), f)
+        except Exception as exc:  # noqa: BLE001 - a bad file is reported, the others still convert
+            click.echo(f"{f}: not converted: {exc}", err=True)
+            continue
+        if not converted:
+            click.echo(f"{f}: no TracingPolicy in it", err=True)
+        for c in converted:
+            for note in c.notes:
+                click.echo(f"{f}: {c.name}: {note}", err=True)
+            if not c.policy:
+                continue
+            written += 1
+            if out_dir:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                target = Path(out_dir) / f"{c.name}.yaml"
+                target.write_text(f"# converted from {f} by siemhub policies import-tetragon\n{c.yaml()}")
+                click.echo(f"{f}: {c.name}: {len(c.policy['rules'])} rules -> {target}", err=True)
+            else:
+                click.echo(f"# converted from {f}\n---\n{c.yaml()}", nl=False)
+    if not written:
+        sys.exit(1)
