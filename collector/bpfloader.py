@@ -45,7 +45,8 @@ class Loaded:
 
 
 def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
-         before_release: Callable[[int], object] | None = None) -> Loaded:
+         before_release: Callable[[int], object] | None = None,
+         cgroup_links: dict[str, tuple[int, str]] | None = None) -> Loaded:
     """Compile `src` with bcc in a child process and return the named maps and all attachments.
     `before_release(pid)` runs while the child still lives (it waits for the parent to hang up), so the
     agent can know its own loader by the time the sensor reports the loader's exit.
@@ -58,7 +59,8 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
         )
         child_sock.close()
         parent_sock.settimeout(timeout)
-        parent_sock.sendall(json.dumps({"src": src, "cflags": cflags, "maps": maps}).encode() + b"\n")
+        parent_sock.sendall(json.dumps({"src": src, "cflags": cflags, "maps": maps,
+                                        "cgroup_links": cgroup_links or {}}).encode() + b"\n")
         try:
             msg, fds, _flags, _addr = socket.recv_fds(parent_sock, _MAX_MSG, 256)
         except (TimeoutError, OSError) as exc:
@@ -82,6 +84,23 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
     return Loaded(held, [fds[i] for i in meta["attachments"]])
 
 
+def _cgroup_link(prog_fd: int, cgroup: str, attach_type: int) -> int:
+    """bpf(BPF_LINK_CREATE) of a program to a cgroup directory; the link's descriptor."""
+    class _LinkAttr(ctypes.Structure):
+        _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                    ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 48)]
+
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = bpfsys._bpf(28, _LinkAttr(prog_fd, cg, attach_type, 0))  # BPF_LINK_CREATE
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bpf(BPF_LINK_CREATE) to {cgroup}: {os.strerror(err)}")
+        return fd
+    finally:
+        os.close(cg)
+
+
 def _child(sock_fd: int) -> None:
     sock = socket.socket(fileno=sock_fd)
     req = json.loads(sock.makefile("rb").readline())
@@ -102,6 +121,11 @@ def _child(sock_fd: int) -> None:
         attachments = []
         for fd in [*b.tracepoint_fds.values(), *b.raw_tracepoint_fds.values()]:
             fds.append(fd)
+            attachments.append(len(fds) - 1)
+        for fn_name, (attach_type, cgroup) in (req.get("cgroup_links") or {}).items():
+            # cgroup hooks (connect4/6...): attached by a BPF link, which goes when its descriptor closes
+            fn = b.load_func(fn_name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+            fds.append(_cgroup_link(fn.fd, cgroup, attach_type))
             attachments.append(len(fds) - 1)
         socket.send_fds(sock, [json.dumps({"maps": maps, "attachments": attachments}).encode()], fds)
         sock.recv(1)  # wait for the parent to hang up (it may look at this process meanwhile)

@@ -215,11 +215,22 @@ class FileSensorConfig(_Strict):
         return [_watch_path(p) for p in v]
 
 
+# --- enforce sensor (issue 18): sigkill beyond file paths, from policies ---
+class EnforceSensorConfig(_Strict):
+    ringbuf_pages: int = Field(64, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    settle: float = _settle_field()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
+
+
 class SensorsConfig(_Strict):
     process: ProcessSensorConfig | None = None
     file: FileSensorConfig | None = None
     network: NetworkSensorConfig | None = None
     privilege: PrivilegeSensorConfig | None = None
+    enforce: EnforceSensorConfig | None = None  # issue 18
 
 
 class MatchConfig(_Strict):

@@ -8,8 +8,9 @@ optionally `except`) selectors and an `action`:
 - `notify`: add `tags` (routes match them) and emit a `policy_action` event;
 - `ignore`: drop the event. Pushed down into the kernel where the sensor can filter (process binaries
   by exact path, network ports or CIDRs); otherwise dropped here, counted;
-- `sigkill`: file paths only: becomes an enforce rule of the file sensor (SIGKILL from the kernel
-  before the syscall returns). Any other event type is rejected at load;
+- `sigkill`: file paths become an enforce rule of the file sensor (SIGKILL from the kernel before the
+  syscall returns); with binaries, on exec and on connect, a rule of the enforce sensor
+  (collector/enforce_rules.py). What the kernel cannot enforce is rejected at load;
 - `block`: needs BPF LSM; where the kernel refuses it (lockdown) a file-path rule falls back to sigkill.
 
 Every matching rule tags the event `policy:<name>`; severity is raised, never lowered.
@@ -37,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from siemhub.collector import enforce_rules  # sigkill beyond file paths (issue 18)
 from siemhub.collector.config import (FILE_OPERATIONS, ConfigError, FileEnforceRule, _compose_positions,
                                       _line_for, _Loader, _pydantic_problems)
 from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
@@ -504,6 +506,7 @@ class KernelFilters:
     file_enforce: list[FileEnforceRule] = field(default_factory=list)
     file_watch: list[str] = field(default_factory=list)
     file_watch_writes: list[str] = field(default_factory=list)  # reported only when changed
+    enforce: list = field(default_factory=list)  # enforce_rules.EnforceRule: sigkill beyond file paths (issue 18)
 
 
 # --- the engine ------------------------------------------------------------------------------------
@@ -574,6 +577,14 @@ class PolicyEngine:
 
     def _enforce(self, lp: LoadedPolicy, cr: CompiledRule, r: Rule, given: set[str]) -> None:
         what = r.action
+        if what == "sigkill" and ("binaries" in given or {"process_exec", "network_connect"} & set(cr.types)):
+            # exec, open by a binary, connect: the enforce sensor (collector/enforce_rules.py)
+            if r.except_ is not None:
+                raise ValueError("sigkill is enforced in the kernel without except")
+            self.kernel.enforce.append(enforce_rules.from_rule(cr.policy, cr.name, r.match, cr.types, given,
+                                                               r.severity, list(r.tags)))
+            cr.enforced_in_kernel = True
+            return
         other = [t for t in cr.types if t != "file_access"]
         if other:
             raise ValueError(f"{what} is not available for {', '.join(other)}: only file_access paths can be "
@@ -758,6 +769,8 @@ def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -
             ig = sc.network.ignore
             out.append((s, "filters", (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
                                        list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)))
+        elif s.name == "enforce":
+            out.append((s, "rules", (list(k.enforce),)))
         elif s.name == "file" and sc.file is not None:
             out.append((s, "watch", (list(dict.fromkeys([*sc.file.watch, *k.file_watch])),
                                      [*sc.file.enforce, *k.file_enforce],
@@ -776,6 +789,8 @@ def _loaded_settings(s: Any, what: str) -> tuple | None:
         return list(c.ignore.cidrs), list(c.ignore.ports), c.ignore.loopback
     if s.name == "file":
         return list(c.watch), list(c.enforce), list(c.watch_writes)
+    if s.name == "enforce":
+        return ([],)
     return None
 
 
@@ -809,6 +824,8 @@ def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None)
         done.append((s, what, before))
     for s, what, args in plan:
         _INSTALLED[s] = args
+    if k.enforce and "enforce" not in {s.name for s in sensors}:
+        log.warning("policies: %d sigkill rules need the enforce sensor (sensors.enforce): not enforced", len(k.enforce))
     if k.file_enforce and "file" not in {s.name for s in sensors}:
         log.warning("policies: %d sigkill rules need the file sensor (sensors.file): not enforced", len(k.file_enforce))
     if engine is not None:

@@ -16,8 +16,8 @@ followChildren -> follow_children; matchNamespaces host_ns -> container false/tr
 namespaced policy -> pod_labels / namespaces; Post -> post (rateLimit -> rate_limit), Sigkill ->
 sigkill, Override -> block. Everything else is reported, per kprobe, selector and action, with the
 reason it could not carry over (a different kernel object, pids and namespace inode numbers of one
-boot, actions siemhub has no counterpart for); a converted rule the policy engine refuses (sigkill
-beyond file paths) is carried over as post, with the engine's reason.
+boot, actions siemhub has no counterpart for); a converted rule the policy engine refuses to enforce
+(sigkill with an except, pod labels, globs...) is carried over as post, with the engine's reason.
 """
 
 from __future__ import annotations

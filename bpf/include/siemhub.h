@@ -20,6 +20,7 @@ enum sh_msg_type {
 	SH_MSG_DNS = 11,           /* network sensor: a UDP datagram sent to port 53 (sh_msg_dns) */
 	SH_MSG_UDP = 12,           /* network sensor: a UDP flow began, or its socket / process ended (sh_msg_udp) */
 	SH_MSG_PRIV = 20,          /* privilege sensor (sh_msg_priv.op) */
+	SH_MSG_ENFORCE = 40,       /* enforce sensor: a process killed (sh_msg_enforce.kind) */
 };
 
 /* sh_msg_exec.flags */
@@ -201,6 +202,30 @@ struct sh_udp_val {
 	__u64 datagrams_received;
 	__u64 first_ktime;
 	__u64 last_ktime;
+};
+
+/* Enforce sensor (bpf/enforce/enforce.bpf.c): one message per SIGKILL it sent. `rules`: the sigkill rules
+ * that matched (bit i: rule i of collector/sensors/enforce.py's table). */
+#define SH_ENF_EXEC    1                   /* sh_msg_enforce.kind: an exec of a forbidden binary */
+#define SH_ENF_OPEN    2                   /* an open of a forbidden path by a forbidden binary */
+#define SH_ENF_CONNECT 3                   /* a connect to a forbidden destination */
+#define SH_ENF_NAMES   256                 /* exec: the filename; open: path components, leaf first, 32 bytes each */
+
+struct sh_msg_enforce {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u64 start_boottime;
+	__u64 rules;
+	__u32 entry;         /* open: the path entry that matched (index in the sensor's table) */
+	__u8 kind;           /* SH_ENF_* */
+	__u8 depth;          /* open: components between the matched entry and the file */
+	__u16 family;        /* connect: AF_INET 2, AF_INET6 10 */
+	__u16 port;          /* connect: destination port (host byte order) */
+	__u16 acc;           /* open: 1 read, 2 write */
+	__u32 pad;
+	__u8 addr[16];       /* connect: destination (IPv4 in the first 4 bytes) */
+	char names[SH_ENF_NAMES];
 };
 
 /* Privilege: one message per operation (sh_msg_priv.op). Credentials before and after for the

@@ -121,3 +121,14 @@ UDP_VAL_FIELDS = {"bytes_sent": 0, "bytes_received": 8, "datagrams_sent": 16, "d
                   "first_ktime": 32, "last_ktime": 40}
 SIZES.update({"sh_msg_udp": UDP.size, "sh_udp_key": UDP_KEY.size, "sh_udp_val": UDP_VAL.size})
 FIELDS.update({"sh_msg_udp": UDP_FIELDS, "sh_udp_key": UDP_KEY_FIELDS, "sh_udp_val": UDP_VAL_FIELDS})
+
+
+# Enforce sensor: struct sh_msg_enforce
+MSG_ENFORCE = 40
+ENF_EXEC, ENF_OPEN, ENF_CONNECT = 1, 2, 3
+ENF_NAMES = 256
+ENFORCE = struct.Struct("<BxxxIQ" "2IQQ" "IBBHHHI" f"16s{ENF_NAMES}s")
+ENFORCE_FIELDS = {"pid": 16, "tid": 20, "start_boottime": 24, "rules": 32, "entry": 40, "kind": 44, "depth": 45,
+                  "family": 46, "port": 48, "acc": 50, "addr": 56, "names": 72}
+SIZES["sh_msg_enforce"] = ENFORCE.size
+FIELDS["sh_msg_enforce"] = ENFORCE_FIELDS

@@ -65,24 +65,25 @@ def test_fim_policy_converts_and_matches_what_tetragon_would_report(tmp_path):
     assert "Postfix carried as the globs ['*.pem']" in notes
 
 
-def test_network_policies_sigkill_beyond_files_becomes_post_with_the_reason(tmp_path):
+def test_network_policies_sigkill_carried_where_the_kernel_can_enforce_it(tmp_path):
     got = convert("egress.yaml")
     c = got["no-metadata-service"]
-    r0 = c.policy["rules"][0]
+    r0, r1 = c.policy["rules"]
     assert r0["match"] == {"types": ["network_connect"], "cidrs": ["169.254.169.254/32"], "ports": [80],
-                           "binaries": ["/usr/bin/curl", "/usr/bin/wget"], "follow_children": True}
-    assert r0["action"] == "post"
+                           "binaries": ["/usr/bin/curl", "/usr/bin/wget"]}
+    assert r0["action"] == "sigkill"  # the enforce sensor kills it, and refuses the connect
+    assert r1["except"] == {"cidrs": ["10.0.0.0/8"]} and r1["action"] == "post"
     notes = "\n".join(c.notes)
-    assert "rule tcp_connect-0: action sigkill carried over as post (detection only): sigkill is not available " \
-           "for network_connect" in notes
-    assert "SPort not carried over" in notes and "selectors[1]: selector not carried over" in notes
+    assert "rule tcp_connect-1: action sigkill carried over as post (detection only): sigkill is enforced in the " \
+           "kernel without except" in notes
+    assert "SPort not carried over" in notes and "selectors[2]: selector not carried over" in notes
     assert "tcp_sendmsg: not carried over" in notes
-    assert len(c.policy["rules"]) == 1
+    c.policy["rules"][0]["action"] = "post"  # match it in user space below
     eng = engine(tmp_path, c)
     ev = Event(id="n1", time="2026-01-01T00:00:00Z", type="network_connect", node=NODE, process=proc("/usr/bin/curl"),
                network=Network(protocol="tcp", family="ipv4", direction="outbound", destination_ip="169.254.169.254",
                                destination_port=80), **EVENT_BASE)
-    assert fired(eng, ev) == [("no-metadata-service", "tcp_connect-0", "post")]
+    assert ("no-metadata-service", "tcp_connect-0", "post") in fired(eng, ev)
     ns = got["shop-outbound"].policy["rules"][0]
     assert ns["match"] == {"types": ["network_connect"], "container": True, "namespaces": ["shop"],
                            "pod_labels": {"app": "checkout"}}
