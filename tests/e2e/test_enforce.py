@@ -84,6 +84,8 @@ def test_exec_under_a_forbidden_directory_runs_no_instruction(enforce_agent):
     assert rel.returncode == -9 and not (a.base / "by-relative").exists()
     sh = subprocess.run([str(a.forbidden / "script.sh")], capture_output=True)  # the image is /bin/sh's
     assert sh.returncode == -9 and not (a.base / "script-ran").exists()
+    sh_rel = subprocess.run(["./script.sh"], cwd=a.forbidden, capture_output=True)  # relative, under the cwd
+    assert sh_rel.returncode == -9 and not (a.base / "script-ran").exists()
     ok = subprocess.run(["/usr/bin/touch", str(a.base / "allowed")], capture_output=True)
     assert ok.returncode == 0 and (a.base / "allowed").exists()  # the same program elsewhere is untouched
     kills = _kill_of(a, "no-exec-here")
@@ -91,7 +93,7 @@ def test_exec_under_a_forbidden_directory_runs_no_instruction(enforce_agent):
     assert str(a.forbidden) in pa["policy"]["reason"] or "touch-copy" in pa["policy"]["reason"]
     assert pa["policy"]["action"] == "sigkill" and pa["policy"]["enforced"] is True and pa["severity"] == "high"
     time.sleep(0.5)
-    assert len(_kill_of(a, "no-exec-here")) == 3
+    assert len(_kill_of(a, "no-exec-here")) == 4
 
 
 def test_cat_is_killed_before_reading_the_vault_and_others_read(enforce_agent):
