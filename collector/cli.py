@@ -260,11 +260,29 @@ def _dv(f):
 @dashboards.command("render")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory to write to")
 @_dv
-def dashboards_render(out: str, index_pattern: str, data_view_id: str) -> None:
-    """Write the Kibana ndjson files (saved objects, detection rules) to a directory."""
+# --- Grafana (issue 15) ---
+@click.option("--grafana-es-url", default="http://localhost:9200", show_default=True,
+              help="Elasticsearch URL of the provisioned Grafana data source")
+@click.option("--grafana-prometheus-url", default="http://localhost:9090", show_default=True,
+              help="Prometheus URL of the provisioned Grafana data source")
+@click.option("--grafana-dashboards-path", default="/var/lib/grafana/dashboards/siemhub", show_default=True,
+              help="where Grafana will find the dashboards' JSON (the provider's options.path)")
+def dashboards_render(out: str, index_pattern: str, data_view_id: str, grafana_es_url: str = "http://localhost:9200",
+                      grafana_prometheus_url: str = "http://localhost:9090",
+                      grafana_dashboards_path: str = "/var/lib/grafana/dashboards/siemhub") -> None:
+    """Write the Kibana ndjson files (saved objects, detection rules) and the Grafana dashboards with
+    their provisioning files (under OUT/grafana/) to a directory."""
     from siemhub.dashboards import kibana
 
     for path in kibana.write(out, index_pattern=index_pattern, data_view_id=data_view_id):
+        click.echo(str(path))
+    # --- Grafana (issue 15): dashboards + provisioning files under <out>/grafana/ ---
+    from pathlib import Path
+
+    from siemhub.dashboards import grafana
+
+    for path in grafana.write(Path(out) / "grafana", es_index=index_pattern, es_url=grafana_es_url,
+                              prometheus_url=grafana_prometheus_url, dashboards_path=grafana_dashboards_path):
         click.echo(str(path))
 
 
