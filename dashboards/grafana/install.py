@@ -60,11 +60,12 @@ class _Client:
                 return r.status, _json(r.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json(exc.read())
-        except ssl.SSLError as exc:
-            raise InstallError(f"{method} {path}: TLS failed ({exc.reason or exc}); pass the CA that signed "
-                               "Grafana's certificate with --grafana-ca-certs") from None
-        except OSError as exc:
+        except OSError as exc:  # urllib wraps TLS errors in URLError(reason=SSLError)
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+                detail = getattr(reason, "verify_message", None) or getattr(reason, "reason", None) or reason
+                raise InstallError(f"{method} {path}: TLS failed ({detail}); pass the CA that signed "
+                                   "Grafana's certificate with --grafana-ca-certs") from None
             raise InstallError(f"{method} {path}: cannot reach Grafana at {self.base}: {reason}") from None
 
 
