@@ -45,8 +45,6 @@ from siemhub.dashboards.grafana import health
 from tests.conftest import REPO, bpf_unavailable, server_unavailable
 from tests.servers.tansu import Tansu, free_port, tansu_binary
 
-pytestmark = pytest.mark.bpf
-
 ALERTS = REPO / "deploy" / "prometheus" / "siemhub-alerts.yaml"
 PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 SIEMHUB = Path(sys.executable).with_name("siemhub")
@@ -432,6 +430,7 @@ def _has_loss(port: int) -> bool:
     return False
 
 
+@pytest.mark.bpf
 def test_every_name_is_served_by_a_live_agent_or_aggregator(live):
     from siemhub.collector.metrics import Metrics
 
@@ -463,6 +462,7 @@ def test_every_name_is_served_by_a_live_agent_or_aggregator(live):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.bpf
 def test_every_dashboard_expression_runs_on_prometheus_and_returns_data(live):
     prom = live["prom"]
     empty = []
@@ -476,6 +476,7 @@ def test_every_dashboard_expression_runs_on_prometheus_and_returns_data(live):
     assert empty == ["Decode errors"], f"panels without data: {empty}\n{live['agent_log']()}"
 
 
+@pytest.mark.bpf
 def test_variables_and_node_filter(live):
     prom = live["prom"]
     for v in grafana.dashboards()[health.UID]["templating"]["list"]:
@@ -495,6 +496,7 @@ def test_variables_and_node_filter(live):
     assert agent_exporters == {"ok", "down", "tripped"}
 
 
+@pytest.mark.bpf
 def test_alert_rules_evaluate_and_the_run_provokes_its_alerts(live):
     prom = live["prom"]
 
