@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
+from siemhub.collector.core.secrets import expand
+
 from . import dashboards
 from .provisioning import FOLDER_TITLE, FOLDER_UID
 
@@ -31,10 +33,8 @@ def resolve_secret(value: str | None, what: str) -> str | None:
     reference, never the value) when it cannot be resolved."""
     if value is None:
         return None
-    from siemhub.collector.config import _expand_env
-
     problems: list = []
-    out = _expand_env(value, (what,), problems, {})
+    out = expand(value, (what,), problems, {})
     if problems:
         raise InstallError(f"{what}: {problems[0][1]}")
     return out

@@ -20,7 +20,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models import elasticsearch as es_models
 from grafana_foundation_sdk.models.dashboard import Dashboard, RowPanel
 
-from siemhub.collector.event import decode_json
+from siemhub.collector.core.event import decode_json
 from siemhub.dashboards import grafana
 from siemhub.dashboards.grafana import security
 from siemhub.exporters.base import Outcome
@@ -187,7 +187,7 @@ def test_lucene_translation_is_exact():
 # --- indexed events ---------------------------------------------------------------------------------------
 
 def policy_alert():
-    from tests.unit.test_ecs_format import EXTRA
+    from tests.unit.exporters.formats.test_ecs_format import EXTRA
 
     return decode_json(next(t for t in EXTRA if '"type":"policy_action"' in t).replace('"id":"x-11"', '"id":"g-pol"'))
 
