@@ -10,7 +10,7 @@ import click
 import msgspec
 
 from siemhub.collector import config as config_mod
-from siemhub.collector.event import EVENT_TYPES, decode_json
+from siemhub.collector.core.event import EVENT_TYPES, decode_json
 from siemhub.collector.sensors import BPFUnavailable
 
 CONFIG_HELP = "config file (YAML); the embedded default when omitted"
@@ -57,7 +57,7 @@ def run(path: str | None, duration: float | None, log_level: str) -> None:
     _logging(log_level)
     cfg = _load(path)
     a = cfg.agent
-    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    sensors = a.sensors.enabled()
     click.echo(f"siemhub: node {a.node.name}; sensors: {', '.join(sensors) or 'none'}; "
                f"exporters: {', '.join(f'{n} ({c.type}/{c.format})' for n, (_, c) in cfg.exporters.items())}; "
                f"routes: {len(a.routes)}; config {cfg.source}", err=True)
@@ -81,7 +81,7 @@ def validate(path: str) -> None:
     """Check a config file; print each problem as file:line: field: reason."""
     cfg = _load(path)
     a = cfg.agent
-    sensors = [n for n, v in a.sensors.model_dump().items() if v is not None]
+    sensors = a.sensors.enabled()
     click.echo(f"{path}: OK ({len(cfg.exporters)} exporters, {len(a.routes)} routes, "
                f"sensors: {', '.join(sensors) or 'none'})")
     if cfg.policies is not None:  # loaded and checked by config.load: errors exit 2 above
@@ -260,16 +260,34 @@ def _dv(f):
 @dashboards.command("render")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory to write to")
 @_dv
-def dashboards_render(out: str, index_pattern: str, data_view_id: str) -> None:
-    """Write the Kibana ndjson files (saved objects, detection rules) to a directory."""
+# --- Grafana (issue 15) ---
+@click.option("--grafana-es-url", default="http://localhost:9200", show_default=True,
+              help="Elasticsearch URL of the provisioned Grafana data source")
+@click.option("--grafana-prometheus-url", default="http://localhost:9090", show_default=True,
+              help="Prometheus URL of the provisioned Grafana data source")
+@click.option("--grafana-dashboards-path", default="/var/lib/grafana/dashboards/siemhub", show_default=True,
+              help="where Grafana will find the dashboards' JSON (the provider's options.path)")
+def dashboards_render(out: str, index_pattern: str, data_view_id: str, grafana_es_url: str = "http://localhost:9200",
+                      grafana_prometheus_url: str = "http://localhost:9090",
+                      grafana_dashboards_path: str = "/var/lib/grafana/dashboards/siemhub") -> None:
+    """Write the Kibana ndjson files (saved objects, detection rules) and the Grafana dashboards with
+    their provisioning files (under OUT/grafana/) to a directory."""
     from siemhub.dashboards import kibana
 
     for path in kibana.write(out, index_pattern=index_pattern, data_view_id=data_view_id):
         click.echo(str(path))
+    # --- Grafana (issue 15): dashboards + provisioning files under <out>/grafana/ ---
+    from pathlib import Path
+
+    from siemhub.dashboards import grafana
+
+    for path in grafana.write(Path(out) / "grafana", es_index=index_pattern, es_url=grafana_es_url,
+                              prometheus_url=grafana_prometheus_url, dashboards_path=grafana_dashboards_path):
+        click.echo(str(path))
 
 
 @dashboards.command("install")
-@click.option("--kibana-url", required=True, help="e.g. https://kibana.example:5601")
+@click.option("--kibana-url", help="e.g. https://kibana.example:5601")
 @click.option("--api-key", envvar="KIBANA_API_KEY", help="API key (or env KIBANA_API_KEY)")
 @click.option("--username", envvar="KIBANA_USERNAME")
 @click.option("--password", envvar="KIBANA_PASSWORD", help="(or env KIBANA_PASSWORD; never echoed)")
@@ -278,10 +296,33 @@ def dashboards_render(out: str, index_pattern: str, data_view_id: str) -> None:
 @click.option("--insecure", is_flag=True, help="skip TLS verification")
 @click.option("--no-rules", is_flag=True, help="import only the saved objects, not the detection rules")
 @_dv
-def dashboards_install(kibana_url: str, api_key: str | None, username: str | None, password: str | None,
+# --- Grafana (issue 15) ---
+@click.option("--grafana-url", help="e.g. https://grafana.example:3000 (the Grafana dashboards, HTTP API)")
+@click.option("--grafana-token", envvar="GRAFANA_TOKEN", help="service account token, or ${ENV} / ${file:PATH} "
+              "(or env GRAFANA_TOKEN; never echoed)")
+@click.option("--grafana-ca-certs", type=click.Path(dir_okay=False), help="CA bundle to verify Grafana's certificate")
+@click.option("--grafana-folder", default="siemhub", show_default=True, help="folder title (uid: siemhub)")
+def dashboards_install(kibana_url: str | None, api_key: str | None, username: str | None, password: str | None,
                        space: str | None, ca_certs: str | None, insecure: bool, no_rules: bool,
-                       index_pattern: str, data_view_id: str) -> None:
-    """Import them into Kibana (saved-objects and detection-rules import APIs, overwrite on)."""
+                       index_pattern: str, data_view_id: str, grafana_url: str | None = None,
+                       grafana_token: str | None = None, grafana_ca_certs: str | None = None,
+                       grafana_folder: str = "siemhub") -> None:
+    """Import them into Kibana (saved-objects and detection-rules import APIs, overwrite on) and/or
+    post the Grafana dashboards to Grafana (folder, then dashboards with overwrite)."""
+    if not kibana_url and not grafana_url:
+        raise click.UsageError("give --kibana-url, --grafana-url or both")
+    if grafana_url:
+        from siemhub.dashboards.grafana import install as grafana_install
+
+        try:
+            token = grafana_install.resolve_secret(grafana_token, "--grafana-token")
+            grafana_install.install(grafana_url, token=token, ca_certs=grafana_ca_certs, folder_title=grafana_folder,
+                                    progress=lambda m: click.echo(m, err=True))
+        except grafana_install.InstallError as exc:
+            click.echo(f"siemhub dashboards install: {exc}", err=True)
+            sys.exit(1)
+    if not kibana_url:
+        return
     from siemhub.dashboards import kibana
 
     if insecure:

@@ -1,8 +1,9 @@
 """Enforce sensor: SIGKILL from the kernel for the sigkill policy rules beyond file paths (issue 18):
 exec of a forbidden binary, open of a path by a forbidden binary, connect to a forbidden destination
-(collector/enforce_rules.py says which rules; bpf/enforce/enforce.bpf.c how the kernel decides).
+(collector/core/enforce_rules.py says which rules; bpf/enforce/enforce.bpf.c how the kernel decides).
 
-The policy engine hands the rules over through set_rules (start-up, reload). They become kernel tables:
+The policy engine hands the rules over in KernelFilters.enforce through the sensor's hooks
+(kernel_settings, check_kernel_settings, apply_kernel_settings -> set_rules; start-up, reload). They become kernel tables:
 rule i is bit i of every mask. Binaries: exact paths and `dir/*` as (device, inode) of the file or
 directory, and as entries of an LPM trie of path strings (a script run by its path); names as the task
 comm. Processes already running when the rules change are given their bits from /proc (their
@@ -23,17 +24,31 @@ import logging
 import os
 import struct
 
-from siemhub.collector import bpfsys
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.enforce_rules import MAX_RULES, EnforceRule, check_binaries
-from siemhub.collector.event import SCHEMA_VERSION, Event, File, Network, PolicyAction, Process
+from pydantic import Field, field_validator
+
+from siemhub.collector.core.enforce_rules import MAX_RULES, EnforceRule, check_binaries
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, File, Network, PolicyAction, Process
+from siemhub.collector.core.kernel_settings import KernelFilters
+from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two, settle_field
+from siemhub.collector.kernel import ringbuf
+from siemhub.collector.kernel.build import compile_program
+from siemhub.collector.kernel.maps import u32
 from siemhub.collector.sensors import SensorContext
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 from siemhub.collector.sensors.kernel import KernelSensor
-from siemhub.collector import ringbuf
 
 log = logging.getLogger("siemhub.sensors.enforce")
+
+
+class EnforceSensorConfig(Strict):
+    ringbuf_pages: int = Field(64, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    settle: float = settle_field()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
+
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
@@ -89,10 +104,12 @@ def _lpm_union(entries: dict[tuple[int, bytes], int], contains) -> dict[tuple[in
 
 class EnforceSensor(KernelSensor):
     name = "enforce"
+    config_model = EnforceSensorConfig
+    enforces_beyond_files = True  # takes KernelFilters.enforce
     program = "enforce/enforce.bpf.c"
     lost_kinds = {0: "enforce", 1: "task_class_full"}
 
-    def __init__(self, config, ctx: SensorContext) -> None:
+    def __init__(self, config: EnforceSensorConfig, ctx: SensorContext) -> None:
         super().__init__(config, ctx)
         self.join = ProcessJoin(ctx.cache, config.settle, config.pending.max_events, config.pending.max_wait)
         self.rules: list[EnforceRule] = []
@@ -112,7 +129,16 @@ class EnforceSensor(KernelSensor):
                                     cgroup_links=links)
         self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, c.ringbuf_pages * 4096)
 
-    # --- rules (the policy engine's install(): check_rules, then set_rules) ---
+    # --- rules (the policy engine's install(), through the sensor's hooks: check_rules, then set_rules) ---
+
+    def kernel_settings(self, config: EnforceSensorConfig, k: KernelFilters) -> tuple:
+        return (list(k.enforce),)  # its section has no rules of its own: they all come from policies
+
+    def check_kernel_settings(self, rules: list[EnforceRule]) -> None:
+        self.check_rules(rules)
+
+    def apply_kernel_settings(self, rules: list[EnforceRule]) -> None:
+        self.set_rules(rules)
 
     def check_rules(self, rules: list[EnforceRule]) -> None:
         if len(rules) > MAX_RULES:
@@ -180,7 +206,7 @@ class EnforceSensor(KernelSensor):
         cidrs = _lpm_union(cidrs, _cidr_contains)
         any_binaries = any(r.binaries for r in rules)
         # off while the tables change: a half-written set must not kill
-        maps["rule_masks"].update(bpfsys.u32(0), _MASKS.pack(0, 0, 0, 0, 0, 0, 0, 0))
+        maps["rule_masks"].update(u32(0), _MASKS.pack(0, 0, 0, 0, 0, 0, 0, 0))
         for name in ("bin_ino", "file_ino", "path_rules", "name_rules", "conn_cidrs", "conn_ports", "task_class"):
             maps[name].clear()
         for k, (bits, entry) in bin_ino.items():
@@ -188,17 +214,17 @@ class EnforceSensor(KernelSensor):
         for k, (bits, entry) in file_ino.items():
             maps["file_ino"].update(k, _INO_VAL.pack(bits, entry))
         for (plen, raw), bits in paths.items():
-            maps["path_rules"].update(bpfsys.u32(plen) + raw.ljust(256, b"\0"), _U64.pack(bits))
+            maps["path_rules"].update(u32(plen) + raw.ljust(256, b"\0"), _U64.pack(bits))
         for k, bits in names.items():
             maps["name_rules"].update(k, _U64.pack(bits))
         for (plen, raw), bits in cidrs.items():
-            maps["conn_cidrs"].update(bpfsys.u32(plen) + raw, _U64.pack(bits))
+            maps["conn_cidrs"].update(u32(plen) + raw, _U64.pack(bits))
         for port, bits in ports.items():
-            maps["conn_ports"].update(bpfsys.u32(port), _U64.pack(bits))
+            maps["conn_ports"].update(u32(port), _U64.pack(bits))
         self.rules = list(rules)
         if any_binaries:
             self._scan_procfs(bin_ino, names)
-        maps["rule_masks"].update(bpfsys.u32(0), _MASKS.pack(mk["exec"], mk["read"], mk["write"], mk["conn"],
+        maps["rule_masks"].update(u32(0), _MASKS.pack(mk["exec"], mk["read"], mk["write"], mk["conn"],
                                                               mk["any_cidr"], mk["any_port"], mk["any_binary"],
                                                               1 if any_binaries else 0))
         if rules:
@@ -231,7 +257,7 @@ class EnforceSensor(KernelSensor):
                     break
                 p = os.path.dirname(p)
             if bits:
-                tc.update(bpfsys.u32(pid), _U64.pack(bits))
+                tc.update(u32(pid), _U64.pack(bits))
 
     # --- decoding ---
 

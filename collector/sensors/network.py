@@ -16,17 +16,59 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from siemhub.collector import bpfsys
-from siemhub.collector.config import NetworkSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
+from pydantic import Field, field_validator
+
+from siemhub.collector.core.event import SCHEMA_VERSION, Dns, Event, Network, Process
+from siemhub.collector.core.kernel_settings import KernelFilters
+from siemhub.collector.core.settings import (PendingConfig, Strict, check_cidrs, check_ports,
+                                            power_of_two as _power_of_two, settle_field)
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.sensors import BPFUnavailable, SensorContext
-from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 from siemhub.collector.sensors.dns import parse_query
+from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors.udp_flows import UdpFlows
 
 log = logging.getLogger("siemhub.sensors.network")
+
+
+# --- settings (`sensors.network`) ---------------------------------------------------------------
+
+
+class NetworkIgnoreConfig(Strict):
+    cidrs: list[str] = Field([], description="remote addresses (CIDR or address, IPv4 or IPv6) never reported")
+    ports: list[int] = Field([], description="destination ports never reported (the remote port of an "
+                                             "outbound connection, the local port of an inbound one)")
+    loopback: bool = Field(False, description="drop connections to 127.0.0.0/8 and ::1 in the kernel")
+
+    _cidrs = field_validator("cidrs")(classmethod(lambda cls, v: check_cidrs(v)))
+    _ports = field_validator("ports")(classmethod(lambda cls, v: check_ports(v)))
+
+
+# --- UDP flows (issue 18): counted in the kernel, reported per (process, socket, peer) ---
+class UdpFlowConfig(Strict):
+    enabled: bool = Field(True, description="report UDP flows (network_flow events, transport udp)")
+    report_interval: float = Field(60.0, gt=0, description="seconds between reports of a flow that is still open "
+                                   "(it is reported again only if it carried datagrams since)")
+    idle_timeout: float = Field(300.0, gt=0, description="a flow without datagrams this long is reported as ended "
+                                "(flow_end idle) and forgotten; its next datagram starts a new one")
+    max_flows: int = Field(16384, ge=256, description="flows counted at once in the kernel; beyond, the new "
+                           "ones are counted as lost (ringbuf_lost_udp)")
+
+
+class NetworkSensorConfig(Strict):
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")
+    settle: float = settle_field()
+    ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
+    pending: PendingConfig = PendingConfig()
+    udp: UdpFlowConfig = UdpFlowConfig()
+
+    _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
+
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
@@ -72,7 +114,7 @@ _DNS_UNPACK = m.DNS.unpack_from
 _DNS_SIZE = m.DNS.size
 
 
-_u32 = bpfsys.u32
+
 
 
 def cidr_key(cidr: str) -> bytes:
@@ -91,8 +133,10 @@ def address(family: int, raw: bytes) -> str:
 
 class NetworkSensor(KernelSensor):
     name = "network"
+    config_model = NetworkSensorConfig
     program = "network/network.bpf.c"
     lost_kinds = _KINDS
+    counts_filtered = True
 
     def __init__(self, config: NetworkSensorConfig, ctx: SensorContext) -> None:
         super().__init__(config, ctx)
@@ -126,6 +170,19 @@ class NetworkSensor(KernelSensor):
             self._open(OFFSETS, {**defines, "SH_NO_UDP_FLOWS": 1}, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
 
+    # --- the policy hook ---
+
+    def kernel_settings(self, config: NetworkSensorConfig, k: KernelFilters) -> tuple:
+        ig = config.ignore
+        return (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])), list(dict.fromkeys([*ig.ports, *k.network_ports])),
+                ig.loopback)
+
+    def check_kernel_settings(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
+        return self.check_filters(cidrs, ports, loopback)
+
+    def apply_kernel_settings(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
+        self.set_filters(cidrs, ports, loopback)
+
     def check_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
         """The trie keys set_filters would install, without changing anything (ValueError on a bad CIDR
         or port): lets a reload check every sensor before it changes any."""
@@ -150,9 +207,8 @@ class NetworkSensor(KernelSensor):
         self._ports = wanted
         maps["filters_on"].update(_u32(0), _u32(1 if keys or wanted else 0))
         state = (tuple(keys), frozenset(wanted))
-        if state != getattr(self, "_logged_filters", None):  # the policy engine re-applies them at start-up
-            self._logged_filters = state
-            log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
+        self.log_once(log, "filters", state, "network sensor: ignoring %d address ranges and %d ports in the kernel",
+                      len(keys), len(wanted))
 
     # --- UDP flows (collector/sensors/udp_flows.py) ---
 
@@ -172,12 +228,10 @@ class NetworkSensor(KernelSensor):
         return self.join.ready(force=True)
 
     def counters(self) -> dict[str, int]:
-        out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self.lost_seen.items()}
+        out = super().counters()
         if self.udp is not None:
             out["udp_flows_reported"] = self.udp.reported
             out["udp_flows_open"] = len(self.udp.flows)
-        out["decode_errors"] = self.decode_errors
-        out["kernel_filtered"] = self.filtered
         out["missing_process"] = self.join.missing
         out["settle_expired"] = self.join.settle_expired
         out["pending_expired"] = self.join.pending.expired

@@ -20,33 +20,16 @@ at the flow's first datagram (the image that ran then).
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
 import time
 from dataclasses import dataclass, field
 
-from siemhub.collector import bpfsys
-from siemhub.collector.event import SCHEMA_VERSION, Event, Network, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Network, Process
 from siemhub.collector.sensors import messages as m
 
 _UDP_UNPACK = m.UDP.unpack_from
 _KEY = m.UDP_KEY
 _VAL_UNPACK = m.UDP_VAL.unpack
 _FAMILIES = {2: "ipv4", 10: "ipv6"}
-_BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
-
-
-def lookup_and_delete(bmap: bpfsys.Map, key: bytes) -> bytes | None:
-    """Read and delete one element in one bpf(2) call (hash maps, Linux 5.14+); None when absent."""
-    vbuf = ctypes.create_string_buffer(bmap.value_size)
-    attr, _keep = bmap._attr(key, vbuf)
-    if bpfsys._bpf(_BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr) < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return None
-        raise OSError(err, os.strerror(err))
-    return vbuf.raw
 
 
 @dataclass(slots=True)
@@ -135,7 +118,7 @@ class UdpFlows:
             if f is None:
                 continue
             self._unindex(f)
-            raw = lookup_and_delete(bmap, key) if bmap is not None else None
+            raw = bmap.lookup_and_delete(key) if bmap is not None else None
             if raw is None:
                 self.vanished += 1
                 continue

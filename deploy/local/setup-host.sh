@@ -4,6 +4,9 @@
 set -euo pipefail
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools linux-headers-amd64 pahole bpftool kcat libpython3.11 procps)
+# Grafana/alerting tests (issue 15): promtool and a real Prometheus server (never started as a service:
+# the tests run their own on 127.0.0.1).
+APT_PACKAGES+=(prometheus)
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siemhub.collector.event import Event, File, Network, Privilege
+from siemhub.collector.core.event import Event, File, Network, Privilege
 
 POST, SIGKILL, OVERRIDE = "KPROBE_ACTION_POST", "KPROBE_ACTION_SIGKILL", "KPROBE_ACTION_OVERRIDE"
 MAY_WRITE, MAY_READ = 2, 4

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from siemhub.collector import policy, tetragon_import
 from siemhub.collector.cli import main
-from siemhub.collector.event import EVENT_BASE, Event, File, Network, Node, Pod, Container, Privilege, Process
+from siemhub.collector.core.event import EVENT_BASE, Event, File, Network, Node, Pod, Container, Privilege, Process
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tetragon"
 NODE = Node(name="n")
