@@ -23,7 +23,11 @@ class Format:
 def _registry() -> dict[str, Format]:
     from siemhub.exporters.formats import ecs, native, ocsf, tetragon
 
-    return {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT)}
+    found = {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT)}
+    # Splunk CIM field names (issue 14: the Splunk exporter's default format)
+    from siemhub.exporters.formats import cim
+    found[cim.FORMAT.name] = cim.FORMAT
+    return found
 
 
 FORMATS: dict[str, Format] = _registry()
