@@ -269,6 +269,7 @@ class _Request:
     future: Future | None = None
     ack_id: int | None = None
     handled: bool = False
+    answered_at: float = 0.0  # when its 200 (with an ackId) was read: the ack timeout counts from here
 
 
 @dataclass(slots=True)
@@ -305,6 +306,7 @@ class SplunkExporter(Exporter):
         self._not_before = 0.0  # Retry-After
         self._ack_effective = config.ack
         self._waiting: dict[int, _Round] = {}  # ack id -> round, every round in flight
+        self._rounds: list[_Round] = []  # submitted, result not yet returned
         self._acked: set[int] = set()
         self._last_ack_query = 0.0
         self._config_error: str | None = None  # the set-up error being reported (logged once)
@@ -432,6 +434,7 @@ class SplunkExporter(Exporter):
         rnd = _Round(payload, [], time.monotonic())
         for chunk in self._chunks(payload.pending(), payload.items):
             rnd.requests.append(self._start(chunk, payload))
+        self._rounds.append(rnd)
         return rnd
 
     def _start(self, chunk: list[int], payload: HecPayload) -> _Request:
@@ -457,30 +460,24 @@ class SplunkExporter(Exporter):
             if not pending:
                 break
             _, not_done = wait_futures(pending, timeout=max(0.0, deadline - time.monotonic()))
-            for req in list(rnd.requests):
-                if not req.handled and req.future.done():
-                    self._answer(rnd, req)
+            self._read_answers()
             if not_done and time.monotonic() >= deadline:
                 return None
         # 2. the acks of what was accepted
         if rnd.waiting:
-            self._query_acks(deadline)
-            for ack_id in [a for a in rnd.waiting if a in self._acked]:
-                req = rnd.waiting.pop(ack_id)
-                self._acked.discard(ack_id)
-                self._waiting.pop(ack_id, None)
-                self._delivered(rnd.payload, req.chunk)
-            if not self._ack_effective:  # the ack endpoint refused: the 200s count
-                for ack_id, req in rnd.waiting.items():
-                    self._waiting.pop(ack_id, None)
-                    self._delivered(rnd.payload, req.chunk)
-                rnd.waiting.clear()
+            self._read_answers()  # the later rounds' ack ids join this query
+            self._query_acks()
+            self._settle_acks(rnd)
             if rnd.waiting:
-                if time.monotonic() - rnd.sent_at < self.config.ack_timeout:
-                    left = deadline - time.monotonic()
+                now = time.monotonic()
+                if now - min(r.answered_at for r in rnd.waiting.values()) < self.config.ack_timeout:
+                    left = deadline - now
                     if left > 0:
-                        self._closing.wait(min(left, self._next_ack_query() - time.monotonic()))
+                        self._closing.wait(max(0.0, min(left, self._next_ack_query() - now)))
                     return None
+                self._query_acks(force=True)  # a last look before re-sending
+                self._settle_acks(rnd)
+            if rnd.waiting:
                 # not acknowledged in time: re-sent by the next attempt (the events stay pending)
                 log.warning("exporter %s: %d requests not acknowledged within %gs; re-sending them", self.name,
                             len(rnd.waiting), self.config.ack_timeout)
@@ -488,7 +485,28 @@ class SplunkExporter(Exporter):
                     self._waiting.pop(ack_id, None)
                 rnd.waiting.clear()
                 rnd.retry_reason = rnd.retry_reason or "hec_ack_timeout"
+        if rnd in self._rounds:
+            self._rounds.remove(rnd)
         return self._result(rnd)
+
+    def _read_answers(self) -> None:
+        """Account for every answer that came, of every round in flight (so their ack ids are known)."""
+        for r in self._rounds:
+            for req in list(r.requests):
+                if not req.handled and req.future.done():
+                    self._answer(r, req)
+
+    def _settle_acks(self, rnd: _Round) -> None:
+        for ack_id in [a for a in rnd.waiting if a in self._acked]:
+            req = rnd.waiting.pop(ack_id)
+            self._acked.discard(ack_id)
+            self._waiting.pop(ack_id, None)
+            self._delivered(rnd.payload, req.chunk)
+        if not self._ack_effective:  # the ack endpoint refused: the 200s count
+            for ack_id, req in rnd.waiting.items():
+                self._waiting.pop(ack_id, None)
+                self._delivered(rnd.payload, req.chunk)
+            rnd.waiting.clear()
 
     def _delivered(self, payload: HecPayload, chunk: list[int]) -> None:
         state = payload.state
@@ -523,6 +541,7 @@ class SplunkExporter(Exporter):
             ack_id = body.get("ackId")
             if self.config.ack and self._ack_effective and isinstance(ack_id, int):
                 req.ack_id = ack_id
+                req.answered_at = time.monotonic()
                 rnd.waiting[ack_id] = req
                 self._waiting[ack_id] = rnd
             else:
@@ -589,10 +608,10 @@ class SplunkExporter(Exporter):
     def _next_ack_query(self) -> float:
         return self._last_ack_query + self.config.ack_interval
 
-    def _query_acks(self, deadline: float) -> None:
+    def _query_acks(self, force: bool = False) -> None:
         """One query for every ack id in flight (all rounds), at most every ack_interval."""
         now = time.monotonic()
-        if not self._waiting or now < self._next_ack_query():
+        if not self._waiting or (now < self._next_ack_query() and not force):
             return
         self._last_ack_query = now
         ids = sorted(self._waiting)
