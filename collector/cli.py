@@ -242,7 +242,7 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
 
 @main.group()
 def dashboards() -> None:
-    """Kibana saved objects and detection rules for siemhub's data streams."""
+    """Kibana saved objects and detection rules, and the Splunk app, for siemhub's events."""
 
 
 _DV_OPTIONS = [
@@ -260,11 +260,18 @@ def _dv(f):
 @dashboards.command("render")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="directory to write to")
 @_dv
-def dashboards_render(out: str, index_pattern: str, data_view_id: str) -> None:
-    """Write the Kibana ndjson files (saved objects, detection rules) to a directory."""
+@click.option("--splunk-index", default="siemhub", show_default=True, help="index the Splunk app searches")
+def dashboards_render(out: str, index_pattern: str, data_view_id: str, splunk_index: str) -> None:
+    """Write the Kibana ndjson files (saved objects, detection rules) and the Splunk app (a directory
+    and the installable siemhub_app.tgz) to a directory."""
     from siemhub.dashboards import kibana
 
     for path in kibana.write(out, index_pattern=index_pattern, data_view_id=data_view_id):
+        click.echo(str(path))
+    # issue 14: the Splunk app
+    from siemhub.dashboards import splunk as splunk_app
+
+    for path in splunk_app.write(out, index=splunk_index):
         click.echo(str(path))
 
 
