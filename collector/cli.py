@@ -276,7 +276,7 @@ def dashboards_render(out: str, index_pattern: str, data_view_id: str, splunk_in
 
 
 @dashboards.command("install")
-@click.option("--kibana-url", required=True, help="e.g. https://kibana.example:5601")
+@click.option("--kibana-url", help="e.g. https://kibana.example:5601")
 @click.option("--api-key", envvar="KIBANA_API_KEY", help="API key (or env KIBANA_API_KEY)")
 @click.option("--username", envvar="KIBANA_USERNAME")
 @click.option("--password", envvar="KIBANA_PASSWORD", help="(or env KIBANA_PASSWORD; never echoed)")
@@ -285,20 +285,91 @@ def dashboards_render(out: str, index_pattern: str, data_view_id: str, splunk_in
 @click.option("--insecure", is_flag=True, help="skip TLS verification")
 @click.option("--no-rules", is_flag=True, help="import only the saved objects, not the detection rules")
 @_dv
-def dashboards_install(kibana_url: str, api_key: str | None, username: str | None, password: str | None,
+@click.option("--splunk-url", help="Splunk management URL, e.g. https://splunk.example:8089 (issue 14)")
+@click.option("--splunk-token", envvar="SPLUNK_TOKEN", help="Splunk authentication token (or env SPLUNK_TOKEN)")
+@click.option("--splunk-username", envvar="SPLUNK_USERNAME")
+@click.option("--splunk-password", envvar="SPLUNK_PASSWORD", help="(or env SPLUNK_PASSWORD; never echoed)")
+@click.option("--splunk-index", default="siemhub", show_default=True, help="index to create and search")
+def dashboards_install(kibana_url: str | None, api_key: str | None, username: str | None, password: str | None,
                        space: str | None, ca_certs: str | None, insecure: bool, no_rules: bool,
-                       index_pattern: str, data_view_id: str) -> None:
-    """Import them into Kibana (saved-objects and detection-rules import APIs, overwrite on)."""
-    from siemhub.dashboards import kibana
+                       index_pattern: str, data_view_id: str, splunk_url: str | None, splunk_token: str | None,
+                       splunk_username: str | None, splunk_password: str | None, splunk_index: str) -> None:
+    """Import them into Kibana (saved-objects and detection-rules import APIs, overwrite on) and/or
+    install the Splunk app's index, searches and dashboard through Splunk's REST API."""
+    if not kibana_url and not splunk_url:
+        click.echo("siemhub dashboards install: give --kibana-url and/or --splunk-url", err=True)
+        sys.exit(2)
+    if insecure:
+        click.echo("siemhub: warning: TLS verification is off (--insecure)", err=True)
+    if kibana_url:
+        from siemhub.dashboards import kibana
+
+        try:
+            done = kibana.install(kibana_url, api_key=api_key, username=username, password=password, space=space,
+                                  ca_certs=ca_certs, insecure=insecure, rules=not no_rules,
+                                  index_pattern=index_pattern, data_view_id=data_view_id)
+        except kibana.InstallError as exc:
+            click.echo(f"siemhub dashboards install: {exc}", err=True)
+            sys.exit(1)
+        for name, n in done.items():
+            click.echo(f"{name}: {n} objects imported")
+    if splunk_url:  # issue 14
+        from siemhub.dashboards.splunk import manage
+
+        try:
+            service = manage.connect(splunk_url, token=splunk_token, username=splunk_username,
+                                     password=splunk_password, ca_certs=ca_certs, insecure=insecure)
+            report = manage.install(service, index=splunk_index)
+        except manage.ManageError as exc:
+            click.echo(f"siemhub dashboards install: splunk: {exc}", err=True)
+            sys.exit(1)
+        for line in report.lines():
+            click.echo(f"splunk: {line}")
+
+
+# --- issue 14: Splunk ---------------------------------------------------------------------------
+
+
+@main.group()
+def splunk() -> None:
+    """Splunk: check that the agents' events arrive (splunk-sdk, REST API)."""
+
+
+@splunk.command("check")
+@click.option("--splunk-url", required=True, help="Splunk management URL, e.g. https://splunk.example:8089")
+@click.option("--splunk-token", envvar="SPLUNK_TOKEN", help="authentication token (or env SPLUNK_TOKEN)")
+@click.option("--splunk-username", envvar="SPLUNK_USERNAME")
+@click.option("--splunk-password", envvar="SPLUNK_PASSWORD", help="(or env SPLUNK_PASSWORD; never echoed)")
+@click.option("--index", default="siemhub", show_default=True)
+@click.option("--window", default=900, show_default=True, help="seconds of agent_status events to look at")
+@click.option("--max-lag", default=60.0, show_default=True, help="fail when an agent's mean lag exceeds this (s)")
+@click.option("--ca-certs", type=click.Path(dir_okay=False), help="CA bundle to verify Splunk's certificate")
+@click.option("--insecure", is_flag=True, help="skip TLS verification")
+def splunk_check(splunk_url: str, splunk_token: str | None, splunk_username: str | None,
+                 splunk_password: str | None, index: str, window: int, max_lag: float, ca_certs: str | None,
+                 insecure: bool) -> None:
+    """Search Splunk for the agents' own agent_status events and report the delivery lag. Exit 1 when
+    none arrived in the window or an agent's mean lag is above --max-lag."""
+    from siemhub.dashboards.splunk import manage
 
     if insecure:
         click.echo("siemhub: warning: TLS verification is off (--insecure)", err=True)
     try:
-        done = kibana.install(kibana_url, api_key=api_key, username=username, password=password, space=space,
-                              ca_certs=ca_certs, insecure=insecure, rules=not no_rules,
-                              index_pattern=index_pattern, data_view_id=data_view_id)
-    except kibana.InstallError as exc:
-        click.echo(f"siemhub dashboards install: {exc}", err=True)
+        service = manage.connect(splunk_url, token=splunk_token, username=splunk_username,
+                                 password=splunk_password, ca_certs=ca_certs, insecure=insecure, namespace_app="search")
+        agents = manage.check(service, index=index, window=window)
+    except manage.ManageError as exc:
+        click.echo(f"siemhub splunk check: {exc}", err=True)
         sys.exit(1)
-    for name, n in done.items():
-        click.echo(f"{name}: {n} objects imported")
+    if not agents:
+        click.echo(f"siemhub splunk check: no agent_status events in index {index} in the last {window}s "
+                   "(is an agent's splunk exporter running with status_interval > 0?)", err=True)
+        sys.exit(1)
+    bad = False
+    for a in agents:
+        slow = a.lag_avg > max_lag
+        bad = bad or slow
+        click.echo(f"{a.host}: {a.events} status events, last {a.last_event_age:.0f}s ago, "
+                   f"delivery lag mean {a.lag_avg:.1f}s max {a.lag_max:.1f}s{'  (above --max-lag)' if slow else ''}")
+    if bad:
+        sys.exit(1)

@@ -387,6 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.headers.get("Connection", "").lower() == "close":
+            self.send_header("Connection", "close")  # as a real server answers a client that closes
         self.end_headers()
         self.wfile.write(data)
 

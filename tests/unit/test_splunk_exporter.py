@@ -311,3 +311,24 @@ def test_gzip_body_is_valid(hec):
     c = __import__("zlib").compressobj(1, 8, 31)
     assert gzip.decompress(c.compress(body) + c.flush()) == body
     ex.close()
+
+
+def test_tls_verified_by_default_with_ca_certs_and_insecure(tmp_path, caplog):
+    from tests.servers.tlscert import self_signed
+
+    cert, key = self_signed(tmp_path)
+    with HecReceiver([Token(TOKEN)], certfile=str(cert), keyfile=str(key)) as r:
+        assert r.url.startswith("https://")
+        ex = make(r.url)  # the self-signed certificate is not trusted: nothing is sent, events kept
+        res = ex.send(ex.encode(events(3)))
+        assert res.outcome is Outcome.RETRY and res.reason == "hec_tls_error"
+        assert "TLS" in caplog.text and len(r.events) == 0
+        ex.close()
+        ex = make(r.url, ca_certs=str(cert))
+        assert ex.send(ex.encode(events(3))).outcome is Outcome.DONE
+        ex.close()
+        ex = make(r.url, insecure=True)
+        assert ex.send(ex.encode(events(3))).outcome is Outcome.DONE
+        assert "verification is OFF" in caplog.text
+        ex.close()
+        assert len(r.events) == 6
