@@ -299,6 +299,7 @@ class SplunkExporter(Exporter):
         self._epoch = _EpochCache()
         self._to_obj = {"cim": cim.to_cim, "ecs": ecs.to_ecs, "native": None}[config.format]
         self._meta: dict[tuple[str, str], bytes] = {}  # (type, node) -> envelope bytes before "event"
+        self._fields_cache: dict[tuple, bytes] = {}  # (type, severity, tags, policy) -> `,"fields":{...}`
         self._http = None
         self._pool: ThreadPoolExecutor | None = None
         self._headers: dict[str, str] = {}
@@ -381,21 +382,32 @@ class SplunkExporter(Exporter):
             head = self._meta[key] = _enc.encode(meta)[1:-1]  # the members, without the braces
         return head
 
+    @staticmethod
+    def _fields(etype: str, severity: str, tags: tuple[str, ...], policy: str | None) -> bytes:
+        f: dict[str, Any] = {"siemhub_type": etype, "siemhub_severity": severity}
+        if tags:
+            f["siemhub_tag"] = list(tags)
+        if policy is not None:
+            f["siemhub_policy"] = policy
+        return b',"fields":' + _enc.encode(f)
+
     def encode(self, batch: Sequence[Event]) -> HecPayload:
         to_obj, epoch, env = self._to_obj, self._epoch, self._envelope
         enc = _enc.encode
         fields = self.config.indexed_fields
+        fcache = self._fields_cache
+        if len(fcache) > 4096:
+            fcache.clear()
         items = []
         for e in batch:
             body = enc(e) if to_obj is None else enc(to_obj(e))
             item = b'{"time":%s,%s,"event":%s' % (epoch(e.time), env(e), body)
             if fields:
-                f: dict[str, Any] = {"siemhub_type": e.type, "siemhub_severity": e.severity}
-                if e.tags:
-                    f["siemhub_tag"] = list(e.tags)
-                if e.policy is not None:
-                    f["siemhub_policy"] = e.policy.policy
-                item += b',"fields":' + enc(f)
+                key = (e.type, e.severity, tuple(e.tags), e.policy.policy if e.policy is not None else None)
+                fb = fcache.get(key)
+                if fb is None:
+                    fb = fcache[key] = self._fields(*key)
+                item += fb
             items.append(item + b"}\n")
         return HecPayload(items)
 

@@ -128,26 +128,54 @@ def _process_fields(p: Process, d: dict[str, Any]) -> None:
                 d["container_image"] = pod.container.image
 
 
+# Process images are immutable and shared (one image is the `process` of its exec and exit events and
+# the `parent` of each of its children): their CIM fields are built once and copied into each event.
+# id(process) -> (process, fields); the process is kept referenced so its id cannot be reused meanwhile.
+_CACHE_MAX = 4096
+_cache: dict[tuple[int, bool], tuple[Process, dict[str, Any]]] = {}
+
+
+def _cached(p: Process, parent: bool) -> dict[str, Any]:
+    """The fields of one image (read-only: shared by every event that names it)."""
+    key = (id(p), parent)
+    hit = _cache.get(key)
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    d: dict[str, Any] = {}
+    if parent:
+        _parent_image(p, d)
+    else:
+        _process_fields(p, d)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[key] = (p, d)
+    return d
+
+
 def _parent_fields(parent: Process | None, p: Process | None, d: dict[str, Any]) -> None:
     if parent is not None:
-        d["parent_process_id"] = parent.pid
-        d["parent_process_guid"] = parent.exec_id
-        name = _name(parent)
-        if name:
-            d["parent_process_name"] = name
-            d["parent_process_exec"] = name
-        if parent.binary:
-            d["parent_process_path"] = parent.binary
-        cmd = _cmdline(parent)
-        if cmd:
-            d["parent_process"] = cmd
-        if parent.euid is not None:
-            d["parent_user"] = str(parent.euid)
+        d.update(_cached(parent, True))
     elif p is not None:
         if p.ppid is not None:
             d["parent_process_id"] = p.ppid
         if p.parent_exec_id is not None:
             d["parent_process_guid"] = p.parent_exec_id
+
+
+def _parent_image(parent: Process, d: dict[str, Any]) -> None:
+    d["parent_process_id"] = parent.pid
+    d["parent_process_guid"] = parent.exec_id
+    name = _name(parent)
+    if name:
+        d["parent_process_name"] = name
+        d["parent_process_exec"] = name
+    if parent.binary:
+        d["parent_process_path"] = parent.binary
+    cmd = _cmdline(parent)
+    if cmd:
+        d["parent_process"] = cmd
+    if parent.euid is not None:
+        d["parent_user"] = str(parent.euid)
 
 
 def to_cim(event: Event) -> dict[str, Any]:
@@ -170,7 +198,7 @@ def to_cim(event: Event) -> dict[str, Any]:
         d["siemhub_tags"] = list(event.tags)
     p = event.process
     if p is not None:
-        _process_fields(p, d)
+        d.update(_cached(p, False))
     _parent_fields(event.parent, p, d)
 
     if t in ("process_exec", "process_exit"):
