@@ -332,3 +332,21 @@ def test_tls_verified_by_default_with_ca_certs_and_insecure(tmp_path, caplog):
         assert "verification is OFF" in caplog.text
         ex.close()
         assert len(r.events) == 6
+
+
+def test_doc_config_table_matches_the_model():
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "exporters" / "splunk.md").read_text(encoding="utf-8")
+    table = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
+
+    def keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+        out = set()
+        for name, f in model.model_fields.items():
+            sub = f.annotation if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel) else None
+            out |= keys(sub, f"{prefix}{name}.") if sub else {prefix + name}
+        return out
+
+    assert table == keys(SplunkConfig)
