@@ -186,15 +186,17 @@ class HecAnswer:
 
 def outcome_for_hec(status: int, code: int | None, invalid_event: int | None) -> HecAnswer:
     """HTTP status + HEC code (+ invalid-event-number) -> what to do. 2xx done; a 400 naming an event
-    gives that event up; a 400 or 413 naming none is split until the bad events are alone; 401/403 and
-    channel/auth set-up codes are retried (breaker, events kept) and reported as configuration errors;
+    gives that event up; a 400 or 413 naming none is split until the bad events are alone; 401/403,
+    404/405 (not a HEC URL) and channel/auth set-up codes are retried (breaker, events kept) and
+    reported as configuration errors;
     the rest follows base.outcome_for_http (429/5xx retried, Retry-After honoured by the exporter)."""
     base = outcome_for_http(status)
     if base.outcome is Outcome.DONE:
         return HecAnswer(Outcome.DONE, "")
     name = EVENT_CODES.get(code) or CONFIG_CODES.get(code) or (f"code_{code}" if code is not None else "")
     reason = f"hec_{status}" + (f"_{name}" if name else "")
-    if status in (401, 403) or code in CONFIG_CODES:
+    # 404/405: the URL is not a HEC endpoint (a wrong port or path, HEC off): as wrong as a bad token
+    if status in (401, 403, 404, 405) or code in CONFIG_CODES:
         return HecAnswer(Outcome.RETRY, reason, "config")
     if status == 400 and invalid_event is not None:
         return HecAnswer(Outcome.GIVE_UP, reason, "event")
@@ -441,7 +443,7 @@ class SplunkExporter(Exporter):
             payload = HecPayload(list(payload))
         wait = self._not_before - time.monotonic()
         if wait > 0:  # the server asked for a pause (Retry-After)
-            self._closing.wait(min(wait, 60.0))
+            self._closing.wait(min(wait, 30.0))
         payload.attempts += 1
         rnd = _Round(payload, [], time.monotonic())
         for chunk in self._chunks(payload.pending(), payload.items):
@@ -599,7 +601,7 @@ class SplunkExporter(Exporter):
             seconds = float(value)
         except ValueError:
             return  # an HTTP date: the runner's backoff applies
-        self._not_before = max(self._not_before, time.monotonic() + min(seconds, 300.0))
+        self._not_before = max(self._not_before, time.monotonic() + min(seconds, 30.0))
 
     def _config_failed(self, status: int, code: int | None, text: str) -> None:
         what = (f"HTTP {status}" if status else "no answer") + (f", code {code}" if code is not None else "") + (

@@ -4,6 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools linux-headers-amd64 pahole bpftool kcat libpython3.11 procps)
+APT_PACKAGES+=(openssl)  # issue 14: self-signed certificates for the Splunk TLS tests
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -148,7 +148,9 @@ def test_formats_over_hec(fmt, probe):
     (503, 18, None, Outcome.RETRY, ""),
     (429, None, None, Outcome.RETRY, ""),
     (500, 8, None, Outcome.RETRY, ""),
-    (404, None, None, Outcome.GIVE_UP, ""),
+    (404, 404, None, Outcome.RETRY, "config"),  # not a HEC URL: an operator must act, events kept
+    (405, None, None, Outcome.RETRY, "config"),
+    (501, None, None, Outcome.GIVE_UP, ""),
 ])
 def test_outcome_for_hec(status, code, invalid, outcome, how):
     a = outcome_for_hec(status, code, invalid)
