@@ -5,8 +5,9 @@ acknowledgement (docs/exporters/splunk.md).
   `host` the node, `source`, `sourcetype` from a template per event type (`siemhub:process`,
   `siemhub:file`, `siemhub:network`, `siemhub:privilege`, `siemhub:policy`, `siemhub:agent`), `index`
   when configured (per event type or category if wanted), the event in the configured format (`cim` by
-  default, `native`, `ecs`) and a few indexed `fields` that searches filter on (`siemhub_type`,
-  `siemhub_severity`, `siemhub_tag`, `siemhub_policy`)). The payload remembers, across retries, which
+  default, `native`, `ecs`) and a few indexed `fields` that searches filter on (`siemhub_severity`,
+  `siemhub_tag`, `siemhub_policy`; none of them is also a key of the event, which Splunk's KV_MODE=json
+  would extract a second time)). The payload remembers, across retries, which
   events are delivered, given up or still pending, so a retry re-sends only the pending ones.
 - `submit(payload)` posts the pending events to `/services/collector/event`, concatenated, in requests
   of at most `max_content_length` bytes, gzip-compressed, `concurrency` requests at a time over
@@ -84,7 +85,7 @@ class SplunkConfig(ExporterConfig):
     source: str = Field("siemhub", description="HEC `source` of every event")
     sourcetype: str = Field("siemhub:{category}", description="sourcetype template; placeholders: "
                             + ", ".join(SOURCETYPE_FIELDS))
-    indexed_fields: bool = Field(True, description="send siemhub_type/severity/tag/policy as indexed `fields`")
+    indexed_fields: bool = Field(True, description="send siemhub_severity/tag/policy as indexed `fields`")
     ack: bool = Field(False, description="wait for Splunk's indexer acknowledgement of every request")
     ack_interval: float = Field(1.0, gt=0, description="seconds between two queries of the ack endpoint")
     ack_timeout: float = Field(120.0, gt=0, description="re-send a request not acknowledged after this long")
@@ -301,7 +302,7 @@ class SplunkExporter(Exporter):
         self._epoch = _EpochCache()
         self._to_obj = {"cim": cim.to_cim, "ecs": ecs.to_ecs, "native": None}[config.format]
         self._meta: dict[tuple[str, str], bytes] = {}  # (type, node) -> envelope bytes before "event"
-        self._fields_cache: dict[tuple, bytes] = {}  # (type, severity, tags, policy) -> `,"fields":{...}`
+        self._fields_cache: dict[tuple, bytes] = {}  # (severity, tags, policy) -> `,"fields":{...}`
         self._http = None
         self._pool: ThreadPoolExecutor | None = None
         self._headers: dict[str, str] = {}
@@ -385,8 +386,8 @@ class SplunkExporter(Exporter):
         return head
 
     @staticmethod
-    def _fields(etype: str, severity: str, tags: tuple[str, ...], policy: str | None) -> bytes:
-        f: dict[str, Any] = {"siemhub_type": etype, "siemhub_severity": severity}
+    def _fields(severity: str, tags: tuple[str, ...], policy: str | None) -> bytes:
+        f: dict[str, Any] = {"siemhub_severity": severity}
         if tags:
             f["siemhub_tag"] = list(tags)
         if policy is not None:
@@ -405,7 +406,7 @@ class SplunkExporter(Exporter):
             body = enc(e) if to_obj is None else enc(to_obj(e))
             item = b'{"time":%s,%s,"event":%s' % (epoch(e.time), env(e), body)
             if fields:
-                key = (e.type, e.severity, tuple(e.tags), e.policy.policy if e.policy is not None else None)
+                key = (e.severity, tuple(e.tags), e.policy.policy if e.policy is not None else None)
                 fb = fcache.get(key)
                 if fb is None:
                     fb = fcache[key] = self._fields(*key)

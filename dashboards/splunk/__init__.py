@@ -11,6 +11,7 @@ index, searches and dashboard into a running Splunk through its REST API (dashbo
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -26,7 +27,7 @@ APP = "siemhub_app"
 VERSION = "0.1.0"
 VIEW = "siemhub_overview"
 TARBALL = f"{APP}.tgz"
-INDEXED_FIELDS = ("siemhub_type", "siemhub_severity", "siemhub_tag", "siemhub_policy")
+INDEXED_FIELDS = ("siemhub_severity", "siemhub_tag", "siemhub_policy")
 
 SOURCETYPES = [
     {"name": f"siemhub:{c}", "description": d} for c, d in (
@@ -112,13 +113,14 @@ def render(index: str = "siemhub", build: int = 1) -> dict[str, str]:
 def tarball(files: dict[str, str]) -> bytes:
     """The app as Splunk installs it: a gzipped tar with one top-level directory named after the app."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for path, text in sorted(files.items()):
             data = text.encode("utf-8")
             info = tarfile.TarInfo(f"{APP}/{path}")
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    # gzip with a fixed header time: the same app gives the same bytes (reproducible builds)
+    return gzip.compress(buf.getvalue(), mtime=0)
 
 
 def write(out_dir: str | Path, index: str = "siemhub") -> list[Path]:

@@ -183,7 +183,7 @@ shutdown_deadline: 5
         assert ev["process"] == f"/bin/echo {marker}" and ev["action"] == "allowed"
         assert ev["process_id"] > 0 and ev["process_guid"] and ev["parent_process_id"] > 0
         assert ev["vendor_product"] == "siemhub" and ev["siemhub_type"] == "process_exec"
-        assert e["fields"]["siemhub_type"] == "process_exec"
+        assert e["fields"]["siemhub_severity"] == "info" and "siemhub_type" not in e["fields"]
         stats = hec.stats()
         assert stats["ack_queries"] >= 1  # acknowledged
         ok_requests = stats["answers"].get("0", 0)

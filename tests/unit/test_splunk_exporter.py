@@ -105,7 +105,11 @@ def test_encode_envelope_per_event_type():
     assert exec_["sourcetype"] == "siemhub:process" and exec_["index"] == "sec" and exec_["host"] == "node-a"
     assert exec_["source"] == "siemhub" and exec_["time"] == 1700000007.0
     assert exec_["event"]["process_path"] == "/usr/bin/curl" and exec_["event"]["vendor_product"] == "siemhub"
-    assert exec_["fields"] == {"siemhub_type": "process_exec", "siemhub_severity": "info", "siemhub_tag": ["k8s"]}
+    assert exec_["fields"] == {"siemhub_severity": "info", "siemhub_tag": ["k8s"]}
+    # no indexed field is also a key of the event: Splunk's KV_MODE=json would extract it a second time
+    for line in payload.items:
+        o = json.loads(line)
+        assert not set(o.get("fields", {})) & set(o["event"])
     assert {t: o["sourcetype"] for t, o in by_type.items()} == {
         "process_exec": "siemhub:process", "process_exit": "siemhub:process", "agent_status": "siemhub:agent",
         "file_access": "siemhub:file", "network_close": "siemhub:network", "network_accept": "siemhub:network",
