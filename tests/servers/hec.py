@@ -11,7 +11,8 @@ table of HEC status codes) to be as strict as Splunk is where siemhub depends on
   7); `fields` must be a flat object of strings or arrays of strings (code 15). Events are handled in
   order, like Splunk's streaming parser: those before the first bad one are indexed, the bad one and
   the rest are not, and the answer names the bad one (`invalid-event-number`, 0-based).
-- Tokens: `Authorization: Splunk <token>`; none: 401 code 2; another scheme: 401 code 3; unknown:
+- Tokens: `Authorization: Splunk <token>` (or Basic with the token as password); none: 401 code 2;
+  another scheme: 401 code 3; unknown:
   403 code 4; disabled: 403 code 1; `?token=` in the query string: 400 code 16.
 - Indexer acknowledgement, for tokens with `ack=True`: a request channel (`X-Splunk-Request-Channel`
   or `?channel=`, a GUID) is required (missing: 400 code 10, not a GUID: 400 code 11); every accepted
@@ -259,7 +260,17 @@ class HecReceiver:
         if auth is None:
             raise HecError(2)
         scheme, _, value = auth.partition(" ")
-        if scheme != "Splunk" or not value.strip():
+        if scheme == "Basic":  # Splunk also takes the token as the password of Basic authentication
+            import base64
+            import binascii
+
+            try:
+                value = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                raise HecError(3) from None
+        elif scheme != "Splunk":
+            raise HecError(3)
+        if not value.strip():
             raise HecError(3)
         with self._lock:
             self.auth_headers.append(auth)

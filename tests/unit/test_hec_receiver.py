@@ -61,6 +61,15 @@ def test_token_checks(hec, http, token, scheme, status, code, text):
     assert post(http, hec, [ev()], token=token, scheme=scheme) == (status, {"text": text, "code": code})
 
 
+def test_basic_auth_with_the_token_as_password(hec, http):
+    import base64
+
+    basic = base64.b64encode(f"x:{TOKEN}".encode()).decode()
+    assert post(http, hec, [ev()], token=basic, scheme="Basic")[0] == 200
+    bad = base64.b64encode(b"x:nope").decode()
+    assert post(http, hec, [ev()], token=bad, scheme="Basic") == (403, {"text": "Invalid token", "code": 4})
+
+
 def test_query_string_token_is_refused(hec, http):
     assert post(http, hec, [ev()], path=f"/services/collector/event?token={TOKEN}") == \
         (400, {"text": "Query string authorization is not enabled", "code": 16})
