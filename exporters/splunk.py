@@ -557,6 +557,13 @@ class SplunkExporter(Exporter):
             if self.config.ack and self._ack_effective and isinstance(ack_id, int):
                 req.ack_id = ack_id
                 req.answered_at = time.monotonic()
+                other = self._waiting.get(ack_id)
+                if other is not None:
+                    # Splunk gave an id still waiting here once more: it restarted and its ack ids began
+                    # again. The earlier request's ack will never come: it stays pending (re-sent).
+                    if other.waiting.pop(ack_id, None) is not None:
+                        other.retry_reason = other.retry_reason or "hec_ack_id_reused"
+                    self._acked.discard(ack_id)
                 rnd.waiting[ack_id] = req
                 self._waiting[ack_id] = rnd
             else:

@@ -356,3 +356,29 @@ def test_doc_config_table_matches_the_model():
         return out
 
     assert table == keys(SplunkConfig)
+
+
+def test_ack_ids_restarting_after_a_splunk_restart_do_not_count_for_the_lost_request(hec):
+    ex = SplunkExporter("s", SplunkConfig.model_validate(
+        {"type": "splunk", "url": hec.url, "token": ACK_TOKEN, "ack": True, "ack_interval": 0.05,
+         "health_check": False}))
+    ex.start()
+    hec.lose_acks(1)
+    first = ex.encode(events(5))
+    a = ex.submit(first)  # ackId 0, never indexed
+    while any(not r.future.done() for r in a.requests):
+        time.sleep(0.01)
+    hec._channels.clear()  # Splunk restarts: unacknowledged ids are gone, ids start again at 0
+    b = ex.submit(ex.encode(events(5)))  # ackId 0 again, indexed
+    res_a = None
+    while res_a is None:
+        res_a = ex.poll(a, 0.1)
+    assert res_a.outcome is Outcome.RETRY and res_a.reason == "hec_ack_id_reused"
+    assert set(first.state) == {PENDING}
+    res_b = None
+    while res_b is None:
+        res_b = ex.poll(b, 0.1)
+    assert res_b.outcome is Outcome.DONE
+    assert ex.send(first).outcome is Outcome.DONE  # re-sent: now indexed
+    assert len(hec.events) == 10
+    ex.close()
