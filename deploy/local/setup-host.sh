@@ -7,6 +7,7 @@ APT_PACKAGES=(python3-bpfcc bpfcc-tools linux-headers-amd64 pahole bpftool kcat 
 # Grafana/alerting tests (issue 15): promtool and a real Prometheus server (never started as a service:
 # the tests run their own on 127.0.0.1).
 APT_PACKAGES+=(prometheus)
+APT_PACKAGES+=(openssl)  # issue 14: self-signed certificates for the Splunk TLS tests
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -29,7 +29,10 @@ SHARED = ("siemhub.collector.caps", "siemhub.collector.container", "siemhub.coll
 SENSORS = ("siemhub.collector.sensors",)
 SOURCES = ("siemhub.collector.sources",)
 EXPORTERS = ("siemhub.exporters",)  # formats included
-DATA = ("siemhub.bpf", "siemhub.policies", "siemhub.dashboards")
+DATA = ("siemhub.bpf", "siemhub.policies")
+# siemhub.dashboards is not data: its renderers read what the agent emits (the formats' field names,
+# the shipped policy library for one detection search per policy) and only the CLI calls them, so they
+# sit at the top with the agent and the CLI.
 
 # layer -> what its modules may import (besides their own layer)
 MAY_IMPORT = {

@@ -115,7 +115,9 @@ def test_provisioning_files(tmp_path):
 def test_cli_render_writes_grafana_next_to_kibana(tmp_path):
     r = CliRunner().invoke(cli, ["dashboards", "render", "--out", str(tmp_path), "--grafana-dashboards-path", "/g"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES, "grafana"])
+    # beside the Kibana files and the Splunk app (dashboards/splunk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES, "grafana",
+                                                                 "siemhub_app", "siemhub_app.tgz"])
     want = grafana.render(dashboards_path="/g")
     got = {str(p.relative_to(tmp_path / "grafana")): p.read_text() for p in (tmp_path / "grafana").rglob("*")
            if p.is_file()}
