@@ -46,6 +46,11 @@ from siemhub.exporters.formats.otel import LogsEncoder, siemhub_version
 
 log = logging.getLogger("siemhub.exporters.otlp")
 
+# gRPC's C core prints every failed TLS handshake and reconnect to stderr (INFO lines, once per
+# attempt); the exporter reports causes itself, once. Read when grpc first loads; an explicit
+# GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 LOGS_PATH = "/v1/logs"
 _EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 AttributeValue = str | int | float | bool
@@ -199,7 +204,7 @@ class OtlpExporter(Exporter):
         self._session = None
         self._pool: ThreadPoolExecutor | None = None
         self._http_headers: dict[str, str] = {}
-        self._problem: str | None = None  # the cause reported last (reported again only when it changes)
+        self._problems: set[str] = set()  # causes reported since delivery last worked
         self._warned: set[str] = set()  # partial-success messages already logged
 
     # --- lifecycle ---
@@ -429,10 +434,11 @@ class OtlpExporter(Exporter):
         return result
 
     def _report(self, kind: str, detail: str) -> None:
-        """Log a cause once (again only after delivery worked, or when the cause changes)."""
-        if self._problem == kind:
+        """Log each cause once while delivery fails (a failing endpoint can alternate between two,
+        e.g. a reset connection and HTTP/2 frames); again only after delivery worked."""
+        if kind in self._problems:
             return
-        self._problem = kind
+        self._problems.add(kind)
         cfg = self.config
         other = "HTTP" if cfg.protocol == "grpc" else "gRPC"
         endpoint = cfg.target() if cfg.protocol == "grpc" else cfg.url()
@@ -441,6 +447,6 @@ class OtlpExporter(Exporter):
         (log.warning if kind == "otlp_unreachable" else log.error)("exporter %s: %s", self.name, text)
 
     def _recovered(self) -> None:
-        if self._problem is not None:
-            log.warning("exporter %s: delivering again (after %s)", self.name, self._problem)
-            self._problem = None
+        if self._problems:
+            log.warning("exporter %s: delivering again (after %s)", self.name, ", ".join(sorted(self._problems)))
+            self._problems.clear()
