@@ -455,6 +455,15 @@ def any_value(v: Any) -> bytes:
     if type(v) is float:
         return b"\x21" + _DOUBLE(v)
     if isinstance(v, list | tuple):
+        if all(type(x) is str for x in v):  # string arrays (arguments, flags): the common case, inline
+            parts = []
+            for x in v:
+                b = x.encode("utf-8", "surrogatepass")
+                n = len(b)
+                b = b"\x0a" + (_BYTE[n] if n < 0x80 else _varint(n)) + b  # AnyValue.string_value
+                n = len(b)
+                parts.append(b"\x0a" + (_BYTE[n] if n < 0x80 else _varint(n)) + b)  # ArrayValue.values
+            return _ld(b"\x2a", b"".join(parts))
         return _ld(b"\x2a", b"".join([_ld(b"\x0a", any_value(x)) for x in v]))
     if isinstance(v, bytes | bytearray):
         return _ld(b"\x3a", bytes(v))
@@ -483,6 +492,13 @@ def _scope_bytes(name: str, ver: str) -> bytes:
     return InstrumentationScope(name=name, version=ver).SerializeToString()
 
 
+# Attributes that differ from event to event: caching their encodings would only churn the cache.
+UNIQUE_ATTRIBUTES = ("log.record.uid", "siemhub.process.exec_id", "process.pid", "thread.id",
+                     "process.command_args", "process.exit.time", "siemhub.exit.duration_ns",
+                     "source.port", "network.local.port", "siemhub.network.duration_ns", "siemhub.dns.id",
+                     "siemhub.network.bytes_sent", "siemhub.network.bytes_received", "file.inode")
+
+
 class LogsEncoder:
     """Batches of events -> serialized ExportLogsServiceRequest.
 
@@ -499,6 +515,8 @@ class LogsEncoder:
         self.service_version = service_version or siemhub_version()
         self._scope = _ld(b"\x0a", _scope_bytes(SCOPE_NAME, self.service_version))
         self._resources: dict[tuple, bytes] = {}
+        # attributes whose values rarely repeat (ids, pids, arguments): the key's bytes only
+        self._once = {k: _ld(b"\x0a", k.encode()) for k in UNIQUE_ATTRIBUTES}
         self._kv: dict[tuple[str, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
         self._sev: dict[str, tuple[bytes, bytes]] = {}
@@ -514,22 +532,49 @@ class LogsEncoder:
         return r
 
     def _attributes(self, attrs: dict[str, Any]) -> bytes:
-        cache = self._kv
+        get = self._kv.get
+        once = self._once
         parts = []
+        add = parts.append
         for item in attrs.items():
             v = item[1]
-            if type(v) is list:  # unhashable: encoded each time (arguments rarely repeat exactly)
-                parts.append(_ld(b"\x32", key_value(*item)))
+            if item[0] in once:  # a value of this event alone: encode it, do not remember it
+                if type(v) is str:
+                    val = v.encode("utf-8", "surrogatepass")
+                    n = len(val)
+                    val = b"\x0a" + (_BYTE[n] if n < 0x80 else _varint(n)) + val
+                elif type(v) is int:
+                    val = b"\x18" + _varint(v)
+                else:
+                    val = any_value(v)
+                body = once[item[0]] + _ld(b"\x12", val)
+                n = len(body)
+                add(b"\x32" + (_BYTE[n] if n < 0x80 else _varint(n)) + body)
                 continue
-            if type(v) is not str and type(v) is not int:
-                item = (item[0], v, type(v))  # True == 1 == 1.0: keep the types apart in the cache
-            b = cache.get(item)
+            b = get(item) if type(v) is str or type(v) is int else None
             if b is None:
-                if len(cache) >= self.CACHE_MAX:
-                    cache.clear()
-                b = cache[item] = _ld(b"\x32", key_value(item[0], v))
-            parts.append(b)
+                b = self._attribute(item)
+            add(b)
         return b"".join(parts)
+
+    def _attribute(self, item: tuple[str, Any]) -> bytes:
+        """The field bytes of one attribute not found by (key, value): lists by (key, tuple), other
+        types by (key, value, type) (True == 1 == 1.0 must not share an entry); encoded on a miss."""
+        key, v = item
+        t = type(v)
+        if t is str or t is int:
+            ck: tuple = item
+        elif t is list:
+            ck = (key, tuple(v), list)
+        else:
+            ck = (key, v, t)
+        cache = self._kv
+        b = cache.get(ck)
+        if b is None:
+            if len(cache) >= self.CACHE_MAX:
+                cache.clear()
+            b = cache[ck] = _ld(b"\x32", key_value(key, v))
+        return b
 
     def _head(self, e: Event) -> tuple[bytes, bytes]:
         """(severity_number + severity_text fields, event_name field), per (type, severity)."""
