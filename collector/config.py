@@ -22,6 +22,7 @@ from siemhub.collector.event import EVENT_TYPES, SEVERITIES
 from siemhub.collector.redact import RedactConfig
 from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
 from siemhub.collector.sources.kafka import KafkaSourceConfig
+from siemhub.collector.otlp_metrics import OtlpMetricsConfig  # metrics.otlp (issue 15)
 
 
 class ConfigError(Exception):
@@ -234,6 +235,8 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9464", description="host:port of /metrics (127.0.0.1 unless you mean it)")
     auth: MetricsAuth | None = Field(None, description="require HTTP basic auth on /metrics")
+    # siemhub's metrics pushed over OTLP too (collector/otlp_metrics.py), whether /metrics is on or not
+    otlp: OtlpMetricsConfig | None = Field(None, description="push the same metrics to an OTLP collector")
 
     @field_validator("listen")
     @classmethod

@@ -40,7 +40,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from siemhub.collector.event import Event
 from siemhub.exporters.base import (
-    Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_grpc, outcome_for_otlp_http,
+    Exporter, ExporterConfig, Outcome, SendResult, _Strict, outcome_for_exception, outcome_for_grpc,
+    outcome_for_otlp_http,
 )
 from siemhub.exporters.formats.otel import LogsEncoder, siemhub_version
 
@@ -56,10 +57,12 @@ _EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 AttributeValue = str | int | float | bool
 
 
-class OtlpConfig(ExporterConfig):
-    format: Literal["otel"] = Field("otel", description="the OpenTelemetry mapping (docs/otel-mapping.md)")
+class OtlpConnection(_Strict):
+    """Where and how to reach an OTLP collector: shared by the exporter and `metrics.otlp`."""
+
     endpoint: str = Field(description="collector URL: http(s)://host:4317 for gRPC, http(s)://host:4318 for HTTP "
-                                      "(HTTP: /v1/logs is added when the URL has no path)")
+                                      "(HTTP: the signal's path, /v1/logs or /v1/metrics, is added when the URL has "
+                                      "no path)")
     protocol: Literal["grpc", "http"] = Field("grpc", description="OTLP/gRPC or OTLP/HTTP with protobuf bodies")
     insecure: bool = Field(False, description="plain text, no TLS (e.g. a collector on localhost); needs an "
                                               "http:// endpoint")
@@ -72,7 +75,6 @@ class OtlpConfig(ExporterConfig):
     resource: dict[str, AttributeValue] = Field({}, description="extra resource attributes "
                                                                 "(e.g. deployment.environment.name)")
     timeout: float = Field(10.0, gt=0, description="seconds one export may take before it is retried")
-    max_in_flight: int = Field(2, ge=1, le=16, description="export requests sent and not yet answered")
 
     @field_validator("headers")
     @classmethod
@@ -87,7 +89,7 @@ class OtlpConfig(ExporterConfig):
         return out
 
     @model_validator(mode="after")
-    def _transport(self) -> OtlpConfig:
+    def _transport(self):
         u = urlsplit(self.endpoint)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"endpoint must be http://host:port or https://host:port, not {self.endpoint!r}")
@@ -108,10 +110,10 @@ class OtlpConfig(ExporterConfig):
             raise ValueError("ca_certs/client_cert/client_key need TLS (an https:// endpoint)")
         return self
 
-    def url(self) -> str:
-        """The HTTP URL of the logs signal."""
+    def url(self, path: str = LOGS_PATH) -> str:
+        """The HTTP URL of a signal (`path` when the endpoint has none)."""
         u = urlsplit(self.endpoint)
-        return self.endpoint if u.path not in ("", "/") else self.endpoint.rstrip("/") + LOGS_PATH
+        return self.endpoint if u.path not in ("", "/") else self.endpoint.rstrip("/") + path
 
     def target(self) -> str:
         """host:port of a gRPC endpoint (443 / 80 when the URL gives none)."""
@@ -119,6 +121,11 @@ class OtlpConfig(ExporterConfig):
         port = u.port or (443 if u.scheme == "https" else 80)
         host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else u.hostname
         return f"{host}:{port}"
+
+
+class OtlpConfig(ExporterConfig, OtlpConnection):
+    format: Literal["otel"] = Field("otel", description="the OpenTelemetry mapping (docs/otel-mapping.md)")
+    max_in_flight: int = Field(2, ge=1, le=16, description="export requests sent and not yet answered")
 
 
 @dataclass(slots=True)
@@ -190,6 +197,17 @@ def grpc_retry_info(err: Any) -> float | None:
 class OtlpExporter(Exporter):
     config_model = OtlpConfig
     formats = ("otel",)
+    # The signal: gRPC method, HTTP path, response message and its partial-success count. The
+    # metrics sender (collector/otlp_metrics.py) reuses this class for the metrics signal.
+    grpc_method = _EXPORT_METHOD
+    http_path = LOGS_PATH
+    rejected_field = "rejected_log_records"
+
+    @staticmethod
+    def response_type():
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+        return ExportLogsServiceResponse
 
     def __init__(self, name: str, config: OtlpConfig) -> None:
         super().__init__(name, config)
@@ -220,7 +238,7 @@ class OtlpExporter(Exporter):
         else:
             self._start_http()
         log.info("exporter %s: OTLP/%s to %s (%s)", self.name, "gRPC" if cfg.protocol == "grpc" else "HTTP",
-                 cfg.url() if cfg.protocol == "http" else cfg.target(), "plain text" if cfg.insecure else "TLS")
+                 cfg.url(self.http_path) if cfg.protocol == "http" else cfg.target(), "plain text" if cfg.insecure else "TLS")
 
     def _start_grpc(self) -> None:
         import grpc
@@ -246,11 +264,9 @@ class OtlpExporter(Exporter):
 
             creds = grpc.ssl_channel_credentials(read(cfg.ca_certs), read(cfg.client_key), read(cfg.client_cert))
             self._channel = grpc.secure_channel(cfg.target(), creds, options=options, compression=compression)
-        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-
         # The request is already serialized: the method takes bytes as they are.
-        self._call = self._channel.unary_unary(_EXPORT_METHOD, request_serializer=None,
-                                               response_deserializer=ExportLogsServiceResponse.FromString)
+        self._call = self._channel.unary_unary(self.grpc_method, request_serializer=None,
+                                               response_deserializer=self.response_type().FromString)
         self._metadata = tuple((k, v.get_secret_value()) for k, v in cfg.headers.items())
 
     def _start_http(self) -> None:
@@ -314,7 +330,7 @@ class OtlpExporter(Exporter):
         return _Ticket(fut, payload.count)
 
     def _post(self, payload: OtlpPayload):
-        return self._session.post(self.config.url(), data=payload.data, headers=self._http_headers,
+        return self._session.post(self.config.url(self.http_path), data=payload.data, headers=self._http_headers,
                                   timeout=self.config.timeout, allow_redirects=False)
 
     def poll(self, ticket: _Ticket, timeout: float, idle: bool = False) -> SendResult | None:
@@ -342,26 +358,25 @@ class OtlpExporter(Exporter):
         """A 2xx / OK answer: DONE, unless the collector rejected records (partial success)."""
         self._recovered()
         ps = response.partial_success if response is not None else None
-        if ps is None or (not ps.rejected_log_records and not ps.error_message):
+        rejected = getattr(ps, self.rejected_field) if ps is not None else 0
+        if ps is None or (not rejected and not ps.error_message):
             return SendResult(Outcome.DONE)
         msg = _short(ps.error_message or "no message")
-        if not ps.rejected_log_records:  # a warning from the collector, nothing lost
+        if not rejected:  # a warning from the collector, nothing lost
             if msg not in self._warned and len(self._warned) < 100:
                 self._warned.add(msg)
                 log.warning("exporter %s: the collector accepted the batch with a warning: %s", self.name, msg)
             return SendResult(Outcome.DONE)
         n = ticket.count
         log.warning("exporter %s: the collector rejected %d of %d records (%s); OTLP does not say which, so "
-                    "the batch goes to the dead-letter destination", self.name, ps.rejected_log_records, n, msg)
+                    "the batch goes to the dead-letter destination", self.name, rejected, n, msg)
         return SendResult(Outcome.DONE, items=[(i, Outcome.GIVE_UP, "otlp_partially_rejected") for i in range(n)])
 
     def _http_answer(self, resp: Any, ticket: _Ticket) -> SendResult:
         status = resp.status_code
         if 200 <= status < 300:
-            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-
             try:
-                response = ExportLogsServiceResponse.FromString(resp.content) if resp.content else None
+                response = self.response_type().FromString(resp.content) if resp.content else None
             except Exception:  # noqa: BLE001 - a 2xx with a body we cannot read still delivered
                 response = None
             return self._accepted(response, ticket)
@@ -372,7 +387,7 @@ class OtlpExporter(Exporter):
         elif status in (404, 405, 415):
             self._report("otlp_not_found", detail)
         elif result.outcome is Outcome.GIVE_UP:
-            log.warning("exporter %s: %s answered %s", self.name, self.config.url(), detail)
+            log.warning("exporter %s: %s answered %s", self.name, self.config.url(self.http_path), detail)
         return result
 
     @staticmethod
@@ -441,7 +456,7 @@ class OtlpExporter(Exporter):
         self._problems.add(kind)
         cfg = self.config
         other = "HTTP" if cfg.protocol == "grpc" else "gRPC"
-        endpoint = cfg.target() if cfg.protocol == "grpc" else cfg.url()
+        endpoint = cfg.target() if cfg.protocol == "grpc" else cfg.url(self.http_path)
         text = _HINTS[kind].format(protocol=f"OTLP/{'gRPC' if cfg.protocol == 'grpc' else 'HTTP'}", other=other,
                                    endpoint=endpoint, detail=detail)
         (log.warning if kind == "otlp_unreachable" else log.error)("exporter %s: %s", self.name, text)

@@ -39,6 +39,7 @@ def tansu(tmp_path_factory):
         server_unavailable("tansu or rotel missing (install the 'servers' extra; rotel needs libpython3.11)")
     broker = Tansu(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
     broker.create_topic(TOPIC)
+    broker.create_topic(f"{TOPIC}_metrics")  # rotel's metrics export (test_otlp_metrics.py)
     yield broker
     broker.stop()
 

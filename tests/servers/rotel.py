@@ -1,8 +1,9 @@
 """rotel, an OpenTelemetry collector written in Rust (PyPI `rotel`, binary `rotel/rotel-agent`; needs
 Debian's libpython3.11), on free 127.0.0.1 ports: OTLP/gRPC and OTLP/HTTP receivers.
 
-What rotel receives is exported either to a Kafka topic as OTLP protobuf (`kafka=` a Tansu bootstrap;
-`logs()` reads it back: one ExportLogsServiceRequest per message) or nowhere (blackhole, benchmarks).
+What rotel receives is exported either to Kafka topics as OTLP protobuf (`kafka=` a Tansu bootstrap;
+logs to `topic`, metrics to `<topic>_metrics`; `read_log_records` reads logs back, one
+ExportLogsServiceRequest per message) or nowhere (blackhole, benchmarks).
 `stop()` sends SIGTERM (rotel drains its pipeline to the exporter first) and `start()` again keeps the
 ports, so clients reconnect to the same endpoints.
 """
@@ -50,6 +51,7 @@ class Rotel:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kafka, self.topic = kafka, topic
+        self.metrics_topic = f"{topic}_metrics"  # what rotel receives on the metrics signal
         self.grpc_port = grpc_port or free_port()
         self.http_port = http_port or free_port()
         self.grpc_endpoint = f"http://127.0.0.1:{self.grpc_port}"
@@ -65,6 +67,7 @@ class Rotel:
         if self.kafka:
             cmd += ["--exporter", "kafka", "--kafka-exporter-brokers", self.kafka,
                     "--kafka-exporter-logs-topic", self.topic, "--kafka-exporter-format", "protobuf",
+                    "--kafka-exporter-metrics-topic", self.metrics_topic, "--metrics-batch-timeout", "50ms",
                     "--logs-batch-timeout", "50ms",
                     # rotel puts a whole batch into one Kafka message: 8,192 records of ~600 bytes
                     # exceed the broker's 1 MB message limit and rotel drops them. 1,024 stay near
