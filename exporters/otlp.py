@@ -228,6 +228,8 @@ class OtlpExporter(Exporter):
     # --- lifecycle ---
 
     def start(self) -> None:
+        if self._channel is not None or self._session is not None:
+            return  # started already (the delivery runner starts its exporter too)
         cfg = self.config
         files = {k: getattr(cfg, k) for k in ("ca_certs", "client_cert", "client_key") if getattr(cfg, k)}
         for key, path in files.items():

@@ -320,3 +320,13 @@ def test_unreachable_is_retried_and_reported_once(caplog):
         assert caplog.text.count("cannot reach") == 1
     finally:
         ex.close()
+
+
+def test_start_twice_keeps_one_channel():
+    ex = _exporter("http://127.0.0.1:4317")
+    try:
+        channel = ex._channel
+        ex.start()  # the delivery runner starts its exporter again
+        assert ex._channel is channel
+    finally:
+        ex.close()
