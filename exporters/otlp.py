@@ -223,6 +223,7 @@ class OtlpExporter(Exporter):
         self._pool: ThreadPoolExecutor | None = None
         self._http_headers: dict[str, str] = {}
         self._problems: set[str] = set()  # causes reported since delivery last worked
+        self._probed = False  # _speaks_http2 ran since delivery last worked
         self._warned: set[str] = set()  # partial-success messages already logged
 
     # --- lifecycle ---
@@ -416,7 +417,7 @@ class OtlpExporter(Exporter):
             return SendResult(Outcome.RETRY, "timeout")
         if isinstance(exc, requests.exceptions.ConnectionError):
             text = repr(exc)
-            if "BadStatusLine" in text or "\\x00\\x00" in text:  # HTTP/2 frames: a gRPC port
+            if "BadStatusLine" in text or "\\x00\\x00" in text or self._speaks_http2():  # a gRPC port
                 self._report("otlp_protocol_mismatch", detail)
                 return SendResult(Outcome.RETRY, "otlp_protocol_mismatch")
             self._report("otlp_unreachable", detail)
@@ -425,6 +426,25 @@ class OtlpExporter(Exporter):
             log.warning("exporter %s: request failed: %s", self.name, detail)
             return SendResult(Outcome.RETRY, type(exc).__name__)
         return outcome_for_exception(exc)
+
+    def _speaks_http2(self) -> bool:
+        """After a reset connection (a gRPC server may reset an HTTP/1.1 request before its HTTP/2
+        frames are read): does the plain-text endpoint greet a new connection with an HTTP/2 SETTINGS
+        frame, as a gRPC server does? Checked once per failure period, only while the cause is open."""
+        cfg = self.config
+        if cfg.protocol != "http" or not cfg.insecure or "otlp_protocol_mismatch" in self._problems \
+                or self._probed:
+            return False
+        self._probed = True
+        import socket
+
+        u = urlsplit(cfg.endpoint)
+        try:
+            with socket.create_connection((u.hostname, u.port or 80), timeout=1.0) as sock:
+                head = sock.recv(9)  # an HTTP/2 frame header: length (3), type (1): 0x4 is SETTINGS
+        except OSError:
+            return False
+        return len(head) >= 4 and head[3] == 0x04
 
     def _grpc_failure(self, err: Any) -> SendResult:
         code = err.code().name
@@ -464,6 +484,7 @@ class OtlpExporter(Exporter):
         (log.warning if kind == "otlp_unreachable" else log.error)("exporter %s: %s", self.name, text)
 
     def _recovered(self) -> None:
+        self._probed = False
         if self._problems:
             log.warning("exporter %s: delivering again (after %s)", self.name, ", ".join(sorted(self._problems)))
             self._problems.clear()
