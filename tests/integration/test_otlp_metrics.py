@@ -143,3 +143,47 @@ shutdown_deadline: 5
     if not got and ("eBPF unavailable" in err or "BPFUnavailable" in err):
         bpf_unavailable(err.strip().splitlines()[-1])
     assert any(v > 0 for v in got), f"no siemhub_sensor_events over OTLP; agent said:\n{err[-3000:]}"
+
+
+def test_aggregator_pushes_consumer_lag(rotel, tansu, tmp_path):  # noqa: F811
+    """`siemhub aggregate` with metrics.otlp: its consumer lag (siemhub_kafka_consumer_lag) arrives."""
+    siemhub = shutil.which("siemhub", path=str(Path(sys.executable).parent)) or "siemhub"
+    node = f"aggregator-{time.monotonic_ns()}"
+    topic = f"siemhub.events.{node}"
+    tansu.create_topic(topic)
+    from confluent_kafka import Producer
+
+    from siemhub.collector.event import encode_json
+    from tests.integration.test_kafka import make_event
+
+    producer = Producer({"bootstrap.servers": tansu.bootstrap})
+    for i in range(5):  # something to consume: the lag is computed from fetched partitions
+        producer.produce(topic, encode_json(make_event(i, node)))
+    assert producer.flush(10) == 0
+    cfg = tmp_path / "agg.yaml"
+    cfg.write_text(f"""
+node: {{name: {node}}}
+sources:
+  kafka: {{brokers: ["{tansu.bootstrap}"], topics: ["{topic}"], group_id: {node}, session_timeout_ms: 6000,
+          lag_interval: 1}}
+exporters: {{f: {{type: file, path: {tmp_path / 'out.jsonl'}}}}}
+routes: [{{name: all, to: [f]}}]
+metrics:
+  enabled: false
+  otlp: {{endpoint: "{rotel.http_endpoint}", protocol: http, insecure: true, interval: 1}}
+status_interval: 0
+shutdown_deadline: 5
+""")
+    agg = subprocess.Popen([siemhub, "aggregate", "-c", str(cfg), "--duration", "12"], stderr=subprocess.PIPE, text=True)
+
+    def lag(out):
+        return [metric for res, metric in out if res.get("host.name") == node and metric.name == "siemhub_kafka_consumer_lag"]
+
+    try:
+        got = lag(read_metrics(tansu.bootstrap, rotel.metrics_topic, lambda out: bool(lag(out)), timeout=40))
+    finally:
+        agg.terminate()
+        _, err = agg.communicate(timeout=30)
+    assert got, f"no siemhub_kafka_consumer_lag over OTLP; aggregator said:\n{err[-3000:]}"
+    attrs = {kv.key for p in got[0].gauge.data_points for kv in p.attributes}
+    assert {"topic", "partition"} <= attrs

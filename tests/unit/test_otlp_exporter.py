@@ -89,6 +89,14 @@ def test_header_values_from_env_are_secret(monkeypatch, caplog):
     assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg.model_dump())
 
 
+def test_header_value_from_a_secret_file(tmp_path):
+    secret = tmp_path / "otlp-token"
+    secret.write_text("Bearer from-file-t0ken\n")  # Kubernetes secrets end with a newline
+    _, cfg = _cfg(f'    headers: {{authorization: "${{file:{secret}}}"}}')
+    assert cfg.headers["authorization"].get_secret_value() == "Bearer from-file-t0ken"
+    assert "from-file" not in repr(cfg)
+
+
 # --- the status tables -------------------------------------------------------------------------------
 
 
