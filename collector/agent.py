@@ -19,6 +19,7 @@ from siemhub.collector.container import PodResolver
 from siemhub.collector.core.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.delivery.runner import ExporterRunner
 from siemhub.collector.metrics import Metrics
+from siemhub.collector.otlp_metrics import OtlpMetricsPusher
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
@@ -109,6 +110,7 @@ class Agent:
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics_server = None
+        self.metrics_pusher = None  # metrics.otlp
         pcfg = a.sensors.process
         cache_cfg = pcfg.cache if pcfg else None
         self.cache = ProcessCache(
@@ -144,6 +146,8 @@ class Agent:
                 raise StartupError(f"cannot serve /metrics on {a.metrics.listen}: {exc.strerror} "
                                    "(change metrics.listen or set metrics.enabled: false)") from None
             log.info("metrics on http://%s/metrics", a.metrics.listen)
+        if a.metrics.otlp is not None:  # metrics.otlp: the same registry pushed to an OTLP collector
+            self.metrics_pusher = OtlpMetricsPusher(a.metrics.otlp, self.metrics.registry, self.node.name).start()
         self.pipeline.start()
         self._build_sensors()
         for s in self.sensors:
@@ -270,6 +274,8 @@ class Agent:
         if self.cfg.agent.status_interval:
             self.pipeline.emit([self.status_event()])
         counts = self.pipeline.stop(self.cfg.agent.shutdown_deadline)
+        if self.metrics_pusher is not None:
+            self.metrics_pusher.stop()  # pushes the final counts
         if self.metrics_server is not None:
             server, _thread = self.metrics_server
             server.shutdown()

@@ -213,10 +213,15 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     signal.signal(signal.SIGTERM, source.request_stop)
     signal.signal(signal.SIGINT, source.request_stop)
     server = None
+    pusher = None
     try:
         if a.metrics.enabled:
             host, _, port = a.metrics.listen.rpartition(":")
             server, _thread = pipe.metrics.serve(host.strip("[]"), int(port))
+        if a.metrics.otlp is not None:  # metrics.otlp: the registry (consumer lag...) pushed over OTLP
+            from siemhub.collector.otlp_metrics import OtlpMetricsPusher
+
+            pusher = OtlpMetricsPusher(a.metrics.otlp, pipe.metrics.registry, a.node.name).start()
         pipe.start()
         # The agent's collector settings (Agent.start): decoded events are short-lived, collect young
         # objects less often (bench/aggregator_scaling.py: about -25% CPU per event).
@@ -230,6 +235,8 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
         pipe.stop(0)
         sys.exit(1)
     counts = pipe.stop(a.shutdown_deadline)
+    if pusher is not None:
+        pusher.stop()  # the final values
     if server is not None:
         server.shutdown()
     stats = source.stats()

@@ -39,6 +39,8 @@ class SendResult:
     reason: str = ""  # short, metric-safe reason (e.g. "http_503", "ENOSPC"); never a secret
     # Per-event outcomes for partial failures (bulk APIs): (index in batch, outcome, reason).
     items: list[tuple[int, Outcome, str]] = field(default_factory=list)
+    # RETRY only: the backend asked to wait at least this long (HTTP Retry-After, gRPC RetryInfo)
+    retry_after: float | None = None
 
 
 DONE = SendResult(Outcome.DONE)
@@ -56,6 +58,42 @@ def outcome_for_http(status: int) -> SendResult:
     if status in _RETRY_HTTP:
         return SendResult(Outcome.RETRY, f"http_{status}")
     return SendResult(Outcome.GIVE_UP, f"http_{status}")
+
+
+# --- OTLP (exporters/otlp.py): the OpenTelemetry Protocol specification's retryable answers ------------
+
+# gRPC status codes the OTLP specification calls retryable. RESOURCE_EXHAUSTED only when the server
+# sent RetryInfo (it then says how long to wait); without it the spec says not to retry.
+_RETRY_GRPC = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
+# Answers that mean "this endpoint is not set up for us" (a wrong port, path or credentials): retrying
+# the same request cannot succeed until someone fixes the config or the collector, but dead-lettering
+# every event meanwhile would throw a stream away over a typo. Such batches are held and retried
+# (the circuit breaker spaces the attempts) and the exporter reports the cause once.
+_HOLD_GRPC = {"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"}
+_HOLD_HTTP = {401, 403, 404, 405, 415}
+
+
+def outcome_for_grpc(code: str, retry_after: float | None = None) -> SendResult:
+    """gRPC status name (grpc.StatusCode.X.name) -> outcome, for OTLP/gRPC exports."""
+    if code == "OK":
+        return DONE
+    reason = f"grpc_{code.lower()}"
+    if code in _RETRY_GRPC or (code == "RESOURCE_EXHAUSTED" and retry_after is not None):
+        return SendResult(Outcome.RETRY, reason, retry_after=retry_after)
+    if code in _HOLD_GRPC:
+        return SendResult(Outcome.RETRY, reason)
+    return SendResult(Outcome.GIVE_UP, reason)
+
+
+def outcome_for_otlp_http(status: int, retry_after: float | None = None) -> SendResult:
+    """HTTP status -> outcome, for OTLP/HTTP exports: 429/502/503/504 retry (honouring Retry-After),
+    as outcome_for_http; 401/403/404/405/415 are held and retried (see _HOLD_HTTP)."""
+    result = outcome_for_http(status)
+    if result.outcome is Outcome.RETRY:
+        return SendResult(Outcome.RETRY, result.reason, retry_after=retry_after)
+    if status in _HOLD_HTTP:
+        return SendResult(Outcome.RETRY, result.reason)
+    return result
 
 
 _RETRY_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOMEM,
