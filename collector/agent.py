@@ -16,6 +16,7 @@ from siemhub.collector.config import LoadedConfig
 from siemhub.collector.container import PodResolver
 from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.health import Health
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
@@ -107,6 +108,7 @@ class Agent:
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics_server = None
+        self.health = Health()  # /healthz, /readyz next to /metrics
         pcfg = a.sensors.process
         cache_cfg = pcfg.cache if pcfg else None
         self.cache = ProcessCache(
@@ -142,12 +144,18 @@ class Agent:
                 auth = a.metrics.auth
                 self.metrics_server = self.metrics.serve(host.strip("[]"), int(port),
                                                          auth.username if auth else None,
-                                                         auth.password if auth else None)
+                                                         auth.password if auth else None, health=self.health)
             except OSError as exc:
                 raise StartupError(f"cannot serve /metrics on {a.metrics.listen}: {exc.strerror} "
                                    "(change metrics.listen or set metrics.enabled: false)") from None
-            log.info("metrics on http://%s/metrics", a.metrics.listen)
+            log.info("metrics on http://%s/metrics, health on /healthz and /readyz", a.metrics.listen)
+        h = self.health
+        h.expect(*(f"exporter {n}" for n in self.pipeline.runners),
+                 *(f"sensor {n}" for n in type(a.sensors).model_fields if getattr(a.sensors, n) is not None),
+                 "policies")
         self.pipeline.start()
+        for n in self.pipeline.runners:
+            h.up(f"exporter {n}")
         self._build_sensors()
         for s in self.sensors:
             try:
@@ -161,6 +169,9 @@ class Agent:
             policy.install(self.sensors, a, self.pipeline.policies)
         except ValueError as exc:
             raise StartupError(f"policies: {exc}") from None
+        for s in self.sensors:
+            h.up(f"sensor {s.name}")  # attached, with the policies' kernel filters in force
+        h.up("policies")
         # Everything built so far (compiled programs, the /proc scan) lives as long as the agent: keep
         # it out of the cyclic collector's scans, and collect young objects less often. Event structs
         # are untracked (gc=False); what remains tracked per event is short-lived lists.
@@ -173,7 +184,9 @@ class Agent:
 
     def _poll_loop(self, sensor: Sensor) -> None:
         interval = sensor.poll_interval
+        beat = f"sensor {sensor.name}"
         while not self._stop.is_set():
+            self.health.beat(beat)  # /healthz: this reader loop came round
             try:
                 sensor.poll(interval)
             except Exception:  # noqa: BLE001 - keep reading; the error is logged and counted
@@ -268,6 +281,7 @@ class Agent:
         return True
 
     def shutdown(self) -> dict:
+        self.health.stopping()  # /readyz 503 from now on
         self._stop.set()
         for t in self._threads:
             t.join(5)
