@@ -17,6 +17,7 @@ from siemhub.collector.container import PodResolver
 from siemhub.collector.delivery import ExporterRunner
 from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.health import Health
+from siemhub.collector.k8s.enrich import KubernetesEnrichment
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
@@ -51,6 +52,7 @@ class Pipeline:
         self._started: list[ExporterRunner] = []
         self.redactor = Redactor.from_config(getattr(cfg.agent, "redact", None))
         self.policies = None  # policy.PolicyEngine: set by Agent (replay does not re-run policies)
+        self.kubernetes = None  # k8s.enrich.KubernetesEnrichment: set by Agent (holds events for their pod)
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -69,6 +71,12 @@ class Pipeline:
             n = self.redactor.apply(events)
             if n:
                 self.metrics.redacted.inc(n)
+        k8s = self.kubernetes
+        if k8s is not None and events and to is None:
+            events = k8s.filter(events)  # events of a pod the API has not shown yet wait for it (briefly)
+        return self._dispatch(events, wait, to)
+
+    def _dispatch(self, events: list[Event], wait: bool = False, to: str | None = None) -> dict[str, int]:
         engine = self.policies
         if engine is not None and events and to is None:
             events = engine.apply(events)  # after redaction: policy_action events carry redacted args
@@ -100,7 +108,7 @@ class Agent:
         self.cfg = cfg
         self.pipeline = Pipeline(cfg, metrics)
         self.metrics = self.pipeline.metrics
-        self.node = Node(name=a.node.name, labels=dict(a.node.labels))
+        self.node = Node(name=a.node.name, labels=dict(a.node.labels), cluster=a.node.cluster)
         self.clock = Clock()
         self.ids = EventIds()
         self.sensors: list[Sensor] = []
@@ -115,8 +123,12 @@ class Agent:
             self.node.name, self.clock, self.metrics,
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
-            pods=_pod_resolver(pcfg.kubernetes if pcfg else None),
+            pods=None,
         )
+        # pods: the kubelet's directories, and the API server's watch when there is one (collector/k8s/)
+        k = pcfg.kubernetes if pcfg else None
+        self.kubernetes = KubernetesEnrichment(k, self.node.name, self.metrics.registry, node=_pod_resolver(k))
+        self.cache.pods = self.kubernetes.resolver
         self.metrics.watch_policies(lambda: self.pipeline.policies)
         engine = getattr(cfg, "policies", None)
         if engine is not None:
@@ -156,6 +168,8 @@ class Agent:
         self.pipeline.start()
         for n in self.pipeline.runners:
             h.up(f"exporter {n}")
+        self.kubernetes.start(self.pipeline._dispatch)  # the first list of this node's pods, before the sensors
+        self.pipeline.kubernetes = self.kubernetes
         self._build_sensors()
         for s in self.sensors:
             try:
@@ -290,6 +304,7 @@ class Agent:
                 s.unload()  # takes what is still in the ring buffer
             except Exception:  # noqa: BLE001
                 log.exception("sensor %s: unload failed", s.name)
+        self.kubernetes.stop()  # sends what waits for its pod (tagged)
         if self.cfg.agent.status_interval:
             self.pipeline.emit([self.status_event()])
         counts = self.pipeline.stop(self.cfg.agent.shutdown_deadline)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from siemhub.collector.event import EVENT_TYPES, SEVERITIES
+from siemhub.collector.k8s.config import KubernetesApiConfig
 from siemhub.collector.redact import RedactConfig
 from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, load_exporter_class
 from siemhub.collector.sources.kafka import KafkaSourceConfig
@@ -39,6 +40,7 @@ class _Strict(BaseModel):
 class NodeConfig(_Strict):
     name: str = Field(default_factory=socket.gethostname)
     labels: dict[str, str] = {}
+    cluster: str | None = Field(None, description="the cluster's name, on every event (node.cluster)")
 
 
 def _power_of_two(v: int) -> int:
@@ -63,7 +65,8 @@ class PendingConfig(_Strict):
 
 
 class KubernetesConfig(_Strict):
-    """Pod enrichment from the kubelet's directories on the node (no API server access needed)."""
+    """Pod enrichment from the kubelet's directories on the node (no API server access needed), and
+    from the API server when one is reachable (`api`, collector/k8s/)."""
     enabled: bool = True
     log_pods_dir: str = Field("/var/log/pods", description="<namespace>_<pod>_<uid>/<container>/ per pod")
     log_containers_dir: str = Field("/var/log/containers", description="<pod>_<namespace>_<container>-<id>.log")
@@ -75,6 +78,8 @@ class KubernetesConfig(_Strict):
         ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
         description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
                     "the image, and the pod when the log directories are not mounted; [] to skip")
+    api: KubernetesApiConfig = Field(KubernetesApiConfig(), description="pod labels, annotations, images and "
+                                     "owning workloads from the API server (docs/kubernetes.md)")
 
 
 class ProcessSensorConfig(_Strict):
