@@ -22,6 +22,22 @@ from tests.servers.kube_api import KubeApiStandIn, pod, workload
 pytestmark = pytest.mark.bpf
 
 NODE = "node-e2e"
+# a policy scoped by a label selector: execs of /bin/true in pods labelled team=payments, not canaries
+POLICY = """\
+name: payments-true
+description: execs of /bin/true in the payments team's pods (not canaries)
+rules:
+  - name: true-in-payments
+    match:
+      types: [process_exec]
+      binaries: ["true"]
+      pod_labels:
+        matchLabels: {team: payments}
+        matchExpressions:
+          - {key: track, operator: NotIn, values: [canary]}
+    action: notify
+    tags: [payments-scope]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +63,10 @@ def api_agent(api, tmp_path_factory):
         annotations: ["team"]
         wait: 2.0
 """
-    extra = f"node: {{name: {NODE}, cluster: prod-eu, labels: {{topology.kubernetes.io/zone: eu-1a}}}}"
+    pol = tmp_path_factory.mktemp("policies") / "scoped.yaml"
+    pol.write_text(POLICY)
+    extra = (f"node: {{name: {NODE}, cluster: prod-eu, labels: {{topology.kubernetes.io/zone: eu-1a}}}}\n"
+             f'policies: {{library: false, paths: ["{pol}"]}}')
     for running in running_agent(tmp_path_factory.mktemp("agent"), sensors, extra):
         yield running
 
@@ -142,3 +161,38 @@ def test_exec_in_a_pod_the_api_never_shows_is_sent_tagged(api, api_agent):
     e = [x for x in api_agent.events() if x["type"] == "process_exec" and mark in x["process"].get("args", [])][0]
     assert "kubernetes_pod_unknown" in e["tags"]
     assert p["container"] == {"id": cid, "runtime": "containerd"} and "pod" not in p
+
+
+def test_a_label_selector_policy_acts_on_that_pods_processes_only(api, api_agent):
+    pods = {}
+    for name, labels in (("pay-1", {"team": "payments", "track": "stable"}),
+                         ("pay-canary", {"team": "payments", "track": "canary"}),
+                         ("cart-1", {"team": "cart"})):
+        uid, cid = str(uuid.uuid4()), os.urandom(32).hex()
+        api.put(pod("shop", name, NODE, uid=uid, labels=labels, owner=("StatefulSet", name.split("-")[0]),
+                    containers=[("c", "img:1", None, cid)]))
+        pods[name] = _make_groups(_systemd_groups(uid, cid))
+    execs = {}
+    try:
+        for name, (leaf, _created) in pods.items():
+            execs[name] = _exec_in(api_agent, leaf, f"scope-{name}-{os.getpid()}")
+        import subprocess
+
+        host_mark = f"scope-host-{os.getpid()}"
+        subprocess.run(["/bin/true", host_mark], check=True)
+        execs["host"] = api_agent.wait_for(lambda e: e["type"] == "process_exec"
+                                           and host_mark in e["process"].get("args", []), what="host exec")[0]["process"]
+    finally:
+        for _leaf, created in pods.values():
+            _remove(created)
+    acted = api_agent.wait_for(lambda e: e["type"] == "policy_action" and e["policy"]["policy"] == "payments-true"
+                               and e["process"]["exec_id"] == execs["pay-1"]["exec_id"], what="the policy action")
+    assert acted[0]["process"]["pod"]["name"] == "pay-1"
+    import time
+
+    time.sleep(0.5)  # the others had the same time to be acted on
+    by_exec = {e["process"]["exec_id"] for e in api_agent.events()
+               if e["type"] == "policy_action" and e["policy"]["policy"] == "payments-true"}
+    assert by_exec == {execs["pay-1"]["exec_id"]}
+    tagged = [e for e in api_agent.events() if e["type"] == "process_exec" and "payments-scope" in e.get("tags", [])]
+    assert [e["process"]["exec_id"] for e in tagged] == [execs["pay-1"]["exec_id"]]
