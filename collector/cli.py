@@ -213,11 +213,18 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     signal.signal(signal.SIGTERM, source.request_stop)
     signal.signal(signal.SIGINT, source.request_stop)
     server = None
+    from siemhub.collector.health import Health
+
+    health = Health()  # /healthz, /readyz next to /metrics: ready once every exporter started
+    health.expect(*(f"exporter {n}" for n in pipe.runners), "kafka source")
     try:
         if a.metrics.enabled:
             host, _, port = a.metrics.listen.rpartition(":")
-            server, _thread = pipe.metrics.serve(host.strip("[]"), int(port))
+            server, _thread = pipe.metrics.serve(host.strip("[]"), int(port), health=health)
         pipe.start()
+        for n in pipe.runners:
+            health.up(f"exporter {n}")
+        health.up("kafka source")  # it subscribes as run() begins
         # The agent's collector settings (Agent.start): decoded events are short-lived, collect young
         # objects less often (bench/aggregator_scaling.py: about -25% CPU per event).
         import gc
@@ -229,6 +236,7 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
         click.echo(f"siemhub aggregate: cannot start: {exc}", err=True)
         pipe.stop(0)
         sys.exit(1)
+    health.stopping()
     counts = pipe.stop(a.shutdown_deadline)
     if server is not None:
         server.shutdown()

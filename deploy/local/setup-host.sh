@@ -4,6 +4,9 @@
 set -euo pipefail
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools linux-headers-amd64 pahole bpftool kcat libpython3.11 procps)
+# deploy/kubernetes tests render the Kustomize overlays with `kubectl kustomize`: Debian's kubectl
+# (kubernetes-client), unless a kubectl is installed already (another kubectl package owns the same path).
+command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
