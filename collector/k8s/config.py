@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class KubernetesApiConfig(BaseModel):
@@ -12,7 +12,7 @@ class KubernetesApiConfig(BaseModel):
                                             "directories only")
     host: str | None = Field(None, description="API server URL; unset: in-cluster (KUBERNETES_SERVICE_HOST and the "
                                                "pod's service-account token and CA), and no API when not in a cluster")
-    token: str | None = Field(None, description="bearer token with `host` (use ${file:PATH}); never logged")
+    token: SecretStr | None = Field(None, description="bearer token with `host` (use ${file:PATH}); never logged")
     ca_file: str | None = Field(None, description="CA bundle of the API server with `host` (TLS is always verified)")
     node_name: str | None = Field(None, description="this node's name as Kubernetes knows it (spec.nodeName); "
                                                     "unset: node.name")

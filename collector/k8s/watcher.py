@@ -55,7 +55,7 @@ def build_client(cfg: KubernetesApiConfig):
     else:
         conf.host = cfg.host.rstrip("/")
         if cfg.token:
-            conf.api_key = {"authorization": cfg.token}
+            conf.api_key = {"authorization": cfg.token.get_secret_value()}
             conf.api_key_prefix = {"authorization": "Bearer"}
         if cfg.ca_file:
             conf.ssl_ca_cert = cfg.ca_file

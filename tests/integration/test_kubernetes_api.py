@@ -257,3 +257,16 @@ def test_an_event_of_a_pod_not_known_yet_waits_then_is_completed_or_sent_tagged(
     finally:
         hold.close()
         w.stop()
+
+
+def test_api_config_errors_name_the_line_and_hide_the_token(tmp_path):
+    from siemhub.collector import config
+
+    with pytest.raises(config.ConfigError) as err:
+        config.parse("sensors:\n  process:\n    kubernetes:\n      api:\n        host: https://k8s:6443\n"
+                     "        wait: 99\nexporters: {out: {type: stdout}}\nroutes: [{name: all, to: [out]}]\n", "<k8s>")
+    assert "<k8s>:6" in str(err.value) and "wait" in str(err.value)
+    cfg = config.parse("sensors:\n  process:\n    kubernetes:\n      api: {host: 'https://k8s:6443', token: s3cr3t}\n"
+                       "exporters: {out: {type: stdout}}\nroutes: [{name: all, to: [out]}]\n", "<k8s>")
+    api_cfg = cfg.agent.sensors.process.kubernetes.api
+    assert "s3cr3t" not in repr(api_cfg) and api_cfg.token.get_secret_value() == "s3cr3t"
