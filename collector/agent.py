@@ -168,7 +168,7 @@ class Agent:
         self.pipeline.start()
         for n in self.pipeline.runners:
             h.up(f"exporter {n}")
-        self.kubernetes.start(self.pipeline._dispatch)  # the first list of this node's pods, before the sensors
+        self.kubernetes.start(self.pipeline._dispatch, self.node)  # the first list of this node's pods, before the sensors
         self.pipeline.kubernetes = self.kubernetes
         self._build_sensors()
         for s in self.sensors:

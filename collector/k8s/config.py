@@ -18,6 +18,9 @@ class KubernetesApiConfig(BaseModel):
                                                     "unset: node.name")
     annotations: list[str] = Field([], description="pod annotations copied to events: exact keys, or prefixes "
                                                    "ending in `*`")
+    node_labels: list[str] = Field([], description="labels of this node's Node object copied to every event's "
+                                                   "node.labels (exact keys, or prefixes ending in `*`); needs `get` "
+                                                   "on nodes in the ClusterRole; [] reads no Node")
     wait: float = Field(1.0, ge=0, le=30, description="seconds an event of a pod the API has not shown yet waits "
                                                       "for it; then it is sent tagged kubernetes_pod_unknown")
     max_held: int = Field(10_000, ge=1, description="events waiting for their pod, at most (more are sent tagged)")

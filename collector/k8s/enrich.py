@@ -49,9 +49,10 @@ class KubernetesEnrichment:
             self.watcher = PodWatcher(api_cfg, api_cfg.node_name or node_name, self.store, registry)
             self.resolver = ApiPodResolver(self.node, self.store)
 
-    def start(self, release) -> None:
+    def start(self, release, node=None) -> None:
         """Start the watch (if any) and the hold; `release(events)` takes held events back into the
-        pipeline. Waits up to a few seconds for the first list, so that the first events find their pods."""
+        pipeline; `node` (the events' shared event.Node) gets the Node's selected labels. Waits up to a
+        few seconds for the first list, so that the first events find their pods."""
         if self.watcher is None:
             self._fallback(self._why_no_api)
             return
@@ -64,6 +65,14 @@ class KubernetesEnrichment:
             return
         self.hold = PodHold(self.resolver, release, self.api_cfg.wait, self.api_cfg.max_held, self.registry)
         self.watcher.on_list = self._on_list
+        if node is not None:
+            configured = dict(node.labels)
+
+            def node_labels(labels: dict[str, str]) -> None:
+                # the Node object's labels under the configured ones (node.labels in the config wins);
+                # one assignment: every event shares this Node and sees the old dict or the new one
+                node.labels = {**labels, **configured}
+            self.watcher.on_node_labels = node_labels
         self.watcher.first_list.wait(10)
         self._on_list()
 
@@ -91,3 +100,4 @@ class KubernetesEnrichment:
             self.watcher.stop()
         if self.hold is not None:
             self.hold.close()
+

@@ -31,7 +31,7 @@ import time
 from prometheus_client import Counter, Gauge
 
 from siemhub.collector.k8s.config import KubernetesApiConfig
-from siemhub.collector.k8s.pods import PodStore, controller_of, pod_info
+from siemhub.collector.k8s.pods import PodStore, controller_of, pod_info, select_annotations
 
 log = logging.getLogger("siemhub.kubernetes")
 
@@ -79,6 +79,7 @@ class PodWatcher:
         self.list_ok = False  # the last list succeeded
         self.error: str | None = None  # why the last list failed
         self.on_list = None  # called after every list attempt (the agent's mode follows it)
+        self.on_node_labels = None  # called with the node's selected labels (kubernetes.api.node_labels)
         self._annotations = tuple(cfg.annotations)
         kw = {"registry": registry} if registry is not None else {}
         self.lists = Counter("siemhub_kubernetes_api_lists", "Full lists of this node's pods, by reason "
@@ -187,9 +188,23 @@ class PodWatcher:
         if not self.list_ok:
             log.info("kubernetes: %d pods on node %s from the API server", len(self.store), self.node_name)
         self.list_ok, self.error = True, None
+        if self.cfg.node_labels and self.on_node_labels is not None:
+            self._read_node()  # with each (re)list: a node's labels change rarely
         self.first_list.set()
         self._notify()
         return (body.get("metadata") or {}).get("resourceVersion") or "0"
+
+    def _read_node(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = self.core.read_node(self.node_name, _preload_content=False, _request_timeout=(10, 30))
+            labels = (json.loads(resp.data).get("metadata") or {}).get("labels") or {}
+        except (ApiException, OSError, ValueError) as exc:
+            log.warning("kubernetes: cannot read node %s for its labels: %s (the ClusterRole needs get on nodes)",
+                        self.node_name, _describe(exc))
+            return
+        self.on_node_labels(select_annotations(labels, tuple(self.cfg.node_labels)))
 
     def _notify(self) -> None:
         if self.on_list is not None:

@@ -270,3 +270,38 @@ def test_api_config_errors_name_the_line_and_hide_the_token(tmp_path):
                        "exporters: {out: {type: stdout}}\nroutes: [{name: all, to: [out]}]\n", "<k8s>")
     api_cfg = cfg.agent.sensors.process.kubernetes.api
     assert "s3cr3t" not in repr(api_cfg) and api_cfg.token.get_secret_value() == "s3cr3t"
+
+
+def test_node_labels_from_the_node_object_under_the_configured_ones(api, tmp_path):
+    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.k8s.enrich import KubernetesEnrichment
+    from tests.servers.kube_api import node
+
+    api.nodes[NODE] = node(NODE, {"topology.kubernetes.io/zone": "eu-1b", "topology.kubernetes.io/region": "eu-1",
+                                  "node.kubernetes.io/instance-type": "m6i.large", "kubernetes.io/hostname": NODE,
+                                  "team": "from-the-node"})
+    n = Node(name=NODE, labels={"team": "from-config"})
+    k = KubernetesConfig(log_pods_dir=str(tmp_path), api={"host": api.url, "token": "t0ken",
+                                                          "node_labels": ["topology.kubernetes.io/*", "team",
+                                                                          "node.kubernetes.io/instance-type"]})
+    kube = KubernetesEnrichment(k, NODE, CollectorRegistry())
+    kube.start(lambda events: None, n)
+    try:
+        assert n.labels == {"topology.kubernetes.io/zone": "eu-1b", "topology.kubernetes.io/region": "eu-1",
+                            "node.kubernetes.io/instance-type": "m6i.large", "team": "from-config"}
+    finally:
+        kube.stop()
+
+
+def test_node_labels_unreadable_keeps_the_configured_ones(api, tmp_path, caplog):
+    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.k8s.enrich import KubernetesEnrichment
+
+    n = Node(name=NODE, labels={"zone": "a"})
+    k = KubernetesConfig(log_pods_dir=str(tmp_path), api={"host": api.url, "token": "t0ken", "node_labels": ["*"]})
+    kube = KubernetesEnrichment(k, NODE, CollectorRegistry())
+    kube.start(lambda events: None, n)  # no Node object: 404, as without RBAC for nodes
+    try:
+        assert n.labels == {"zone": "a"} and "get on nodes" in caplog.text
+    finally:
+        kube.stop()

@@ -11,6 +11,7 @@ server documents them (https://kubernetes.io/docs/reference/using-api/api-concep
       sends it, and the client must list again
   GET /apis/apps/v1/namespaces/<ns>/replicasets/<name>            a ReplicaSet, or a 404 Status
   GET /apis/batch/v1/namespaces/<ns>/jobs/<name>                  a Job, or a 404 Status
+  GET /api/v1/nodes/<name>                                        a Node, or a 404 Status
 
 Requests need `Authorization: Bearer <token>` (401 Status otherwise). Unsupported field selectors get
 400, as the real server answers for a field label it does not support. Tests drive it: add, modify and
@@ -91,6 +92,7 @@ class KubeApiStandIn:
         self.pods: dict[tuple[str, str], dict] = {}
         self._history: list[tuple[int, str, dict]] = []  # (resourceVersion, type, pod)
         self.objects: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name) -> ReplicaSet / Job
+        self.nodes: dict[str, dict] = {}  # name -> Node
         self.requests: list[tuple[str, dict]] = []  # (path, query)
         self._watch_sockets: list[socket.socket] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
@@ -189,6 +191,11 @@ class KubeApiStandIn:
                 parts = url.path.strip("/").split("/")
                 if url.path == "/api/v1/pods":
                     return self._pods(query)
+                if len(parts) == 4 and parts[:3] == ["api", "v1", "nodes"]:
+                    obj = api.nodes.get(parts[3])
+                    if obj is None:
+                        return self._json(404, _status(404, "NotFound", f'nodes "{parts[3]}" not found'))
+                    return self._json(200, obj)
                 # /apis/<group>/<version>/namespaces/<namespace>/<resource>/<name>
                 if len(parts) == 7 and parts[0] == "apis" and parts[3] == "namespaces":
                     kind = {("apps", "v1", "replicasets"): "ReplicaSet",
@@ -268,3 +275,11 @@ class KubeApiStandIn:
                     self.close_connection = True
 
         return Handler
+
+
+def node(name: str, labels: dict[str, str]) -> dict:
+    """A Node as the API server returns it (the fields the agent reads, and a few it does not)."""
+    return {"kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "7", "labels": dict(labels)},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+            "status": {"nodeInfo": {"kernelVersion": "6.18.0", "containerRuntimeVersion": "containerd://1.7.13"}}}
