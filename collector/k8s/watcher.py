@@ -135,9 +135,12 @@ class PodWatcher:
                     backoff = self.cfg.backoff_initial
                 except Exception as exc:  # noqa: BLE001 - any failure: back off and list again
                     self.list_ok = False
-                    self.error = _describe(exc)
-                    log.warning("kubernetes: listing this node's pods failed: %s (retry in %.1fs)",
-                                self.error, backoff)
+                    error = _describe(exc)
+                    # a lasting failure (no RBAC, no route) is logged once, not every retry
+                    (log.warning if error != self.error else log.debug)(
+                        "kubernetes: listing this node's pods failed: %s (retrying with backoff, now %.1fs)",
+                        error, backoff)
+                    self.error = error
                     self.first_list.set()
                     self._notify()
                     reason = "error"
