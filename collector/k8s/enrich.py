@@ -56,15 +56,7 @@ class KubernetesEnrichment:
         if self.watcher is None:
             self._fallback(self._why_no_api)
             return
-        try:
-            self.watcher.start()
-        except ApiUnavailable as exc:
-            self.watcher = None
-            self.resolver = self.node
-            self._fallback(str(exc))
-            return
-        self.hold = PodHold(self.resolver, release, self.api_cfg.wait, self.api_cfg.max_held, self.registry)
-        self.watcher.on_list = self._on_list
+        self.watcher.on_list = self._on_list  # callbacks first: the watcher's thread lists at once
         if node is not None:
             configured = dict(node.labels)
 
@@ -73,6 +65,14 @@ class KubernetesEnrichment:
                 # one assignment: every event shares this Node and sees the old dict or the new one
                 node.labels = {**labels, **configured}
             self.watcher.on_node_labels = node_labels
+        try:
+            self.watcher.start()
+        except ApiUnavailable as exc:
+            self.watcher = None
+            self.resolver = self.node  # (an ApiPodResolver already handed out never syncs: node lookups)
+            self._fallback(str(exc))
+            return
+        self.hold = PodHold(self.resolver, release, self.api_cfg.wait, self.api_cfg.max_held, self.registry)
         self.watcher.first_list.wait(10)
         self._on_list()
 

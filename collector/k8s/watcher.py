@@ -267,4 +267,4 @@ def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     if status:
         return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
-    return f"{type(exc).__name__}: {exc}"[:300]
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]  # one line (ApiException's text has several)

@@ -305,3 +305,36 @@ def test_node_labels_unreadable_keeps_the_configured_ones(api, tmp_path, caplog)
         assert n.labels == {"zone": "a"} and "get on nodes" in caplog.text
     finally:
         kube.stop()
+
+
+def test_https_api_server_is_verified(tmp_path):
+    """The real API server speaks only HTTPS: with its CA the watch works; without it (an unknown
+    certificate) the agent refuses it and stays in node mode."""
+    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.k8s.enrich import KubernetesEnrichment
+    from tests.servers.kube_api import self_signed
+
+    cert, key, ca = self_signed(tmp_path)
+    with KubeApiStandIn(token="t0ken", tls=(cert, key)) as tls_api:
+        cid = _cid()
+        p = tls_api.put(pod("shop", "tls-pod", NODE, labels={"app": "tls"}, containers=[("c", "img:1", None, cid)]))
+        registry = CollectorRegistry()
+        kube = KubernetesEnrichment(KubernetesConfig(log_pods_dir=str(tmp_path), api={
+            "host": tls_api.url, "token": "t0ken", "ca_file": ca}), NODE, registry)
+        kube.start(lambda events: None)
+        try:
+            assert registry.get_sample_value("siemhub_kubernetes_mode", {"mode": "api"}) == 1
+            assert kube.resolver.lookup(cid, p["metadata"]["uid"]).labels == {"app": "tls"}
+        finally:
+            kube.stop()
+        served = len(tls_api.requests)
+        registry = CollectorRegistry()
+        kube = KubernetesEnrichment(KubernetesConfig(log_pods_dir=str(tmp_path), api={
+            "host": tls_api.url, "token": "t0ken", "backoff_initial": 5}), NODE, registry)
+        kube.start(lambda events: None)
+        try:
+            assert registry.get_sample_value("siemhub_kubernetes_mode", {"mode": "node"}) == 1
+            assert "SSL" in kube.watcher.error or "certificate" in kube.watcher.error
+            assert len(tls_api.requests) == served  # no request (no token) went over the unverified connection
+        finally:
+            kube.stop()

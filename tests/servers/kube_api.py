@@ -84,7 +84,8 @@ def workload(kind: str, namespace: str, name: str, owner: tuple[str, str] | None
 class KubeApiStandIn:
     """Start with `with KubeApiStandIn(token) as api:`; api.url is the server's base URL."""
 
-    def __init__(self, token: str = "test-token") -> None:
+    def __init__(self, token: str = "test-token", tls: tuple[str, str] | None = None) -> None:
+        """tls: (certificate, key) PEM files: serve HTTPS, as every real API server does."""
         self.token = token
         self._lock = threading.Condition()
         self._rv = 100
@@ -97,7 +98,15 @@ class KubeApiStandIn:
         self._watch_sockets: list[socket.socket] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> "KubeApiStandIn":
         threading.Thread(target=self._server.serve_forever, name="kube-api-stand-in", daemon=True).start()
@@ -283,3 +292,17 @@ def node(name: str, labels: dict[str, str]) -> dict:
             "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "7", "labels": dict(labels)},
             "spec": {"podCIDR": "10.244.1.0/24"},
             "status": {"nodeInfo": {"kernelVersion": "6.18.0", "containerRuntimeVersion": "containerd://1.7.13"}}}
+
+
+def self_signed(directory) -> tuple[str, str, str]:
+    """(certificate, key, CA bundle) for 127.0.0.1, made with the openssl command line; the
+    certificate is its own CA."""
+    import subprocess
+    from pathlib import Path
+
+    d = Path(directory)
+    cert, key = d / "apiserver.crt", d / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return str(cert), str(key), str(cert)
