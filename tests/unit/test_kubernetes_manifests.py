@@ -137,10 +137,10 @@ def test_agent_daemonset_mounts_capabilities_probes(rendered):
     for path, host_path in {"/sys/kernel/btf": "/sys/kernel/btf", "/sys/kernel/tracing": "/sys/kernel/tracing",
                             "/sys/kernel/debug": "/sys/kernel/debug", "/sys/fs/bpf": "/sys/fs/bpf",
                             "/host/lib/modules": "/lib/modules", "/host/usr/src": "/usr/src",
-                            "/host/sys/fs/cgroup": "/sys/fs/cgroup", "/var/log/pods": "/var/log/pods",
+                            "/sys/fs/cgroup": "/sys/fs/cgroup", "/var/log/pods": "/var/log/pods",
                             "/var/lib/kubelet/pods": "/var/lib/kubelet/pods"}.items():
         assert host.get(path) == host_path, f"{path}: {host.get(path)}"
-    for ro in ("/sys/kernel/btf", "/sys/kernel/tracing", "/host/lib/modules", "/host/sys/fs/cgroup", "/var/log/pods"):
+    for ro in ("/sys/kernel/btf", "/sys/kernel/tracing", "/host/lib/modules", "/sys/fs/cgroup", "/var/log/pods"):
         assert mounts[ro].get("readOnly") is True, ro
     assert volumes[mounts["/etc/siemhub/agent.yaml"]["name"]]["configMap"]["name"].startswith("siemhub-agent-")
     # probes on the health endpoint, on the metrics port
@@ -206,7 +206,7 @@ def test_shipped_configs_load_with_their_secrets(rendered, tmp_path, monkeypatch
     assert a.node.name == "node-1" and a.node.cluster == "prod"
     assert a.metrics.listen == "10.0.0.7:9464"
     assert a.sensors.process.kubernetes.api.node_name == "node-1"
-    assert a.sensors.process.kubernetes.cgroup_roots == ["/host/sys/fs/cgroup"]
+    assert a.sensors.process.kubernetes.cgroup_roots[0] == "/sys/fs/cgroup"  # the host's, mounted in place
     names = {lp.policy.name for lp in cfg.policies.policies}
     assert "shell-in-production-pod" in names and "kubectl-exec" in names  # the ConfigMap's and the library's
     expect = {"base": "stdout", "agent-elasticsearch": "elasticsearch", "kafka-aggregator": "kafka"}[name]
