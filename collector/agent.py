@@ -215,6 +215,12 @@ class Agent:
             # pod look-ups in the kubelet's directories: many misses mean they are not mounted or moved
             counters["kubernetes_pods_found"] = pods.resolved
             counters["kubernetes_pods_not_found"] = pods.unresolved
+        kube = getattr(self, "kubernetes", None)
+        if kube is not None and kube.watcher is not None:  # pods from the API server; events that waited for theirs, by outcome
+            counters["kubernetes_api_pods"] = len(kube.store)
+            if kube.hold is not None:
+                for k, v in kube.hold.counts.items():
+                    counters[f"kubernetes_held_{k}"] = v
         for s in self.sensors:
             for k, v in s.counters().items():
                 counters[f"{s.name}_{k}"] = v

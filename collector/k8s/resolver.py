@@ -96,6 +96,7 @@ class PodHold:
         kw = {"registry": registry} if registry is not None else {}
         self.outcomes = Counter("siemhub_kubernetes_held_events", "Events held for their pod's metadata, by "
                                 "outcome (resolved, expired, overflow)", ["outcome"], **kw)
+        self.counts = {"resolved": 0, "expired": 0, "overflow": 0}  # the same, for the agent_status event
         self._thread = threading.Thread(target=self._run, name="kubernetes-hold", daemon=True)
         self._thread.start()
 
@@ -116,7 +117,7 @@ class PodHold:
                 key = waiting.get(cid)
                 if key is not None or cid in self._held_cids:  # held: behind its container's earlier events
                     if len(self._q) >= self.max_events:
-                        self.outcomes.labels("overflow").inc()
+                        self._count("overflow")
                         out.append(_tag(e))
                         continue
                     if key is not None:
@@ -128,6 +129,10 @@ class PodHold:
                 else:
                     out.append(e)
         return out
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes.labels(outcome).inc()
+        self.counts[outcome] += 1
 
     def _run(self) -> None:
         store = self.resolver.store
@@ -148,14 +153,14 @@ class PodHold:
                     pod = r.lookup(cid, uid, qos)
                     if pod is not None:
                         _set_pod(e, cid, pod)
-                    self.outcomes.labels("resolved").inc()
+                    self._count("resolved")
                     ready.append(e)
                 elif cid in r.given_up:
                     ready.append(_tag(e))  # an earlier event of the container already waited the full time
                 elif deadline <= now or force:
                     r.waiting.pop(cid, None)
                     r.given_up.add(cid)
-                    self.outcomes.labels("expired").inc()
+                    self._count("expired")
                     ready.append(_tag(e))
                 else:
                     keep.append((deadline, cid, e))

@@ -161,6 +161,8 @@ def test_exec_in_a_pod_the_api_never_shows_is_sent_tagged(api, api_agent):
     e = [x for x in api_agent.events() if x["type"] == "process_exec" and mark in x["process"].get("args", [])][0]
     assert "kubernetes_pod_unknown" in e["tags"]
     assert p["container"] == {"id": cid, "runtime": "containerd"} and "pod" not in p
+    counters = api_agent.agent.status_event().status.counters
+    assert counters["kubernetes_held_expired"] >= 1 and counters["kubernetes_api_pods"] >= 1
 
 
 def test_a_label_selector_policy_acts_on_that_pods_processes_only(api, api_agent):

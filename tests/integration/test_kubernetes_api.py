@@ -254,6 +254,7 @@ def test_an_event_of_a_pod_not_known_yet_waits_then_is_completed_or_sent_tagged(
         assert hold.filter([later]) == [later] and later.tags == [UNKNOWN_TAG]
         assert registry.get_sample_value("siemhub_kubernetes_held_events_total", {"outcome": "resolved"}) == 2
         assert registry.get_sample_value("siemhub_kubernetes_held_events_total", {"outcome": "expired"}) == 1
+        assert hold.counts == {"resolved": 2, "expired": 1, "overflow": 0}
     finally:
         hold.close()
         w.stop()
