@@ -339,3 +339,19 @@ def test_https_api_server_is_verified(tmp_path):
             assert len(tls_api.requests) == served  # no request (no token) went over the unverified connection
         finally:
             kube.stop()
+
+
+def test_resync_relists_and_corrects_a_missed_event(api, tmp_path):
+    gone = api.put(pod("x", "gone", NODE, containers=[("c", "img", None, _cid())]))
+    registry = CollectorRegistry()
+    cfg = KubernetesApiConfig(host=api.url, token="t0ken", watch_timeout=1).model_copy(update={"resync": 0.5})
+    store = PodStore(cfg.deleted_ttl)
+    w = PodWatcher(cfg, NODE, store, registry)
+    w.start()
+    try:
+        assert w.first_list.wait(10) and store.get(gone["metadata"]["uid"]) is not None
+        api.delete("x", "gone", missed=True)  # the watch never hears of it
+        _until(lambda: store.is_deleted(gone["metadata"]["uid"]), what="the resync to drop the pod")
+        assert registry.get_sample_value("siemhub_kubernetes_api_lists_total", {"reason": "resync"}) >= 1
+    finally:
+        w.stop()
