@@ -82,3 +82,20 @@ def test_native_carries_everything():
     assert d["process"]["pod"]["workload_kind"] == "Deployment"
     assert d["process"]["pod"]["container"]["image_id"] == IMAGE_ID
     assert d["process"]["pod"]["annotations"] == {"team": "payments"}
+
+
+def test_opentelemetry_k8s_attributes():
+    from siemhub.exporters.formats.k8s_otel import k8s_attributes
+
+    assert k8s_attributes(_event()) == {
+        "k8s.cluster.name": "prod-eu", "k8s.node.name": "node-a", "k8s.namespace.name": "shop",
+        "k8s.pod.name": "checkout-6b7c9d8f4d-h2x9z", "k8s.pod.uid": "0b6a1f9e-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+        "k8s.pod.label.app": "checkout", "k8s.pod.label.tier": "backend", "k8s.pod.annotation.team": "payments",
+        "k8s.deployment.name": "checkout", "k8s.container.name": "app",
+        "container.image.name": "registry.example.com/shop/checkout", "container.image.tags": ["2.4.1"],
+        "container.image.repo_digests": [IMAGE_ID], "container.id": "ab" * 32, "container.runtime": "containerd"}
+    e = _event()
+    e.process.pod.workload_kind, e.process.pod.workload = "CronJob", "backup"
+    assert k8s_attributes(e)["k8s.cronjob.name"] == "backup" and "k8s.deployment.name" not in k8s_attributes(e)
+    e.process.pod = e.process.container = None
+    assert k8s_attributes(e) == {"k8s.cluster.name": "prod-eu"}  # a host process: the cluster only
