@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from confluent_kafka import Producer  # noqa: E402
 
 from kafka_throughput import make_events  # noqa: E402
-from siemhub.collector.event import encode_json  # noqa: E402
+from siemhub.collector.core.event import encode_json  # noqa: E402
 from tests.servers.tansu import Tansu, free_port  # noqa: E402
 
 SIEMHUB = Path(sys.executable).with_name("siemhub")

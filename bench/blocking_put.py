@@ -1,5 +1,5 @@
 """A producer held by a full queue (`when_full: block`, the Kafka aggregator's puts), against one that
-never waits, in one run (collector/delivery.py ExporterRunner).
+never waits, in one run (collector/delivery/ ExporterRunner).
 
 Both push --events events in slices of 512 into a runner whose exporter acknowledges at once (its
 encode and send cost next to nothing, so the runner's own hand-off is what is measured). The held one
@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node
+from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.exporters.base import DONE, BatchConfig, BufferConfig, Exporter, ExporterConfig, QueueConfig
 

@@ -2,9 +2,9 @@
 """A/B benchmark of the process sensor's BPF programs: two variants attached at once, same events.
 
 The machine is shared and noisy, so two versions of bpf/process/process.bpf.c are not only measured one
-after the other: both are compiled (collector/bpfload.py compile_program, with the sensor's BTF offsets
+after the other: both are compiled (collector/kernel/build.py compile_program, with the sensor's BTF offsets
 and default defines) and attached at the same time to the same tracepoints, each with its own ring
-buffer drained by its own reader thread (collector/ringbuf.py) so that neither runs full. Every exec,
+buffer drained by its own reader thread (collector/kernel/ringbuf.py) so that neither runs full. Every exec,
 fork and exit then runs both variants back to back, and the per-program in-kernel cost is compared from
 run_time_ns / run_cnt (bpf_run_time_stats in bench/measure.py, bpftool) of each variant's own programs.
 
@@ -74,8 +74,8 @@ def variant_source(base: str, into: Path) -> str:
 
 def load(src: str, extra: dict[str, int] | None = None):
     """Compile and attach one variant as the sensor does (ProcessSensor.load), with its own maps."""
-    from siemhub.collector.bpfload import compile_program
-    from siemhub.collector.config import ProcessSensorConfig
+    from siemhub.collector.kernel.build import compile_program
+    from siemhub.collector.sensors.process import ProcessSensorConfig
     from siemhub.collector.sensors.process import _MAPS, _offsets, _pow2_at_least
 
     c = ProcessSensorConfig()
@@ -91,7 +91,7 @@ class Reader(threading.Thread):
 
     def __init__(self, loaded, pages: int) -> None:
         super().__init__(daemon=True)
-        from siemhub.collector import ringbuf
+        from siemhub.collector.kernel import ringbuf
 
         self.rb = ringbuf.RingBuffer(loaded.maps["events"].fd, pages * 4096)
         self.msgs: list[bytes] = []
@@ -124,9 +124,9 @@ def prog_stats(ids: dict[str, int]) -> dict[str, tuple[int, int]]:
 
 def lost(loaded) -> str:
     """Messages the variant could not queue (its `lost` map), by kind: "0" or e.g. "1 (exit 1)"."""
-    from siemhub.collector import bpfsys
+    from siemhub.collector.kernel import maps as bpfmaps
 
-    by_kind = {name: sum(loaded.maps["lost"].lookup_percpu_u64(bpfsys.u32(k)))
+    by_kind = {name: sum(loaded.maps["lost"].lookup_percpu_u64(bpfmaps.u32(k)))
                for name, k in (("exec", MSG_EXEC), ("fork", MSG_FORK), ("exit", MSG_EXIT))}
     total = sum(by_kind.values())
     return f"{total} ({', '.join(f'{k} {n}' for k, n in by_kind.items() if n)})" if total else "0"
@@ -322,7 +322,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (eBPF)")
-    from siemhub.collector.bpfload import bpf_dir
+    from siemhub.collector.kernel.build import bpf_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="siemhub-ab-"))
     srcs = {"A": variant_source(args.base, tmp / "a"), "B": str(bpf_dir() / "process" / "process.bpf.c")}

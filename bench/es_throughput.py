@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from siemhub.collector.delivery import ExporterRunner  # noqa: E402
-from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.delivery.runner import ExporterRunner  # noqa: E402
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
 from siemhub.collector.metrics import Metrics  # noqa: E402
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter, index_for  # noqa: E402
 from siemhub.exporters.formats import ecs  # noqa: E402

@@ -189,7 +189,7 @@ def prepare(tmp: Path) -> tuple[Path, Path, str, Path, Path]:
     (tmp / "w.c").write_text(WORKLOAD_C)
     exe = str(tmp / "w")
     subprocess.run(["gcc", "-O2", "-o", exe, str(tmp / "w.c")], check=True)
-    default_watch = __import__("siemhub.collector.config", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
+    default_watch = __import__("siemhub.collector.sensors.file", fromlist=["DEFAULT_FILE_WATCH"]).DEFAULT_FILE_WATCH
     cfg, out = write_agent_config(tmp, "  file:\n    watch: " + json.dumps([*default_watch, f"{watched}/"]))
     return tree, watched, exe, cfg, out
 
@@ -268,7 +268,7 @@ def main() -> None:
         stop_agent(agent)
 
     runs(base)  # after: the least of the runs before and after
-    from siemhub.collector.config import DEFAULT_FILE_WATCH
+    from siemhub.collector.sensors.file import DEFAULT_FILE_WATCH
     print(f"file storm: watch list of {len(DEFAULT_FILE_WATCH) + 1} paths; least of {args.repeat} runs per setting "
           f"({2 * args.repeat} without the sensor)")
     print(f"events for unwatched paths that reached user space: {unwatched} (target 0)")

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from siemhub.collector.container import PodResolver  # noqa: E402
-from siemhub.collector.event import Clock, Container, Event, EventIds, Node, Process  # noqa: E402
+from siemhub.collector.core.event import Clock, Container, Event, EventIds, Node, Process  # noqa: E402
 from siemhub.collector.k8s.pods import PodStore, pod_info  # noqa: E402
 from siemhub.collector.k8s.resolver import ApiPodResolver, PodHold  # noqa: E402
 

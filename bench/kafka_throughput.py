@@ -7,7 +7,7 @@ calls with a delivery callback each, polls every 1000 messages and flushes at th
 path is the whole pipeline: Pipeline.emit -> queue -> batch -> encode -> produce -> wait for every
 delivery report, with the Kafka exporter's defaults (batches of 2048, 6 in flight). Redaction is off
 on the exporter side: it is a pipeline stage applied once per event before any exporter, measured on
-its own (README, "Redaction"; ~1.9 µs/event on the benchmark's `curl` command lines).
+its own (docs/benchmarks.md, "Redaction"; ~1.9 µs/event on the benchmark's `curl` command lines).
 The process runs with the agent's garbage-collector settings (collector/agent.py: gc.freeze,
 threshold 50,000), for both sides. Rounds alternate to share the machine's noise. Both producers are
 connected before the clock starts, and the exporter's batch.max_wait is 10 ms: the raw producer's
@@ -49,7 +49,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from siemhub.collector import config  # noqa: E402
 from siemhub.collector.agent import Pipeline  # noqa: E402
-from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
 from siemhub.exporters.kafka import KafkaExporter, producer_config  # noqa: E402
 from tests.servers.tansu import Tansu  # noqa: E402
 

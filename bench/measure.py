@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from siemhub.collector.bpfsys import enable_run_time_stats  # noqa: E402
+from siemhub.collector.kernel.maps import enable_run_time_stats  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -37,7 +37,7 @@ def proc_cpu(pid: int) -> float:
 @contextlib.contextmanager
 def bpf_run_time_stats():
     """BPF programs count their run time (run_time_ns, run_cnt) while this is open: a
-    bpf(BPF_ENABLE_STATS) descriptor (collector/bpfsys.py), not the kernel.bpf_stats_enabled sysctl, so
+    bpf(BPF_ENABLE_STATS) descriptor (collector/kernel/maps.py), not the kernel.bpf_stats_enabled sysctl, so
     it never turns off what another benchmark or session turned on, nor is turned off by them."""
     fd = enable_run_time_stats()
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from siemhub.collector import config  # noqa: E402
-from siemhub.collector.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from siemhub.collector import config, procfs  # noqa: E402
 from siemhub.collector.agent import Pipeline  # noqa: E402
-from siemhub.collector.config import ProcessSensorConfig  # noqa: E402
-from siemhub.collector.event import Clock, EventIds, Node  # noqa: E402
+from siemhub.collector.sensors.process import ProcessSensorConfig  # noqa: E402
+from siemhub.collector.core.event import Clock, EventIds, Node  # noqa: E402
 from siemhub.collector.process_cache import ProcessCache  # noqa: E402
 from siemhub.collector.sensors import SensorContext  # noqa: E402
 from siemhub.collector.sensors import messages as m  # noqa: E402

@@ -6,23 +6,25 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
 import time
 
+import gc
+
+from siemhub.collector import config as config_mod, policy
 from siemhub.collector.config import LoadedConfig
 from siemhub.collector.container import PodResolver
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.core.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
+from siemhub.collector.delivery.runner import ExporterRunner
 from siemhub.collector.health import Health
 from siemhub.collector.k8s.enrich import KubernetesEnrichment
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
-from siemhub.collector.sensors import Sensor
+from siemhub.collector.sensors import Sensor, SensorContext, load_sensor_class
 
 log = logging.getLogger("siemhub.agent")
 
@@ -138,15 +140,10 @@ class Agent:
     def _build_sensors(self) -> None:
         """One sensor per section of `sensors:` that is set, found by name (entry points); the process
         sensor first, since every other sensor names its processes through the shared cache."""
-        from siemhub.collector.sensors import SensorContext, load_sensor_class
-
         ctx = SensorContext(self.node, self.clock, self.ids, self.metrics, self.cache, self.pipeline.emit)
         sections = self.cfg.agent.sensors
-        names = sorted(type(sections).model_fields, key=lambda n: (n != "process", n))
-        for name in names:
-            cfg = getattr(sections, name)
-            if cfg is not None:
-                self.sensors.append(load_sensor_class(name)(cfg, ctx))
+        for name in sections.enabled():
+            self.sensors.append(load_sensor_class(name)(sections[name], ctx))
 
     def start(self) -> None:
         a = self.cfg.agent
@@ -163,7 +160,7 @@ class Agent:
             log.info("metrics on http://%s/metrics, health on /healthz and /readyz", a.metrics.listen)
         h = self.health
         h.expect(*(f"exporter {n}" for n in self.pipeline.runners),
-                 *(f"sensor {n}" for n in type(a.sensors).model_fields if getattr(a.sensors, n) is not None),
+                 *(f"sensor {n}" for n in a.sensors.enabled()),
                  "policies")
         self.pipeline.start()
         for n in self.pipeline.runners:
@@ -177,8 +174,6 @@ class Agent:
             except ValueError as exc:  # a setting the kernel side cannot apply (e.g. an ignore path)
                 raise StartupError(f"sensor {s.name}: {exc}") from None
             log.info("sensor %s loaded", s.name)
-        from siemhub.collector import policy
-
         try:
             policy.install(self.sensors, a, self.pipeline.policies)
         except ValueError as exc:
@@ -274,8 +269,6 @@ class Agent:
         """Re-read the config file and apply what can change at run time (the sensors' in-kernel filters
         and watch lists, the policies). A bad file, or settings a sensor refuses, is reported and the
         running settings stay in force in every sensor."""
-        from siemhub.collector import config as config_mod
-
         source = self.cfg.source
         if source.startswith("<"):
             log.warning("reload: the agent runs an embedded config; nothing to re-read")
@@ -287,8 +280,6 @@ class Agent:
                 log.error("reload rejected: %s", line)
             return False
         # install() applies the new config's kernel filters with the policies', all sensors or none
-        from siemhub.collector import policy
-
         try:
             policy.install(self.sensors, new.agent, new.policies)
         except ValueError as exc:

@@ -38,7 +38,7 @@ from functools import lru_cache
 
 import msgspec
 
-from siemhub.collector.event import Pod, PodContainer
+from siemhub.collector.core.event import Pod, PodContainer
 
 _ID = r"([0-9a-f]{64})"
 _SCOPED = re.compile(r"^(docker|cri-containerd|crio|libpod)-" + _ID + r"(?:\.scope)?$")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from siemhub.collector.health import wsgi_routes
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -93,8 +95,6 @@ def _serve_with_auth(registry, host: str, port: int, username: str | None, passw
     want = b"Basic " + base64.b64encode(f"{username}:{password}".encode()) if username is not None else None
     routes = {}
     if health is not None:
-        from siemhub.collector.health import wsgi_routes
-
         routes = wsgi_routes(health)
 
     def app(environ, start_response):

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 
 # builder(entry or None) -> Event; called once, with the cache entry when it appeared, else None.
 Builder = Callable[[Any], Event]

@@ -16,7 +16,7 @@ Every matching rule tags the event `policy:<name>`; severity is raised, never lo
 
 The engine runs in Pipeline.emit, after redaction. Rules are indexed by event type, and each compiled
 rule is a tuple of checks ordered cheapest first, so an event that matches nothing costs a dict lookup
-and a few set lookups (README, "Policies", for the measured cost).
+and a few set lookups (docs/benchmarks.md, "Policies", for the measured cost).
 """
 
 from __future__ import annotations
@@ -30,18 +30,20 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from siemhub.collector.config import (FILE_OPERATIONS, ConfigError, FileEnforceRule, _compose_positions,
-                                      _line_for, _Loader, _pydantic_problems)
-from siemhub.collector.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
+from siemhub.collector.core import yamlpos
+from siemhub.collector.core.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
                                      PolicyAction, Process)
+from siemhub.collector.core.kernel_settings import FILE_OPERATIONS, FileEnforceRule, KernelFilters
+from siemhub.collector.core.settings import Strict, check_cidrs, check_ports
+from siemhub.collector.core.yamlpos import ConfigError
 from siemhub.collector.k8s.selectors import LabelSelector, WorkloadSelector, label_predicate, workload_predicate
+from siemhub.collector.kernel.build import block_support as kernel_block_support
 
 log = logging.getLogger("siemhub.policy")
 
@@ -60,7 +62,7 @@ _GLOB = re.compile(r"[*?\[]")
 # --- the file format ------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Strict(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -102,15 +104,7 @@ class Selector(_Strict):
                 raise ValueError(f"{p!r}: not a valid regex: {exc}") from None
         return v
 
-    @field_validator("cidrs")
-    @classmethod
-    def _cidrs(cls, v):
-        for c in v or ():
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{c!r}: {exc}") from None
-        return v
+    _cidrs = field_validator("cidrs")(classmethod(lambda cls, v: check_cidrs(v)))
 
     @field_validator("dns_names")
     @classmethod
@@ -123,13 +117,7 @@ class Selector(_Strict):
             out.append(n)
         return out if v is not None else v
 
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v):
-        bad = [p for p in v or () if not 0 < p < 65536]
-        if bad:
-            raise ValueError(f"ports must be 1-65535 (got {bad})")
-        return v
+    _ports = field_validator("ports")(classmethod(lambda cls, v: check_ports(v)))
 
     @field_validator("operations")
     @classmethod
@@ -216,28 +204,11 @@ def _files(path: str) -> list[str]:
 
 def parse_policy(text: str, source: str) -> tuple[Policy, dict[tuple, int]]:
     """One policy file; raises PolicyError naming file:line: field."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError([f"{source}:{mark.line + 1 if mark else 1}: YAML syntax error: "
-                           f"{getattr(exc, 'problem', None) or exc}"]) from None
-    if node is None:
-        raise PolicyError([f"{source}:1: (top level): the file is empty"])
-    positions: dict[tuple, int] = {}
-    _compose_positions(node, (), positions)
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:  # e.g. a mapping used as a key (found by fuzzing)
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError([f"{source}:{mark.line + 1 if mark else 1}: YAML error: "
-                           f"{getattr(exc, 'problem', None) or exc}"]) from None
-    if not isinstance(data, dict):
-        raise PolicyError([f"{source}:1: (top level): expected a mapping (name, description, rules)"])
+    data, positions = yamlpos.parse(text, source, PolicyError, "expected a mapping (name, description, rules)")
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError([t for _, t in sorted(_pydantic_problems(err, (), source, positions, {}))]) from None
+        raise PolicyError([t for _, t in sorted(yamlpos.pydantic_problems(err, (), source, positions, {}))]) from None
     return policy, positions
 
 
@@ -248,7 +219,7 @@ class LoadedPolicy:
     positions: dict[tuple, int]
 
     def where(self, *loc) -> str:
-        return f"{self.source}:{_line_for(loc, self.positions)}"
+        return f"{self.source}:{yamlpos.line_for(loc, self.positions)}"
 
 
 def load_files(paths: Iterable[str]) -> list[LoadedPolicy]:
@@ -287,14 +258,6 @@ def load_policy_set(cfg: Any, block_support: Callable[[], tuple[bool, str]] | No
     paths = ([library_dir()] if cfg.library else []) + list(cfg.paths)
     loaded = [lp for lp in load_files(paths) if lp.policy.name not in set(cfg.disabled)]
     return PolicyEngine(loaded, block_support=block_support)
-
-
-def _default_block_support() -> tuple[bool, str]:
-    try:
-        from siemhub.collector.sensors.file import block_support
-    except Exception as exc:  # noqa: BLE001 - without the file sensor, block cannot work either
-        return False, f"file sensor unavailable ({exc})"
-    return block_support()
 
 
 # --- compiled rules --------------------------------------------------------------------------------
@@ -504,17 +467,6 @@ class CompiledRule:
         return self.match(e, eng) and (self.unless is None or not self.unless(e, eng))
 
 
-@dataclass
-class KernelFilters:
-    """What the engine pushes down into the sensors."""
-    process_binaries: list[str] = field(default_factory=list)
-    network_ports: list[int] = field(default_factory=list)
-    network_cidrs: list[str] = field(default_factory=list)
-    file_enforce: list[FileEnforceRule] = field(default_factory=list)
-    file_watch: list[str] = field(default_factory=list)
-    file_watch_writes: list[str] = field(default_factory=list)  # reported only when changed
-
-
 # --- the engine ------------------------------------------------------------------------------------
 
 
@@ -525,7 +477,7 @@ class PolicyEngine:
         self.disabled = [lp.policy.name for lp in loaded if not lp.policy.enabled]
         self.cache = cache  # process_cache.ProcessCache, for follow_children beyond the event's ancestors
         self.ids = EventIds()
-        self.block_available, self.block_reason = (block_support or _default_block_support)()
+        self.block_available, self.block_reason = (block_support or kernel_block_support)()
         self.kernel = KernelFilters()
         self.rules: list[CompiledRule] = []
         self._by_type: dict[str, tuple[CompiledRule, ...]] = {}
@@ -749,87 +701,69 @@ def _reason(e: Event) -> str:
     return f"{who}: {e.type}"
 
 
-# What install() last put into each sensor (setter name, arguments): what a failed reload restores.
+# What install() last put into each sensor (its apply_kernel_settings arguments): what a failed reload restores.
 _INSTALLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -> list[tuple[Any, str, tuple]]:
-    """(sensor, setter, arguments): the config's own kernel settings merged with the engine's."""
-    sc = agent_cfg.sensors
-    out: list[tuple[Any, str, tuple]] = []
+def _sensor_settings(sensors: Sequence[Any], agent_cfg: Any, k: KernelFilters) -> list[tuple[Any, tuple]]:
+    """(sensor, arguments): each sensor's own section of the config merged with the engine's
+    settings, through the sensor's hook (Sensor.kernel_settings)."""
+    out: list[tuple[Any, tuple]] = []
     for s in sensors:
-        if s.name == "process" and sc.process is not None:
-            # an ignore policy naming a binary that does not exist (yet) stays a user-space drop
-            kb = [b for b in k.process_binaries if os.path.exists(b)]
-            out.append((s, "filters", (list(dict.fromkeys([*sc.process.ignore.binaries, *kb])),
-                                       list(sc.process.ignore.cgroups))))
-        elif s.name == "network" and sc.network is not None:
-            ig = sc.network.ignore
-            out.append((s, "filters", (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])),
-                                       list(dict.fromkeys([*ig.ports, *k.network_ports])), ig.loopback)))
-        elif s.name == "file" and sc.file is not None:
-            out.append((s, "watch", (list(dict.fromkeys([*sc.file.watch, *k.file_watch])),
-                                     [*sc.file.enforce, *k.file_enforce],
-                                     list(dict.fromkeys([*sc.file.watch_writes, *k.file_watch_writes])))))
+        section = agent_cfg.sensors.get(s.name)
+        if section is None:
+            continue
+        args = s.kernel_settings(section, k)
+        if args is not None:
+            out.append((s, args))
     return out
 
 
-def _loaded_settings(s: Any, what: str) -> tuple | None:
+def _loaded_settings(s: Any) -> tuple | None:
     """The settings a sensor's load() applied from its own config (before any install)."""
     c = getattr(s, "config", None)
-    if c is None:
-        return None
-    if s.name == "process":
-        return list(c.ignore.binaries), list(c.ignore.cgroups)
-    if s.name == "network":
-        return list(c.ignore.cidrs), list(c.ignore.ports), c.ignore.loopback
-    if s.name == "file":
-        return list(c.watch), list(c.enforce), list(c.watch_writes)
-    return None
+    return None if c is None else s.kernel_settings(c, KernelFilters())
 
 
 def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None) -> None:
     """Push the engine's kernel-side parts into the running sensors, merged with the config's own
     settings (start-up and reload). All or nothing: every sensor first checks its new settings without
-    touching the kernel (`check_filters` / `check_watch`); only when all accept are they applied, and a
+    touching the kernel (`check_kernel_settings`); only when all accept are they applied, and a
     sensor that still refuses while applying (a path gone since the check, a kernel map error) makes
     the sensors changed before it go back to what they had. Raises ValueError naming the sensor."""
     k = engine.kernel if engine is not None else KernelFilters()
     plan = _sensor_settings(sensors, agent_cfg, k)
     problems = []
-    for s, what, args in plan:
-        check = getattr(s, f"check_{what}", None)
-        if check is None:
-            continue
+    for s, args in plan:
         try:
-            check(*args)
+            s.check_kernel_settings(*args)
         except ValueError as exc:
             problems.append(f"sensor {s.name}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
-    done: list[tuple[Any, str, tuple | None]] = []
-    for s, what, args in plan:
-        before = _INSTALLED.get(s, _loaded_settings(s, what))
+    done: list[tuple[Any, tuple | None]] = []
+    for s, args in plan:
+        before = _INSTALLED.get(s, _loaded_settings(s))
         try:
-            getattr(s, f"set_{what}")(*args)
+            s.apply_kernel_settings(*args)
         except Exception as exc:
-            _roll_back([*done, (s, what, before)])
+            _roll_back([*done, (s, before)])
             raise ValueError(f"sensor {s.name}: {exc}") from exc
-        done.append((s, what, before))
-    for s, what, args in plan:
+        done.append((s, before))
+    for s, args in plan:
         _INSTALLED[s] = args
-    if k.file_enforce and "file" not in {s.name for s in sensors}:
+    if k.file_enforce and not any(getattr(s, "enforces", False) for s in sensors):
         log.warning("policies: %d sigkill rules need the file sensor (sensors.file): not enforced", len(k.file_enforce))
     if engine is not None:
         log.info("policies: %s", engine.describe())
 
 
-def _roll_back(changed: list[tuple[Any, str, tuple | None]]) -> None:
-    for s, what, before in reversed(changed):
+def _roll_back(changed: list[tuple[Any, tuple | None]]) -> None:
+    for s, before in reversed(changed):
         if before is None:
             log.error("policies: sensor %s: no earlier settings to restore", s.name)
             continue
         try:
-            getattr(s, f"set_{what}")(*before)
+            s.apply_kernel_settings(*before)
         except Exception as exc:  # noqa: BLE001 - keep restoring the others
             log.error("policies: sensor %s: could not restore its earlier kernel settings: %s", s.name, exc)

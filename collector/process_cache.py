@@ -27,7 +27,7 @@ import msgspec
 
 from siemhub.collector import caps as capnames
 from siemhub.collector import container, procfs
-from siemhub.collector.event import BinaryProperties, Caps, Clock, Container, Namespaces, Process
+from siemhub.collector.core.event import BinaryProperties, Caps, Clock, Container, Namespaces, Process
 from siemhub.collector.metrics import Metrics
 
 NO_AUID = 0xFFFFFFFF

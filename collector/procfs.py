@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from siemhub.collector.event import escape_always, escape_bytes
+from siemhub.collector.core.event import escape_always, escape_bytes
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NS_PER_TICK = 1_000_000_000 // CLK_TCK

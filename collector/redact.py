@@ -19,7 +19,7 @@ Extra rules come from the config (`redact.rules: [{name, pattern}]`): a regex wh
 (or, without it, the whole match) is replaced.
 
 Cost: one regex search over the joined args decides whether any rule can apply; arguments without a
-candidate word cost about a microsecond per event (README, "Redaction").
+candidate word cost about a microsecond per event (docs/benchmarks.md, "Redaction").
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from siemhub.collector.event import Event, Process
+from siemhub.collector.core.event import Event, Process
 
 MASK = "***"
 

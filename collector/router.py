@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import SEVERITY_RANK, Event
+from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.core.event import SEVERITY_RANK, Event
 from siemhub.collector.metrics import Metrics
 
 

@@ -8,7 +8,7 @@ above 1 and implements `submit(payload) -> ticket` (start sending, do not wait) 
 still finishes batches strictly in order, so acknowledgements never run ahead of an undelivered
 event; the defaults send one batch at a time through `send`. Whether a failure is worth retrying is
 decided in one place, `outcome_for_http` / `outcome_for_exception` below, never ad hoc in a plugin.
-Queueing, batching, retries and drop accounting live in collector/delivery.py and are the same for
+Queueing, batching, retries and drop accounting live in collector/delivery/ and are the same for
 every exporter. Exporters are found by name through the `siemhub.exporters` entry-point group.
 """
 
@@ -18,12 +18,13 @@ import enum
 import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from siemhub.collector.event import Event
+from siemhub.collector.core import registry
+from siemhub.collector.core.event import Event
+from siemhub.collector.core.settings import Strict
+from siemhub.collector.delivery.settings import (BatchConfig, BufferConfig, CircuitBreakerConfig, DeadLetterConfig,
+                                                QueueConfig, RetryConfig)
 
 
 class Outcome(enum.Enum):
@@ -76,63 +77,11 @@ def outcome_for_exception(exc: BaseException) -> SendResult:
 # --- configuration shared by every exporter ------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class QueueConfig(_Strict):
-    max_events: int = Field(20_000, ge=1, description="bound of the in-memory queue")
-
-
-class BatchConfig(_Strict):
-    max_events: int = Field(512, ge=1, description="flush when this many events are waiting")
-    max_wait: float = Field(1.0, gt=0, description="flush at least this often (seconds)")
-
-
-class RetryConfig(_Strict):
-    # Defaults follow the OpenTelemetry Collector's exporterhelper retry settings.
-    initial_interval: float = Field(5.0, gt=0)
-    max_interval: float = Field(30.0, gt=0)
-    multiplier: float = Field(1.5, ge=1)
-    max_elapsed: float = Field(300.0, ge=0, description="give up after this long (0: never)")
-
-
-class BufferConfig(_Strict):
-    """Where accepted events wait (collector/delivery.py, collector/diskqueue.py)."""
-    type: Literal["memory", "disk"] = "memory"
-    path: str | None = Field(None, description="disk: directory of segment files (var/buffer/<exporter>)")
-    max_bytes: int = Field(1 << 30, ge=8192, description="disk: bound of the segment files")
-    segment_bytes: int = Field(16 << 20, ge=4096, description="disk: size of one segment file")
-    fsync: Literal["never", "batch", "always"] = "batch"
-    when_full: Literal["block", "drop_newest", "drop_oldest"] = "drop_newest"
-
-    @model_validator(mode="after")
-    def _two_segments(self) -> BufferConfig:
-        if self.type == "disk" and self.max_bytes < 2 * self.segment_bytes:
-            raise ValueError("max_bytes must hold at least two segments (2 x segment_bytes)")
-        return self
-
-
-class DeadLetterConfig(_Strict):
-    """Where events this exporter gives up on go (collector/deadletter.py)."""
-    enabled: bool = True
-    path: str | None = Field(None, description="JSON-lines file (var/dead-letter/<exporter>.jsonl)")
-    exporter: str | None = Field(None, description="send them to this exporter instead of a file")
-    max_bytes: int = Field(100 << 20, ge=4096, description="file: beyond this, dead letters are counted only")
-
-    @model_validator(mode="after")
-    def _one_destination(self) -> DeadLetterConfig:
-        if self.path is not None and self.exporter is not None:
-            raise ValueError("give either path or exporter, not both")
-        return self
-
-
-class CircuitBreakerConfig(_Strict):
-    failure_threshold: int = Field(5, ge=0, description="open after this many failed sends in a row (0: off)")
-    cooldown: float = Field(30.0, gt=0, description="seconds open before one probe batch is tried")
-
-
-class ExporterConfig(_Strict):
+# The delivery settings every exporter has (queue, batch, retry, buffer, dead letters, breaker) belong
+# to the shared delivery path; they are defined there and composed here.
+class ExporterConfig(Strict):
     type: str
     format: str = "native"
     queue: QueueConfig = QueueConfig()
@@ -190,17 +139,8 @@ class UnknownExporter(LookupError):
 
 
 def exporter_types() -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for ep in entry_points(group="siemhub.exporters"):
-        if ep.name in found and found[ep.name].value != ep.value:
-            raise RuntimeError(f"exporter type {ep.name!r} is registered twice: {found[ep.name].value} and {ep.value}")
-        found[ep.name] = ep
-    return found
+    return registry.registered("siemhub.exporters", "exporter type")
 
 
 def load_exporter_class(type_name: str) -> type[Exporter]:
-    eps = exporter_types()
-    if type_name not in eps:
-        known = ", ".join(sorted(eps)) or "none"
-        raise UnknownExporter(f"unknown exporter type {type_name!r} (known: {known})")
-    return eps[type_name].load()
+    return registry.load("siemhub.exporters", type_name, "exporter type", UnknownExporter)

@@ -38,9 +38,10 @@ from typing import Any, Literal
 import msgspec
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
+from siemhub.collector.core.settings import Strict
 from siemhub.exporters.base import (
-    DONE, Exporter, ExporterConfig, Outcome, SendResult, _Strict, outcome_for_exception, outcome_for_http,
+    DONE, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_http,
 )
 from siemhub.exporters.formats import ecs
 
@@ -51,7 +52,7 @@ _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 _BAD_NAMESPACE = re.compile(r'[\\/*?"<>| ,#:A-Z-]')
 
 
-class LifecycleConfig(_Strict):
+class LifecycleConfig(Strict):
     enabled: bool = True
     policy: str = Field("logs-siemhub", description="ILM/ISM policy name")
     rollover_max_age: str = "1d"

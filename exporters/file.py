@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 from siemhub.exporters.base import DONE, Exporter, ExporterConfig, SendResult, outcome_for_exception
 from siemhub.exporters.formats import FORMATS, get_format
 

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 from siemhub.exporters.base import DONE, Exporter, ExporterConfig, SendResult, outcome_for_exception
 from siemhub.exporters.formats import FORMATS, get_format
 

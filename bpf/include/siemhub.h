@@ -1,7 +1,7 @@
 /* Messages the BPF programs send to user space through the ring buffer.
  *
  * Every struct here has exactly one Python mirror (collector/sensors/messages.py) and
- * tests/unit/test_messages_layout.py compiles this header with gcc and compares sizes and offsets,
+ * tests/unit/sensors/test_messages_layout.py compiles this header with gcc and compares sizes and offsets,
  * so a change on one side cannot silently break decoding on the other.
  * All fields are naturally aligned and explicitly padded: the layout is the same for clang -target bpf
  * and for gcc on x86_64.

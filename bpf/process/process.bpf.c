@@ -2,7 +2,7 @@
  * A fork is kept in the `forks` map and sent only when its process exits without exec'ing.
  *
  * Kernel struct fields are read at offsets resolved from the running kernel's BTF
- * (collector/btf.py -> -DOFF_* cflags), never through the installed headers, which do not match.
+ * (collector/kernel/btf.py -> -DOFF_* cflags), never through the installed headers, which do not match.
  * Cost: fields of the current task and of what hangs off it are single loads through BTF-typed pointers
  * (ld_*() in sh_bpf.h), not helper calls; the only helper reads left are strings, argv, the forked
  * child (a raw tracepoint argument has no type) and the cwd walk's mounts (reached by container_of, which

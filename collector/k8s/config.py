@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from siemhub.collector.core.settings import Strict
 
 
-class KubernetesApiConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KubernetesApiConfig(Strict):
     enabled: bool = Field(True, description="watch this node's pods on the API server; false: the kubelet's "
                                             "directories only")
     host: str | None = Field(None, description="API server URL; unset: in-cluster (KUBERNETES_SERVICE_HOST and the "

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from siemhub.collector.event import Pod, PodContainer
+from siemhub.collector.core.event import Pod, PodContainer
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge
 
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Event, Pod
+from siemhub.collector.core.event import Event, Pod
 from siemhub.collector.k8s.pods import PodStore
 
 log = logging.getLogger("siemhub.kubernetes")

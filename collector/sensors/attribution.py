@@ -24,7 +24,7 @@ import msgspec
 from collections.abc import Callable
 from typing import Any
 
-from siemhub.collector.event import Event, Process
+from siemhub.collector.core.event import Event, Process
 from siemhub.collector.pending import PendingEvents
 
 # build(process, parent) -> Event, or None to drop it (decided once the process is known)

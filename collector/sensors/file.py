@@ -14,24 +14,60 @@ kernel reports the real path of opened files. Caveats: see docs/sensors/file.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import logging
 import os
 import struct
 import time
+from collections.abc import Sequence
 
-from siemhub.collector import bpfsys
-from siemhub.collector.bpfload import check_environment
-from siemhub.collector.config import FileSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
+from pydantic import Field, field_validator
+
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, File, PolicyAction, Process, escape_bytes
+from siemhub.collector.core.kernel_settings import FileEnforceRule, KernelFilters, watch_path
+from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two, settle_field
+from siemhub.collector.kernel.build import block_support, check_environment
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.sensors import BPFUnavailable, SensorContext
+from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ExecGate
 from siemhub.collector.sensors.kernel import KernelSensor
-from siemhub.collector.sensors import messages as m
 
 log = logging.getLogger("siemhub.sensors.file")
+
+
+# --- settings (`sensors.file`) ------------------------------------------------------------------
+
+
+DEFAULT_FILE_WATCH = [
+    "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d/",
+    "/etc/ssh/", "/root/.ssh/", "/etc/cron.d/", "/etc/crontab", "/var/spool/cron/", "/etc/ld.so.preload",
+    "/etc/systemd/system/", "/lib/systemd/system/", "/etc/kubernetes/", "/var/lib/kubelet/config.yaml",
+    "/etc/containerd/", "/etc/docker/daemon.json",
+]
+
+
+class FileSensorConfig(Strict):
+    watch: list[str] = Field(default_factory=lambda: list(DEFAULT_FILE_WATCH),
+                             description="absolute paths; a trailing '/' (or an existing directory) watches "
+                                         "everything below it")
+    watch_writes: list[str] = Field([], description="paths reported only when changed: opened for writing, "
+                                                    "written, unlinked, renamed, chmod/chown, truncated (reads are "
+                                                    "not reported); e.g. /proc/sys/")
+    enforce: list[FileEnforceRule] = Field([], description="paths whose operations get SIGKILL in the kernel")
+    path_depth: int = Field(32, ge=4, le=64, description="path components walked in the kernel")
+    ringbuf_pages: int = Field(256, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(16, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    settle: float = settle_field()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
+
+    @field_validator("watch", "watch_writes")
+    @classmethod
+    def _watch(cls, v: list[str]) -> list[str]:
+        return [watch_path(p) for p in v]
 
 OFFSETS = {
     "OFF_TASK_FILES": ("task_struct", "files"),
@@ -90,7 +126,7 @@ _UNSET = 0xFFFFFFFF
 _WATCH_VAL = struct.Struct("<III")  # struct watch_val {u32 enforce; u32 rule; u32 report}
 
 
-_u32 = bpfsys.u32
+
 
 
 def open_flag_names(flags: int) -> list[str]:
@@ -178,29 +214,10 @@ def lpm_key(key: bytes) -> bytes:
     return _u32(len(key) * 8) + key.ljust(m.FILE_KEY_MAX, b"\0")
 
 
-def block_support() -> tuple[bool, str]:
-    """Whether `block` (a BPF LSM program returning -EPERM) could work on this kernel: needs "bpf" among
-    the active LSMs and no lockdown (lockdown refuses BPF LSM and fentry programs with EPERM)."""
-    try:
-        with open("/sys/kernel/security/lockdown") as f:
-            lockdown = f.read()
-        mode = lockdown[lockdown.index("[") + 1 : lockdown.index("]")]
-    except (OSError, ValueError):
-        mode = "unknown"
-    try:
-        with open("/sys/kernel/security/lsm") as f:
-            lsms = f.read().strip().split(",")
-    except OSError:
-        lsms = []
-    if "bpf" not in lsms:
-        return False, "the bpf LSM is not active (lsm= boot parameter)"
-    if mode not in ("none", "unknown"):
-        return False, f"kernel lockdown is '{mode}': BPF LSM programs are refused"
-    return True, "BPF LSM available"
-
-
 class FileSensor(KernelSensor):
     name = "file"
+    config_model = FileSensorConfig
+    enforces = True
     program = "file/file.bpf.c"
     lost_kinds = {0: "file"}
 
@@ -254,6 +271,18 @@ class FileSensor(KernelSensor):
             log.info("file sensor: no enforce rules; block: %s", "available" if self.block_available
                      else f"unavailable ({why})")
 
+    # --- the policy hook ---
+
+    def kernel_settings(self, config: FileSensorConfig, k: KernelFilters) -> tuple:
+        return (list(dict.fromkeys([*config.watch, *k.file_watch])), [*config.enforce, *k.file_enforce],
+                list(dict.fromkeys([*config.watch_writes, *k.file_watch_writes])))
+
+    def check_kernel_settings(self, watch: list[str], enforce: list, watch_writes: Sequence[str] = ()) -> tuple[dict, dict]:
+        return self.check_watch(watch, enforce, watch_writes)
+
+    def apply_kernel_settings(self, watch: list[str], enforce: list, watch_writes: Sequence[str] = ()) -> None:
+        self.set_watch(watch, enforce, watch_writes)
+
     def check_watch(self, watch: list[str], enforce: list, watch_writes: Sequence[str] = ()) -> tuple[dict, dict]:
         """The trie entries set_watch would install, without changing anything (ValueError when the
         settings cannot be applied): lets a reload check every sensor before it changes any."""
@@ -281,11 +310,9 @@ class FileSensor(KernelSensor):
         missing = [p for p in paths if not os.path.lexists(p)]
         self.watch_missing = len(missing)
         state = (tuple(paths), len(entries), tuple(missing))
-        if state != getattr(self, "_logged_watch", None):  # the policy engine re-applies them at start-up
-            self._logged_watch = state
-            log.info("file sensor: watching %d paths (%d trie entries); %d do not exist and are watched by name "
-                     "for their creation%s", len(paths), len(entries), len(missing),
-                     f": {', '.join(missing[:8])}" if missing else "")
+        self.log_once(log, "watch", state, "file sensor: watching %d paths (%d trie entries); %d do not exist and "
+                      "are watched by name for their creation%s", len(paths), len(entries), len(missing),
+                      f": {', '.join(missing[:8])}" if missing else "")
 
     def _bump_generation(self) -> None:
         gmap = self._bpf.maps["state"]  # [3]: the user space generation (bpf/file/file.bpf.c)
@@ -326,7 +353,7 @@ class FileSensor(KernelSensor):
                         "every open is resolved in full (correct, slower)", self.kernel_stats["cache_holds"])
 
     def counters(self) -> dict[str, int]:
-        return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "enforce_kills": self.killed,
+        return {**super().counters(), "enforce_kills": self.killed,
                 "watch_paths": self.watch_paths, "watch_paths_missing": self.watch_missing,
                 "enforce_block_available": int(self.block_available),
                 "pending_resolved": self.pending.resolved, "pending_expired": self.pending.expired,

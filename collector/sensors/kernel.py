@@ -1,7 +1,7 @@
 """The lifecycle every BPF sensor shares.
 
-One program, compiled and attached in the loader child (collector/bpfload.py), its ring buffer read in
-batches (collector/ringbuf.py), and its per-CPU counters moved to metrics once a second: messages the
+One program, compiled and attached in the loader child (collector/kernel/loader_child.py), its ring buffer read in
+batches (collector/kernel/ringbuf.py), and its per-CPU counters moved to metrics once a second: messages the
 kernel could not queue (`lost`, indexed by message kind) and events dropped by in-kernel filters
 (`filtered`, when the program has that map). A sensor subclass says what to compile and how to turn
 raw messages into events (`ready`), and what to flush at unload (`flush`).
@@ -13,20 +13,23 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from siemhub.collector import bpfsys, ringbuf
-from siemhub.collector.bpfload import compile_program
-from siemhub.collector.bpfloader import Loaded
-from siemhub.collector.event import Event
+from siemhub.collector.kernel import ringbuf
+from siemhub.collector.kernel.maps import u32
+from siemhub.collector.kernel.build import compile_program
+from siemhub.collector.kernel.loader_child import Loaded
+from siemhub.collector.core.event import Event
 from siemhub.collector.sensors import Sensor, SensorContext
 
 log = logging.getLogger("siemhub.sensors")
 _CHUNK = 4096  # ring-buffer records decoded and routed at a time (see poll)
 _CHUNKS_PER_POLL = 64
+_NOTHING = object()
 
 
 class KernelSensor(Sensor):
     program: ClassVar[str]  # bpf/<program>, e.g. "network/network.bpf.c"
     lost_kinds: ClassVar[dict[int, str]]  # index in the program's `lost` map -> metric label
+    counts_filtered: ClassVar[bool] = False  # the program drops events in the kernel (`filtered` map)
 
     def __init__(self, config: Any, ctx: SensorContext) -> None:
         self.config = config
@@ -67,6 +70,26 @@ class KernelSensor(Sensor):
     def _open(self, offsets: dict, defines: dict, maps: list[str], pages: int, before_release=None) -> None:
         self._bpf = compile_program(self.program, offsets, defines, maps, before_release=before_release)
         self._rb = ringbuf.RingBuffer(self._bpf.maps["events"].fd, pages * 4096)
+
+    def log_once(self, logger: logging.Logger, what: str, state: Any, msg: str, *args: Any) -> None:
+        """Log `msg` at INFO when `state` differs from what was last logged for `what`: the policy
+        engine re-applies the same settings at start-up, and that is not news."""
+        logged = self.__dict__.setdefault("_logged", {})
+        if logged.get(what, _NOTHING) != state:
+            logged[what] = state
+            logger.info(msg, *args)
+
+    def counters(self) -> dict[str, int]:
+        """The counters every kernel sensor has: ring-buffer losses (one total for a program with one
+        kind of message, else per kind), decode errors, and in-kernel drops when the program filters."""
+        if len(self.lost_kinds) == 1:
+            out = {"ringbuf_lost": self.lost}
+        else:
+            out = {f"ringbuf_lost_{self.lost_kinds[k]}": v for k, v in self.lost_seen.items()}
+        out["decode_errors"] = self.decode_errors
+        if self.counts_filtered:
+            out["kernel_filtered"] = self.filtered
+        return out
 
     def _decode_error(self, reason: str) -> None:
         self.decode_errors += 1
@@ -113,12 +136,12 @@ class KernelSensor(Sensor):
         """Move the kernel's per-CPU counters into metrics (and log losses)."""
         maps = self._bpf.maps
         if "filtered" in maps:
-            filtered = sum(maps["filtered"].lookup_percpu_u64(bpfsys.u32(0)))
+            filtered = sum(maps["filtered"].lookup_percpu_u64(u32(0)))
             if filtered > self.filtered:
                 self._m_filtered.inc(filtered - self.filtered)
                 self.filtered = filtered
         for kind, name in self.lost_kinds.items():
-            total = sum(maps["lost"].lookup_percpu_u64(bpfsys.u32(kind)))
+            total = sum(maps["lost"].lookup_percpu_u64(u32(kind)))
             new = total - self.lost_seen.get(kind, 0)
             if new > 0:
                 self.lost_seen[kind] = total

@@ -1,7 +1,7 @@
 """Python mirrors of the C message structs in bpf/include/siemhub.h.
 
 One struct.Struct per C struct, little-endian with explicit padding ('x'), so unpack_from works on the
-raw ring-buffer bytes without a ctypes object per event. tests/unit/test_messages_layout.py compiles
+raw ring-buffer bytes without a ctypes object per event. tests/unit/sensors/test_messages_layout.py compiles
 the header with gcc and checks every size and offset below against it.
 """
 

@@ -16,16 +16,45 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from siemhub.collector import bpfsys
-from siemhub.collector.config import NetworkSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Dns, Event, Network, Process
+from pydantic import Field, field_validator
+
+from siemhub.collector.core.event import SCHEMA_VERSION, Dns, Event, Network, Process
+from siemhub.collector.core.kernel_settings import KernelFilters
+from siemhub.collector.core.settings import (PendingConfig, Strict, check_cidrs, check_ports,
+                                            power_of_two as _power_of_two, settle_field)
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.sensors import SensorContext
-from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 from siemhub.collector.sensors.dns import parse_query
+from siemhub.collector.sensors.kernel import KernelSensor
 
 log = logging.getLogger("siemhub.sensors.network")
+
+
+# --- settings (`sensors.network`) ---------------------------------------------------------------
+
+
+class NetworkIgnoreConfig(Strict):
+    cidrs: list[str] = Field([], description="remote addresses (CIDR or address, IPv4 or IPv6) never reported")
+    ports: list[int] = Field([], description="destination ports never reported (the remote port of an "
+                                             "outbound connection, the local port of an inbound one)")
+    loopback: bool = Field(False, description="drop connections to 127.0.0.0/8 and ::1 in the kernel")
+
+    _cidrs = field_validator("cidrs")(classmethod(lambda cls, v: check_cidrs(v)))
+    _ports = field_validator("ports")(classmethod(lambda cls, v: check_ports(v)))
+
+
+class NetworkSensorConfig(Strict):
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    max_connections: int = Field(65536, ge=1024, description="open connections tracked for their close")
+    settle: float = settle_field()
+    ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
@@ -64,7 +93,7 @@ _DNS_UNPACK = m.DNS.unpack_from
 _DNS_SIZE = m.DNS.size
 
 
-_u32 = bpfsys.u32
+
 
 
 def cidr_key(cidr: str) -> bytes:
@@ -83,8 +112,10 @@ def address(family: int, raw: bytes) -> str:
 
 class NetworkSensor(KernelSensor):
     name = "network"
+    config_model = NetworkSensorConfig
     program = "network/network.bpf.c"
     lost_kinds = _KINDS
+    counts_filtered = True
 
     def __init__(self, config: NetworkSensorConfig, ctx: SensorContext) -> None:
         super().__init__(config, ctx)
@@ -99,6 +130,19 @@ class NetworkSensor(KernelSensor):
                    "SH_MAX_CONNS": c.max_connections}
         self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
+
+    # --- the policy hook ---
+
+    def kernel_settings(self, config: NetworkSensorConfig, k: KernelFilters) -> tuple:
+        ig = config.ignore
+        return (list(dict.fromkeys([*ig.cidrs, *k.network_cidrs])), list(dict.fromkeys([*ig.ports, *k.network_ports])),
+                ig.loopback)
+
+    def check_kernel_settings(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
+        return self.check_filters(cidrs, ports, loopback)
+
+    def apply_kernel_settings(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> None:
+        self.set_filters(cidrs, ports, loopback)
 
     def check_filters(self, cidrs: list[str], ports: list[int], loopback: bool = False) -> list[bytes]:
         """The trie keys set_filters would install, without changing anything (ValueError on a bad CIDR
@@ -124,14 +168,11 @@ class NetworkSensor(KernelSensor):
         self._ports = wanted
         maps["filters_on"].update(_u32(0), _u32(1 if keys or wanted else 0))
         state = (tuple(keys), frozenset(wanted))
-        if state != getattr(self, "_logged_filters", None):  # the policy engine re-applies them at start-up
-            self._logged_filters = state
-            log.info("network sensor: ignoring %d address ranges and %d ports in the kernel", len(keys), len(wanted))
+        self.log_once(log, "filters", state, "network sensor: ignoring %d address ranges and %d ports in the kernel",
+                      len(keys), len(wanted))
 
     def counters(self) -> dict[str, int]:
-        out = {f"ringbuf_lost_{_KINDS[k]}": v for k, v in self.lost_seen.items()}
-        out["decode_errors"] = self.decode_errors
-        out["kernel_filtered"] = self.filtered
+        out = super().counters()
         out["missing_process"] = self.join.missing
         out["settle_expired"] = self.join.settle_expired
         out["pending_expired"] = self.join.pending.expired

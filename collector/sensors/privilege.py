@@ -19,15 +19,32 @@ from __future__ import annotations
 import logging
 import os
 
+from pydantic import Field, field_validator
+
 from siemhub.collector import caps as capnames
-from siemhub.collector.config import PrivilegeSensorConfig
-from siemhub.collector.event import SCHEMA_VERSION, Event, Privilege, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Privilege, Process
+from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two, settle_field
+from siemhub.collector.kernel.loader_child import is_loader_command
 from siemhub.collector.sensors import SensorContext
-from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
+from siemhub.collector.sensors.kernel import KernelSensor
 
 log = logging.getLogger("siemhub.sensors.privilege")
+
+
+# --- settings (`sensors.privilege`) -------------------------------------------------------------
+
+
+class PrivilegeSensorConfig(Strict):
+    ringbuf_pages: int = Field(64, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="seconds between ring buffer polls")
+    module_loads: bool = Field(True, description="report init_module/finit_module attempts; on kernels "
+                               "without module support this watches every syscall exit (see docs)")
+    settle: float = settle_field()
+    pending: PendingConfig = PendingConfig()
+
+    _p2 = field_validator("ringbuf_pages")(classmethod(lambda cls, v: _power_of_two(v)))
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
@@ -90,6 +107,7 @@ def severity(op: int, old_uid: int, old_euid: int, new_uid: int, new_euid: int, 
 
 class PrivilegeSensor(KernelSensor):
     name = "privilege"
+    config_model = PrivilegeSensorConfig
     program = "privilege/privilege.bpf.c"
     lost_kinds = {0: "privilege"}
 
@@ -115,7 +133,7 @@ class PrivilegeSensor(KernelSensor):
         log.info("privilege sensor: module loads watched through %s", self.module_mode)
 
     def counters(self) -> dict[str, int]:
-        return {"ringbuf_lost": self.lost, "decode_errors": self.decode_errors, "missing_process": self.join.missing,
+        return {**super().counters(), "missing_process": self.join.missing,
                 "settle_expired": self.join.settle_expired, "own_bpf_loads": self.own_bpf_loads}
 
     # --- decoding ---
@@ -131,8 +149,8 @@ class PrivilegeSensor(KernelSensor):
                 self._m_decode.labels(self.name, str(exc) if isinstance(exc, ValueError) else type(exc).__name__).inc()
 
     def _own_loader(self, proc: Process) -> bool:
-        """This agent's BPF loader child (collector/bpfloader.py) loading our own programs."""
-        return proc.ppid == self.agent_pid and "siemhub.collector.bpfloader" in proc.args
+        """This agent's BPF loader child (collector/kernel/loader_child.py) loading our own programs."""
+        return proc.ppid == self.agent_pid and is_loader_command(proc.args)
 
     def _priv(self, msg: bytes) -> None:
         (_, size, ktime, pid, tid, start_ns, op, target_pid, result, arg, old_uid, old_euid, _old_suid, old_fsuid,

@@ -1,6 +1,6 @@
 """Process sensor: process_exec and process_exit events from bpf/process/process.bpf.c.
 
-Kernel messages are copied out of the ring buffer in one loop (collector/ringbuf.py, through the
+Kernel messages are copied out of the ring buffer in one loop (collector/kernel/ringbuf.py, through the
 shared KernelSensor lifecycle) and decoded in a batch after each poll with struct.unpack_from, then
 joined with the process cache to name the parent. Forks are not emitted: the kernel keeps them in a
 map that the cache reads for a process it is asked about before its exec (a fork that never execs is
@@ -22,21 +22,79 @@ import sys
 import time
 
 import msgspec
+from pydantic import Field, field_validator
 
-from siemhub.collector import bpfsys
-from siemhub.collector.sensors import BPFUnavailable
-from siemhub.collector.config import ProcessSensorConfig
 from siemhub.collector import container
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     SCHEMA_VERSION, Container, Event, Exit, Namespaces, Process, escape_always,
 )
+from siemhub.collector.core.kernel_settings import KernelFilters
+from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two
+from siemhub.collector.k8s.config import KubernetesApiConfig
+from siemhub.collector.kernel.btf import BTF
+from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.pending import PendingEvents
 from siemhub.collector.process_cache import NO_AUID, NS_KINDS, binary_properties
+from siemhub.collector.sensors import BPFUnavailable
 from siemhub.collector.sensors import SensorContext  # noqa: F401 - SensorContext re-exported
-from siemhub.collector.sensors.kernel import KernelSensor
 from siemhub.collector.sensors import messages as m
+from siemhub.collector.sensors.kernel import KernelSensor
 
 log = logging.getLogger("siemhub.sensors.process")
+
+
+# --- settings (`sensors.process`) ---------------------------------------------------------------
+
+
+class ProcessCacheConfig(Strict):
+    max_entries: int = Field(65_536, ge=1024)
+    exit_delay: float = Field(30.0, ge=0, description="seconds an exited process stays resolvable")
+
+
+class IgnoreConfig(Strict):
+    binaries: list[str] = Field([], description="executables whose execs are dropped in the kernel (by inode)")
+    cgroups: list[str] = Field([], description="cgroup v2 directories whose execs are dropped in the kernel")
+
+
+class KubernetesConfig(Strict):
+    """Pod enrichment from the kubelet's directories on the node (no API server access needed), and
+    from the API server when one is reachable (`api`, collector/k8s/)."""
+    enabled: bool = True
+    log_pods_dir: str = Field("/var/log/pods", description="<namespace>_<pod>_<uid>/<container>/ per pod")
+    log_containers_dir: str = Field("/var/log/containers", description="<pod>_<namespace>_<container>-<id>.log")
+    kubelet_pods_dir: str = Field("/var/lib/kubelet/pods", description="<uid>/containers/<name>/ per pod")
+    cgroup_roots: list[str] = Field(["/sys/fs/cgroup", "/sys/fs/cgroup/unified"],
+                                    description="cgroup v2 mounts, for the QoS class of cgroupfs-layout pods")
+    negative_ttl: float = Field(10.0, ge=0, le=3600, description="seconds before a pod not found is looked up again")
+    runtime_dirs: list[str] = Field(
+        ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
+        description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
+                    "the image, and the pod when the log directories are not mounted; [] to skip")
+    api: KubernetesApiConfig = Field(KubernetesApiConfig(), description="pod labels, annotations, images and "
+                                     "owning workloads from the API server (docs/kubernetes.md)")
+
+
+class ProcessSensorConfig(Strict):
+    args_max_bytes: int = Field(8192, ge=256, le=16384, description="argv bytes copied (power of two)")
+    filename_max_bytes: int = Field(1024, ge=256, le=4096, description="binary path bytes (power of two)")
+    cwd_depth: int = Field(24, ge=1, le=48, description="path components walked for cwd")
+    procfs_scan: bool = True
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
+    # Large batches keep user space cheap (a batch of ~1,000 messages costs ~25% less CPU per message
+    # than one of ~250: the workload evicts the agent's caches between polls; bench/exec_storm.py), so
+    # the kernel wakes the reader rarely and the latency bound is poll_interval.
+    wakeup_every: int = Field(4096, ge=1, le=65536, description="force a wake-up every N messages per CPU "
+                              "(power of two); a quarter of the ring unread also wakes the reader")
+    poll_interval: float = Field(0.5, gt=0, le=5, description="seconds between ring buffer polls: the latency "
+                                 "bound of process events")
+    ancestors: int = Field(0, ge=0, le=32, description="ancestors above the parent listed on process_exec")
+    ignore: IgnoreConfig = IgnoreConfig()
+    pending: PendingConfig = PendingConfig()
+    cache: ProcessCacheConfig = ProcessCacheConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    _p2 = field_validator("args_max_bytes", "filename_max_bytes", "ringbuf_pages", "wakeup_every")(
+        classmethod(lambda cls, v: _power_of_two(v)))
 
 OFFSETS = {
     "OFF_TASK_REAL_PARENT": ("task_struct", "real_parent"),
@@ -100,8 +158,6 @@ OFFSETS = {
 
 def _offsets() -> dict[str, tuple[str, str]]:
     """OFFSETS plus fields whose name changed across kernels."""
-    from siemhub.collector.btf import BTF
-
     wanted = dict(OFFSETS)
     parent = "__parent" if BTF.load().has_field("kernfs_node", "__parent") else "parent"  # renamed in 6.15
     wanted["OFF_KERNFS_NODE_PARENT"] = ("kernfs_node", parent)
@@ -125,7 +181,7 @@ _EXE_KEY = struct.Struct("<QI4x")
 _intern = sys.intern
 
 
-_u32 = bpfsys.u32
+
 
 
 _UNSEEN = object()
@@ -142,8 +198,10 @@ def signal_name(num: int) -> str:
 
 class ProcessSensor(KernelSensor):
     name = "process"
+    config_model = ProcessSensorConfig
     program = "process/process.bpf.c"
     lost_kinds = _LOST_KINDS
+    counts_filtered = True
 
     def __init__(self, config: ProcessSensorConfig, ctx: SensorContext) -> None:
         super().__init__(config, ctx)
@@ -262,6 +320,19 @@ class ProcessSensor(KernelSensor):
         slot_pid, ppid, start_ns, ktime = _FORK_INFO.unpack(raw)
         return (ppid, start_ns, ktime) if slot_pid == pid else None
 
+    # --- the policy hook ---
+
+    def kernel_settings(self, config: ProcessSensorConfig, k: KernelFilters) -> tuple:
+        # an ignore policy naming a binary that does not exist (yet) stays a user-space drop
+        kb = [b for b in k.process_binaries if os.path.exists(b)]
+        return list(dict.fromkeys([*config.ignore.binaries, *kb])), list(config.ignore.cgroups)
+
+    def check_kernel_settings(self, binaries: list[str], cgroups: list[str]) -> tuple[list, list]:
+        return self.check_filters(binaries, cgroups)
+
+    def apply_kernel_settings(self, binaries: list[str], cgroups: list[str]) -> None:
+        self.set_filters(binaries, cgroups)
+
     def set_filters(self, binaries: list[str], cgroups: list[str]) -> None:
         """Replace the in-kernel ignore lists (at start-up and at run time). Binaries are matched by the
         device and inode of the file (a path that is replaced later is not followed); cgroups by the id
@@ -306,14 +377,11 @@ class ProcessSensor(KernelSensor):
             maps["filters_on"].update(_u32(0), _u32(1))  # stays on: ignored_pids may hold entries
         self.filters = {"binaries": list(binaries), "cgroups": list(cgroups)}
         state = (tuple(keys), tuple(ids))
-        if state != getattr(self, "_logged_filters", None):  # the policy engine re-applies them at start-up
-            self._logged_filters = state
-            log.info("process sensor: ignoring %d binaries and %d cgroups in the kernel", len(keys), len(ids))
+        self.log_once(log, "filters", state, "process sensor: ignoring %d binaries and %d cgroups in the kernel",
+                      len(keys), len(ids))
 
     def counters(self) -> dict[str, int]:
-        out = {f"ringbuf_lost_{_LOST_KINDS[k]}": v for k, v in self.lost_seen.items()}
-        out["decode_errors"] = self.decode_errors
-        out["kernel_filtered"] = self.filtered
+        out = super().counters()
         out["pending_resolved"] = self.pending.resolved
         out["pending_expired"] = self.pending.expired
         out["pending_overflow"] = self.pending.overflow
@@ -417,7 +485,7 @@ class ProcessSensor(KernelSensor):
             if pod_key is not None:
                 pod = cache.pods.lookup(*pod_key)  # its own cache; a pod not found yet is retried later
         when = ctx.clock.from_boot(ktime)
-        # Positional, in Process' field order (see collector/event.py: 23 keywords cost 6x more).
+        # Positional, in Process' field order (see collector/core/event.py: 23 keywords cost 6x more).
         proc = Process(
             cache.exec_id(pid, ktime), pid, tid, ppid, parent_exec_id,
             uid, euid, gid, egid, None if auid == NO_AUID else auid,

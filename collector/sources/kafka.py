@@ -25,11 +25,11 @@ from typing import Literal
 import msgspec
 from pydantic import Field
 
-from siemhub.collector.event import Event, dec_hook
-from siemhub.exporters.kafka import KafkaConnection, LibrdkafkaLog, client_config
+from siemhub.collector.core.event import Event, dec_hook
+from siemhub.collector.core.kafka import KafkaConnection, LibrdkafkaLog, client_config
 
 log = logging.getLogger("siemhub.sources.kafka")
-_decode = msgspec.json.Decoder(Event, dec_hook=dec_hook).decode  # native JSON, as collector.event.decode_json
+_decode = msgspec.json.Decoder(Event, dec_hook=dec_hook).decode  # native JSON, as collector.core.event.decode_json
 
 
 class KafkaSourceConfig(KafkaConnection):

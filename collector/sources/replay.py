@@ -1,6 +1,6 @@
 """Replay source: JSON-lines files of native events, or of dead-letter records, back into the pipeline.
 
-A line is either a native event or a dead-letter record (collector/deadletter.py); a dead letter is
+A line is either a native event or a dead-letter record (collector/delivery/deadletter.py); a dead letter is
 unwrapped and goes back to the exporter it names (when the config has it), so events can be re-sent
 after the fix, without duplicating them into every other exporter. Unreadable lines are skipped and
 counted, never fatal: the file may be torn at its end or hand-edited.
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from siemhub.collector.deadletter import decode_dead_letter
-from siemhub.collector.event import Event, decode_json
+from siemhub.collector.delivery.deadletter import decode_dead_letter
+from siemhub.collector.core.event import Event, decode_json
 
 
 @dataclass(slots=True)

@@ -1,32 +1,14 @@
 """Output formats: pure functions of the canonical event. Each format turns a batch into JSON lines
-(`encode_lines`) and one event into a JSON-ready value (`to_obj`). Exporters pick one by name."""
+(`encode_lines`) and one event into a JSON-ready value (`to_obj`). Exporters pick one by name.
+`Format` (formats/base.py) is re-exported here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from siemhub.collector.event import Event
+from siemhub.exporters.formats import cim, ecs, native, ocsf, tetragon
+from siemhub.exporters.formats.base import Format
 
 
-@dataclass(frozen=True, slots=True)
-class Format:
-    name: str
-    encode_lines: Callable[[Sequence[Event]], bytes]
-    to_obj: Callable[[Event], Any]
-    # Optional: one JSON document per event, each exactly a line of encode_lines without its newline
-    # (exporters that send one message per event, Kafka). Without it they split encode_lines' output.
-    encode_each: Callable[[Sequence[Event]], list[bytes]] | None = None
-
-
-def _registry() -> dict[str, Format]:
-    from siemhub.exporters.formats import ecs, native, ocsf, tetragon
-
-    return {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT)}
-
-
-FORMATS: dict[str, Format] = _registry()
+FORMATS: dict[str, Format] = {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT, cim.FORMAT)}
 
 
 def get_format(name: str) -> Format:

@@ -2,7 +2,7 @@
 
 `to_ecs(event)` is a pure function. Every field it can emit is listed once in FIELDS with its
 Elasticsearch mapping: the index template is generated from that table, and
-tests/unit/test_ecs_format.py checks every emitted field against the table and against ECS's own
+tests/unit/exporters/formats/test_ecs_format.py checks every emitted field against the table and against ECS's own
 definitions (ecs_flat.yml: existence, type, allowed values of event.kind/category/type). Canonical
 fields that ECS has no place for live under `siemhub.*`.
 
@@ -18,9 +18,10 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import SEVERITY_RANK, Event, Process, enc_hook
+from siemhub.collector.core.event import SEVERITY_RANK, Event, Process, enc_hook
+from siemhub.exporters.formats.base import Format
 
-# The ECS release whose field definitions tests/unit/test_ecs_format.py checks this format against
+# The ECS release whose field definitions tests/unit/exporters/formats/test_ecs_format.py checks this format against
 # (shared/reference/ecs/ecs_flat.yml). Every field used here also exists in ECS 8.x.
 ECS_VERSION = "9.5.0-dev"
 
@@ -471,10 +472,4 @@ def to_obj(event: Event) -> dict:
     return to_ecs(event)
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("ecs", encode_lines, to_obj)
-
-
-FORMAT = _make()
+FORMAT = Format("ecs", encode_lines, to_obj)

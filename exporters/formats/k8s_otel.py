@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siemhub.collector.event import Event
+from siemhub.collector.core.event import Event
 
 # owning workload kind -> its attribute (other kinds, e.g. custom controllers, have none in the conventions)
 _WORKLOAD_ATTRIBUTE = {

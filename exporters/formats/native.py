@@ -7,7 +7,7 @@ long argument list (a 10,000-argument exec is 100 KB of JSON), re-encoding it fo
 names it costs more than splicing its bytes, encoded once, into each event (msgspec.Raw); below that
 size building the splice costs more than it saves (measured: 4.1 vs 2.2 us per exec + exit pair), so
 only single events (encode_one) that carry such an image take that path; batches are encoded directly.
-The output is byte-for-byte what encoding the Event directly gives (tests/unit/test_native_format.py
+The output is byte-for-byte what encoding the Event directly gives (tests/unit/exporters/formats/test_native_format.py
 checks it).
 """
 
@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from siemhub.collector.event import (
+from siemhub.collector.core.event import (
     AgentStatus, Event, Exit, File, Network, Node, PolicyAction, Privilege, Process, builtins_hook, enc_hook,
 )
+from siemhub.exporters.formats.base import Format
 
 
 class _Wire(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -107,10 +108,4 @@ def to_obj(event: Event) -> dict:
     return msgspec.to_builtins(event, enc_hook=builtins_hook)
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("native", encode_lines, to_obj, encode_each)
-
-
-FORMAT = _make()
+FORMAT = Format("native", encode_lines, to_obj, encode_each)

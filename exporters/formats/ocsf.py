@@ -13,7 +13,7 @@ Mapping notes: `process.uid` is siemhub's exec_id (unique per process image), `a
 caused the activity (the parent for a launch, the process itself for a terminate), `device` is the node.
 Fields OCSF 1.3 has no place for (cwd, flags, exit signal, pod, node labels, tags) go to `unmapped`.
 `cmd_line` is the argv joined with POSIX shell quoting (`shlex.join`), so it splits back exactly.
-tests/unit/test_ocsf.py validates the output against the OCSF 1.1.0, 1.3.0 and 1.5.0 JSON Schemas.
+tests/unit/exporters/formats/test_ocsf.py validates the output against the OCSF 1.1.0, 1.3.0 and 1.5.0 JSON Schemas.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from importlib import metadata
 
 import msgspec
 
-from siemhub.collector.event import Event, Process, enc_hook
+from siemhub.collector.core.event import Event, Process, enc_hook
+from siemhub.exporters.formats.base import Format
 
 OCSF_VERSION = "1.3.0"
 PROCESS_ACTIVITY = 1007
@@ -232,10 +233,4 @@ def encode_lines(batch: Sequence[Event]) -> bytes:
     return _encoder.encode_lines([to_obj(e) for e in batch])
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("ocsf", encode_lines, to_obj)
-
-
-FORMAT = _make()
+FORMAT = Format("ocsf", encode_lines, to_obj)

@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from siemhub.collector.event import Event, Process, builtins_hook, enc_hook
+from siemhub.collector.core.event import Event, Process, builtins_hook, enc_hook
+from siemhub.exporters.formats.base import Format
 
 NO_AUID = 4294967295
 
@@ -160,10 +161,4 @@ def encode_lines(batch: Sequence[Event]) -> bytes:
     return _encoder.encode_lines([to_obj(e) for e in batch])
 
 
-def _make():
-    from siemhub.exporters.formats import Format
-
-    return Format("tetragon", encode_lines, to_obj)
-
-
-FORMAT = _make()
+FORMAT = Format("tetragon", encode_lines, to_obj)

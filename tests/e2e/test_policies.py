@@ -192,7 +192,7 @@ def two_sensor_agent(tmp_path_factory):
 
 def _kernel_filters(process, network):
     """What the two sensors' kernel maps hold: process binaries (inode keys), network ignored ports."""
-    from siemhub.collector.bpfsys import u32
+    from siemhub.collector.kernel.maps import u32
 
     ports = network._bpf.maps["ignore_ports"]
     return (sorted(process._bpf.maps["ignore_exe"].keys()),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siemhub.collector.event import unescape_bytes
+from siemhub.collector.core.event import unescape_bytes
 
 pytestmark = pytest.mark.bpf
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from siemhub.collector.delivery import ExporterRunner
+from siemhub.collector.delivery.runner import ExporterRunner
 from siemhub.collector.metrics import Metrics
 from tests.integration.test_elasticsearch import canonical_events, count, make_exporter
 from tests.servers.noida import NoidaServer, noida_binary
@@ -107,7 +107,7 @@ def test_kafka_broker_down_30s_while_50k_events_flow(tmp_path):
     then restarts empty (memory storage forgets what it had; that is the broker's loss, not siemhub's,
     so every event here is emitted after the broker went down). Delivery is at-least-once: every event
     must be in the topic once the broker is back; duplicates are counted and printed."""
-    from siemhub.collector.event import decode_json
+    from siemhub.collector.core.event import decode_json
     from tests.integration.test_kafka import consume_all, kafka_pipeline, make_event, wait_delivered
     from tests.servers.tansu import Tansu, tansu_binary
 

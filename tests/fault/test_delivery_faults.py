@@ -18,8 +18,8 @@ import pytest
 
 from siemhub.collector import config
 from siemhub.collector.agent import Pipeline
-from siemhub.collector.diskqueue import DiskQueue
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node, Process, encode_json_lines
+from siemhub.collector.delivery.diskqueue import DiskQueue
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, Process, encode_json_lines
 
 SIEMHUB = [shutil.which("siemhub", path=os.path.dirname(sys.executable)) or "siemhub"]
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from siemhub.collector.delivery import ExporterRunner
-from siemhub.collector.event import Event, decode_json
+from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.core.event import Event, decode_json
 from siemhub.collector.metrics import Metrics
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter
 from tests.servers.noida import NoidaServer, free_port, noida_binary
-from tests.unit.test_ecs_format import EVENTS
+from tests.unit.exporters.formats.test_ecs_format import EVENTS
 
 
 
@@ -268,7 +268,7 @@ shutdown_deadline: 5
 
 def test_file_network_privilege_and_policy_events_are_searchable(noida, es):
     """The other sensors' bodies land in their ECS fields with the template's types (ip, long, keyword)."""
-    from tests.unit.test_ecs_format import EXTRA
+    from tests.unit.exporters.formats.test_ecs_format import EXTRA
 
     evs = [decode_json(t) for t in EXTRA if '"type":"process_' not in t]
     ex = make_exporter(noida.url, namespace="bodies", batch={"max_events": 50, "max_wait": 0.05})

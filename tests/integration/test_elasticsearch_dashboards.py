@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector.cli import main as cli
-from siemhub.collector.event import Event, decode_json
+from siemhub.collector.core.event import Event, decode_json
 from siemhub.dashboards import kibana
 from siemhub.exporters.base import Outcome
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter
@@ -224,7 +224,7 @@ def pod_events(base) -> list[Event]:
 
 def _sensor_bodies() -> list[Event]:
     """One event of each of the file, network and privilege sensors (the ECS format's test cases)."""
-    from tests.unit.test_ecs_format import EXTRA
+    from tests.unit.exporters.formats.test_ecs_format import EXTRA
 
     bodies = [t for t in EXTRA if any(f'"type":"{k}' in t for k in ("file_", "network_", "privilege_"))]
     connect = next(t for t in bodies if '"type":"network_close"' in t).replace(
@@ -373,7 +373,10 @@ def test_every_detection_rule_matches_its_event_and_only_it(indexed):
 def test_cli_render_writes_the_files(tmp_path):
     result = CliRunner().invoke(cli, ["dashboards", "render", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES])
+    # the Kibana files, the Splunk app (issue 14) as a directory and as siemhub_app.tgz, and the Grafana
+    # dashboards under grafana/ (tests/unit/dashboards/test_grafana_dashboards.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES,
+                                                                 "siemhub_app", "siemhub_app.tgz", "grafana"])
     assert (tmp_path / kibana.SAVED_OBJECTS).read_text() == kibana.render()[kibana.SAVED_OBJECTS]
 
 

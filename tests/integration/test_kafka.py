@@ -22,7 +22,7 @@ import pytest
 
 from siemhub.collector import config
 from siemhub.collector.agent import Pipeline
-from siemhub.collector.event import EVENT_BASE, Event, Exit, Node, Process, decode_json
+from siemhub.collector.core.event import EVENT_BASE, Event, Exit, Node, Process, decode_json
 from tests.servers.tansu import Tansu, free_port, tansu_binary
 
 REPO = Path(__file__).resolve().parents[2]

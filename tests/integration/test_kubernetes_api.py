@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Clock, Container, Event, EventIds, Node, Process
+from siemhub.collector.core.event import Clock, Container, Event, EventIds, Node, Process
 from siemhub.collector.k8s.config import KubernetesApiConfig
 from siemhub.collector.k8s.pods import PodStore
 from siemhub.collector.k8s.resolver import UNKNOWN_TAG, ApiPodResolver, PodHold
@@ -182,7 +182,7 @@ def test_server_side_watch_timeout_rewatches(api):
 
 
 def test_wrong_token_is_node_mode_then_retries(api, tmp_path):
-    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.sensors.process import KubernetesConfig
     from siemhub.collector.k8s.enrich import KubernetesEnrichment
 
     registry = CollectorRegistry()
@@ -200,7 +200,7 @@ def test_wrong_token_is_node_mode_then_retries(api, tmp_path):
 
 
 def test_no_api_outside_a_cluster_is_host_or_node_mode(tmp_path, monkeypatch, caplog):
-    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.sensors.process import KubernetesConfig
     from siemhub.collector.k8s.enrich import KubernetesEnrichment
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -274,7 +274,7 @@ def test_api_config_errors_name_the_line_and_hide_the_token(tmp_path):
 
 
 def test_node_labels_from_the_node_object_under_the_configured_ones(api, tmp_path):
-    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.sensors.process import KubernetesConfig
     from siemhub.collector.k8s.enrich import KubernetesEnrichment
     from tests.servers.kube_api import node
 
@@ -295,7 +295,7 @@ def test_node_labels_from_the_node_object_under_the_configured_ones(api, tmp_pat
 
 
 def test_node_labels_unreadable_keeps_the_configured_ones(api, tmp_path, caplog):
-    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.sensors.process import KubernetesConfig
     from siemhub.collector.k8s.enrich import KubernetesEnrichment
 
     n = Node(name=NODE, labels={"zone": "a"})
@@ -311,7 +311,7 @@ def test_node_labels_unreadable_keeps_the_configured_ones(api, tmp_path, caplog)
 def test_https_api_server_is_verified(tmp_path):
     """The real API server speaks only HTTPS: with its CA the watch works; without it (an unknown
     certificate) the agent refuses it and stays in node mode."""
-    from siemhub.collector.config import KubernetesConfig
+    from siemhub.collector.sensors.process import KubernetesConfig
     from siemhub.collector.k8s.enrich import KubernetesEnrichment
     from tests.servers.kube_api import self_signed
 

@@ -252,12 +252,15 @@ class KubeApiStandIn:
                 with api._lock:
                     api._watch_sockets.append(self.connection)
                 end = time.monotonic() + timeout
+                clean = False  # a stream that ended with its last chunk keeps the connection (as the API server's Go
+                # net/http does); closing it made the client's next request on the pooled connection fail at random
                 try:
                     with api._lock:
                         if since and since < api._compacted:
                             msg = f"too old resource version: {since} ({api._compacted})"
                             self._chunk(json.dumps({"type": "ERROR", "object": _status(410, "Expired", msg)}).encode() + b"\n")
                             self._chunk(b"")
+                            clean = True
                             return
                     sent = since
                     while time.monotonic() < end:
@@ -279,13 +282,16 @@ class KubeApiStandIn:
                         self._chunk(json.dumps({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
                                     "metadata": {"resourceVersion": str(rv)}}}).encode() + b"\n")
                     self._chunk(b"")  # the server's timeout: the stream ends cleanly
+                    clean = True
                 except OSError:
                     return
                 finally:
                     with api._lock:
                         if self.connection in api._watch_sockets:
                             api._watch_sockets.remove(self.connection)
-                    self.close_connection = True
+                        else:
+                            clean = False  # dropped by the test: the socket is shut down
+                    self.close_connection = not clean
 
         return Handler
 

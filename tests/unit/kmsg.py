@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from siemhub.collector import procfs
-from siemhub.collector.config import ProcessSensorConfig
+from siemhub.collector.sensors.process import ProcessSensorConfig
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Clock, EventIds, Node
+from siemhub.collector.core.event import Clock, EventIds, Node
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.sensors import messages as m
@@ -161,3 +161,15 @@ class Harness:
         if reason is None:
             return self.sensor.decode_errors
         return self.metrics.value("siemhub_decode_errors_total", sensor="process", reason=reason)
+
+
+S = 10**9  # one second in ns
+INIT_START = 0  # ticks; exec_msg() sends parent_start_boottime 0 by default, so ppid 1 resolves
+
+
+def proc_with_init(tmp_path) -> Path:
+    """A fake /proc under tmp_path holding pid 1 (systemd)."""
+    root = tmp_path / "proc"
+    make_proc(root, 1, ppid=0, start_ticks=INIT_START, comm=b"systemd", exe=b"/usr/lib/systemd/systemd",
+              cmdline=b"/sbin/init\0splash\0")
+    return root

@@ -6,6 +6,7 @@ import pytest
 
 from siemhub.collector import config
 from siemhub.collector.config import ConfigError
+from siemhub.collector.sensors.process import ProcessSensorConfig
 from siemhub.exporters.file import FileConfig, FileExporter
 from siemhub.exporters.stdout import StdoutExporter
 
@@ -78,7 +79,7 @@ def test_documented_config_loads_exactly_as_written(tmp_path):
     # everything not written takes its documented default
     assert ecfg.model_dump() == FileConfig(type="file", path="/tmp/siemhub-check/events.jsonl").model_dump()
     a = cfg.agent
-    assert a.sensors.process == config.ProcessSensorConfig()
+    assert a.sensors.process == ProcessSensorConfig()
     assert len(a.routes) == 1
     r = a.routes[0]
     assert (r.name, r.to, r.final) == ("everything", ["out"], False)

@@ -8,7 +8,7 @@ import pytest
 
 from siemhub.collector import container
 from siemhub.collector.container import PodResolver
-from siemhub.collector.event import Node, Pod, PodContainer
+from siemhub.collector.core.event import Node, Pod, PodContainer
 
 from .kmsg import TICK, Harness, add_bundle, add_pod, exec_msg, fake_kubelet, make_proc
 

@@ -5,7 +5,7 @@
 - replay: random bytes and random JSON lines are skipped and counted, never fatal;
 - the disk queue: random corruption of segment and ack files is detected, counted and skipped.
 
-Example counts are kept small so the suite stays fast; SIEMHUB_FUZZ_EXAMPLES raises them (the README
+Example counts are kept small so the suite stays fast; SIEMHUB_FUZZ_EXAMPLES raises them (docs/delivery.md
 reports a run with 10x). Each test prints how many inputs it tried (pytest -s).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siemhub.collector import config
-from siemhub.collector.diskqueue import DiskQueue
+from siemhub.collector.delivery.diskqueue import DiskQueue
 from siemhub.collector.sources.replay import ReplayStats, parse_line, read_lines
 
 N = int(os.environ.get("SIEMHUB_FUZZ_EXAMPLES", "0")) or None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from siemhub.collector.config import ProcessSensorConfig
+from siemhub.collector.sensors.process import ProcessSensorConfig
 from siemhub.collector.pending import PendingEvents
 from tests.unit.kmsg import Harness, exec_msg, exit_msg
 

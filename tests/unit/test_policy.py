@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from siemhub.collector import config, policy
-from siemhub.collector.event import (EVENT_BASE, Container, Event, File, Network, Node, Pod, Privilege,
+from siemhub.collector.core.event import (EVENT_BASE, Container, Event, File, Network, Node, Pod, Privilege,
                                      Process)
 
 NODE = Node(name="t")
@@ -288,7 +288,7 @@ def test_sigkill_and_block_become_file_enforce_rules(tmp_path):
     assert "block: unavailable (test: no BPF LSM), sigkill used instead" in eng.describe()
     # the file sensor's own policy_action is renamed after the policy; no duplicate from the engine
     fa = fev("/srv/secret", tags=["sigkill"])
-    from siemhub.collector.event import PolicyAction
+    from siemhub.collector.core.event import PolicyAction
     pa = ev("policy_action", fa.process, file=fa.file,
             policy=PolicyAction(policy="file.enforce", rule="/srv/secret", action="sigkill", enforced=True, reason="open /srv/secret"))
     out = eng.apply([fa, pa])
@@ -414,31 +414,35 @@ def test_dns_names_are_validated_and_ports_cover_dns_queries(tmp_path):
 
 def test_install_is_all_or_nothing_across_sensors():
     """Three sensors; the last one refuses: at check time nothing is applied, at apply time the first two
-    get back what the previous install gave them."""
+    get back what the previous install gave them. The fakes merge settings with the real sensors' hooks."""
     from types import SimpleNamespace
 
-    class Fake:
-        def __init__(self, name, what):
-            self.name, self.what, self.applied, self.refuse = name, what, [], None
-            setattr(self, f"set_{what}", self._set)
-            setattr(self, f"check_{what}", self._check)
+    from siemhub.collector.sensors import Sensors
+    from siemhub.collector.sensors.file import FileSensor
+    from siemhub.collector.sensors.network import NetworkSensor
+    from siemhub.collector.sensors.process import ProcessSensor
 
-        def _check(self, *args):
+    class Fake:
+        def __init__(self, real):
+            self.name, self.real, self.applied, self.refuse = real.name, real, [], None
+
+        def kernel_settings(self, config, k):
+            return self.real.kernel_settings(self, config, k)
+
+        def check_kernel_settings(self, *args):
             if self.refuse == "check":
                 raise ValueError("no")
 
-        def _set(self, *args):
+        def apply_kernel_settings(self, *args):
             if self.refuse == "set":
                 raise ValueError("kernel said no")
             self.applied.append(args)
 
     def cfg(n):
         ig = SimpleNamespace(binaries=[f"/b{n}"], cgroups=[], cidrs=[f"10.{n}.0.0/16"], ports=[n], loopback=False)
-        return SimpleNamespace(sensors=SimpleNamespace(process=SimpleNamespace(ignore=ig),
-                                                       network=SimpleNamespace(ignore=ig),
-                                                       file=SimpleNamespace(watch=[f"/w{n}"], enforce=[],
-                                                                            watch_writes=[])))
-    sensors = [Fake("process", "filters"), Fake("network", "filters"), Fake("file", "watch")]
+        return SimpleNamespace(sensors=Sensors(process=SimpleNamespace(ignore=ig), network=SimpleNamespace(ignore=ig),
+                                               file=SimpleNamespace(watch=[f"/w{n}"], enforce=[], watch_writes=[])))
+    sensors = [Fake(ProcessSensor), Fake(NetworkSensor), Fake(FileSensor)]
     policy.install(sensors, cfg(1), None)
     first = [s.applied[-1] for s in sensors]
     assert first[1] == (["10.1.0.0/16"], [1], False) and first[2] == (["/w1"], [], [])

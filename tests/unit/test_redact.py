@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from siemhub.collector import config
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, Process
 from siemhub.collector.redact import MASK, RedactRule, Redactor
 
 R = Redactor()

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from siemhub.collector.event import SCHEMA_VERSION, Event, Node, Pod, Process
+from siemhub.collector.core.event import SCHEMA_VERSION, Event, Node, Pod, Process
 from siemhub.collector.metrics import Metrics
 from siemhub.collector.router import Match, Route, Router
 
