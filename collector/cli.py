@@ -197,6 +197,8 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     import signal
 
     from siemhub.collector.agent import Pipeline, StartupError
+    from siemhub.collector.health import Health
+    from siemhub.collector.otlp_metrics import OtlpMetricsPusher
     from siemhub.collector.sources.kafka import KafkaSource
 
     _logging(log_level)
@@ -214,15 +216,18 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     signal.signal(signal.SIGINT, source.request_stop)
     server = None
     pusher = None
+    health = Health()  # /healthz, /readyz next to /metrics: ready once every exporter started
+    health.expect(*(f"exporter {n}" for n in pipe.runners), "kafka source")
     try:
         if a.metrics.enabled:
             host, _, port = a.metrics.listen.rpartition(":")
-            server, _thread = pipe.metrics.serve(host.strip("[]"), int(port))
+            server, _thread = pipe.metrics.serve(host.strip("[]"), int(port), health=health)
         if a.metrics.otlp is not None:  # metrics.otlp: the registry (consumer lag...) pushed over OTLP
-            from siemhub.collector.otlp_metrics import OtlpMetricsPusher
-
             pusher = OtlpMetricsPusher(a.metrics.otlp, pipe.metrics.registry, a.node.name).start()
         pipe.start()
+        for n in pipe.runners:
+            health.up(f"exporter {n}")
+        health.up("kafka source")  # it subscribes as run() begins
         # The agent's collector settings (Agent.start): decoded events are short-lived, collect young
         # objects less often (bench/aggregator_scaling.py: about -25% CPU per event).
         import gc
@@ -234,6 +239,7 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
         click.echo(f"siemhub aggregate: cannot start: {exc}", err=True)
         pipe.stop(0)
         sys.exit(1)
+    health.stopping()
     counts = pipe.stop(a.shutdown_deadline)
     if pusher is not None:
         pusher.stop()  # the final values

@@ -34,6 +34,7 @@ from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, lo
 class NodeConfig(Strict):
     name: str = Field(default_factory=socket.gethostname)
     labels: dict[str, str] = {}
+    cluster: str | None = Field(None, description="the cluster's name, on every event (node.cluster)")
 
 
 class MatchConfig(Strict):

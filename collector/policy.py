@@ -43,6 +43,7 @@ from siemhub.collector.core.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIE
 from siemhub.collector.core.kernel_settings import FILE_OPERATIONS, FileEnforceRule, KernelFilters
 from siemhub.collector.core.settings import Strict, check_cidrs, check_ports
 from siemhub.collector.core.yamlpos import ConfigError
+from siemhub.collector.k8s.selectors import LabelSelector, WorkloadSelector, label_predicate, workload_predicate
 from siemhub.collector.kernel.build import block_support as kernel_block_support
 
 log = logging.getLogger("siemhub.policy")
@@ -86,7 +87,11 @@ class Selector(_Strict):
     old_uids: list[int] | None = Field(None, description="privilege_change: uid before")
     new_uids: list[int] | None = Field(None, description="privilege_change: uid after")
     namespaces: list[str] | None = Field(None, description="glob patterns on process.pod.namespace")
-    pod_labels: dict[str, str] | None = Field(None, description="labels the pod must have (all of them)")
+    pod_labels: dict[str, str] | LabelSelector | None = Field(
+        None, description="labels the pod must have (all of them), or a Kubernetes label selector "
+                          "(matchLabels, matchExpressions: In/NotIn/Exists/DoesNotExist)")
+    workloads: list[WorkloadSelector] | None = Field(None, description="owning workloads ({kind, name}: "
+                                                     "Deployment/checkout...; name a glob), any of them")
     container: bool | None = Field(None, description="true: only in containers; false: only on the host")
     flags: list[str] | None = Field(None, description="any of these in process.flags or file.flags")
 
@@ -397,10 +402,14 @@ class _Compiled:
             nrx = re.compile("|".join(fnmatch.translate(p) for p in s.namespaces)).match
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
                           and nrx(e.process.pod.namespace) is not None)
-        if s.pod_labels:
-            want_labels = dict(s.pod_labels)
+        if s.pod_labels is not None and (s.pod_labels or isinstance(s.pod_labels, LabelSelector)):
+            labels_match = label_predicate(s.pod_labels)  # collector/k8s/selectors.py
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
-                          and all(e.process.pod.labels.get(k) == v for k, v in want_labels.items()))
+                          and labels_match(e.process.pod.labels))
+        if s.workloads:
+            workload_match = workload_predicate(s.workloads)
+            checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
+                          and workload_match(e.process.pod.workload_kind, e.process.pod.workload))
         if s.args or s.args_regex:
             subs = tuple(s.args or ())
             rxs = tuple(re.compile(r).search for r in s.args_regex or ())

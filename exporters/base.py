@@ -60,7 +60,7 @@ def outcome_for_http(status: int) -> SendResult:
     return SendResult(Outcome.GIVE_UP, f"http_{status}")
 
 
-# --- OTLP (exporters/otlp.py): the OpenTelemetry Protocol specification's retryable answers ------------
+# --- gRPC (OTLP/gRPC, exporters/otlp.py) and request-level HTTP answers ---------------------------------
 
 # gRPC status codes the OTLP specification calls retryable. RESOURCE_EXHAUSTED only when the server
 # sent RetryInfo (it then says how long to wait); without it the spec says not to retry.
@@ -70,7 +70,7 @@ _RETRY_GRPC = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNA
 # every event meanwhile would throw a stream away over a typo. Such batches are held and retried
 # (the circuit breaker spaces the attempts) and the exporter reports the cause once.
 _HOLD_GRPC = {"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"}
-_HOLD_HTTP = {401, 403, 404, 405, 415}
+HOLD_HTTP = {401, 403, 404, 405, 415}
 
 
 def outcome_for_grpc(code: str, retry_after: float | None = None) -> SendResult:
@@ -85,13 +85,16 @@ def outcome_for_grpc(code: str, retry_after: float | None = None) -> SendResult:
     return SendResult(Outcome.GIVE_UP, reason)
 
 
-def outcome_for_otlp_http(status: int, retry_after: float | None = None) -> SendResult:
-    """HTTP status -> outcome, for OTLP/HTTP exports: 429/502/503/504 retry (honouring Retry-After),
-    as outcome_for_http; 401/403/404/405/415 are held and retried (see _HOLD_HTTP)."""
+def outcome_for_endpoint(status: int, retry_after: float | None = None) -> SendResult:
+    """HTTP status of a whole request -> outcome, for every HTTP exporter (Elasticsearch's bulk request,
+    Splunk HEC, OTLP/HTTP): as outcome_for_http (429/5xx retried, honouring Retry-After), and the
+    answers of an endpoint not set up for us (401/403/404/405/415: credentials, a wrong URL or port) are
+    held and retried behind the circuit breaker instead of dead-lettering the stream over a typo
+    (see HOLD_HTTP). Per-item answers inside a bulk response use outcome_for_http."""
     result = outcome_for_http(status)
     if result.outcome is Outcome.RETRY:
         return SendResult(Outcome.RETRY, result.reason, retry_after=retry_after)
-    if status in _HOLD_HTTP:
+    if status in HOLD_HTTP:
         return SendResult(Outcome.RETRY, result.reason)
     return result
 

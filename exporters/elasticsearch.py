@@ -8,7 +8,8 @@
   RETRY: the delivery path waits (backoff with jitter) and calls send() with the same payload, which
   re-sends only those items. Items answered 400 (mapping errors) are GIVE_UP with the error type as
   reason (the full message is kept in payload.details for the dead-letter path).
-  Status codes become outcomes only in exporters/base.py (outcome_for_http / outcome_for_exception).
+  Status codes become outcomes only in exporters/base.py (outcome_for_endpoint for the request,
+  outcome_for_http per item, outcome_for_exception).
 - Idempotence: the event id is the document `_id` and the op_type is `create` (the only op_type a data
   stream accepts). A retry of an item the server already stored -- its response was lost, or the
   server restarted after writing it -- is answered 409 version_conflict, which counts as done. So a
@@ -41,7 +42,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
 from siemhub.exporters.base import (
-    DONE, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_http,
+    DONE, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_endpoint, outcome_for_exception, outcome_for_http,
 )
 from siemhub.exporters.formats import ecs
 
@@ -487,7 +488,7 @@ class ElasticsearchExporter(Exporter):
             status, resp = self._request("POST", "/_bulk", body, params={"filter_path": _FILTER_PATH}, ndjson=True)
         except _Unreachable as exc:
             return outcome_for_exception(TimeoutError() if str(exc) == "timeout" else ConnectionError())
-        result = outcome_for_http(status)
+        result = outcome_for_endpoint(status)
         if result.outcome is not Outcome.DONE:
             return result
         if not isinstance(resp, dict):

@@ -11,7 +11,7 @@
   benchmark compares with) and runs its own retry loop, and retries belong to the delivery path
   (backoff, circuit breaker, budget, dead letters), which never holds more than `max_in_flight`
   batches here, so there is no second queue.
-- Answers become outcomes in exporters/base.py (outcome_for_grpc, outcome_for_otlp_http,
+- Answers become outcomes in exporters/base.py (outcome_for_grpc, outcome_for_endpoint,
   outcome_for_exception): the OTLP specification's retryable codes retry, honouring Retry-After and
   gRPC RetryInfo. A wrong endpoint, a protocol mismatch (gRPC to the HTTP port or the reverse), a TLS
   failure or rejected credentials hold the events and retry; the cause is logged once (and once more
@@ -42,7 +42,7 @@ from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
 from siemhub.exporters.base import (
     Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_grpc,
-    outcome_for_otlp_http,
+    outcome_for_endpoint,
 )
 from siemhub.exporters.formats.otel import LogsEncoder, siemhub_version
 
@@ -384,7 +384,7 @@ class OtlpExporter(Exporter):
             except Exception:  # noqa: BLE001 - a 2xx with a body we cannot read still delivered
                 response = None
             return self._accepted(response, ticket)
-        result = outcome_for_otlp_http(status, retry_after_seconds(resp.headers.get("Retry-After")))
+        result = outcome_for_endpoint(status, retry_after_seconds(resp.headers.get("Retry-After")))
         detail = f"HTTP {status}{self._status_message(resp)}"
         if status in (401, 403):
             self._report("otlp_auth", detail)

@@ -18,7 +18,7 @@ acknowledgement (docs/exporters/splunk.md).
   is re-sent. Up to `max_in_flight` batches wait for their acks at once; the delivery runner finishes
   them in order. If the ack endpoint answers 4xx (acknowledgement disabled on the token: code 14), that
   is logged once and the exporter falls back to counting the 200 answers.
-- HEC answers become outcomes in one place, `outcome_for_hec` (built on base.outcome_for_http): a
+- HEC answers become outcomes in one place, `outcome_for_hec` (built on base.outcome_for_endpoint): a
   rejected event (400 with `invalid-event-number`: invalid data format, incorrect index, event field
   missing or blank, indexed fields) is given up alone with its reason (dead letter); the events before
   it were indexed (Splunk parses a request in order), the ones after it are sent again at once; a 400
@@ -57,7 +57,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from siemhub.collector.core.event import EVENT_TYPES, Event, enc_hook
 from siemhub.exporters.base import (
-    DONE, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_http,
+    DONE, HOLD_HTTP, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_endpoint,
+    outcome_for_exception,
 )
 from siemhub.exporters.formats import cim, ecs
 
@@ -190,14 +191,15 @@ def outcome_for_hec(status: int, code: int | None, invalid_event: int | None) ->
     gives that event up; a 400 or 413 naming none is split until the bad events are alone; 401/403,
     404/405 (not a HEC URL) and channel/auth set-up codes are retried (breaker, events kept) and
     reported as configuration errors;
-    the rest follows base.outcome_for_http (429/5xx retried, Retry-After honoured by the exporter)."""
-    base = outcome_for_http(status)
+    the rest follows base.outcome_for_endpoint (429/5xx retried, Retry-After honoured by the exporter)."""
+    base = outcome_for_endpoint(status)
     if base.outcome is Outcome.DONE:
         return HecAnswer(Outcome.DONE, "")
     name = EVENT_CODES.get(code) or CONFIG_CODES.get(code) or (f"code_{code}" if code is not None else "")
     reason = f"hec_{status}" + (f"_{name}" if name else "")
-    # 404/405: the URL is not a HEC endpoint (a wrong port or path, HEC off): as wrong as a bad token
-    if status in (401, 403, 404, 405) or code in CONFIG_CODES:
+    # 401/403, 404/405 (the URL is not a HEC endpoint: a wrong port or path, HEC off): held as
+    # base.outcome_for_endpoint decides for every HTTP exporter, and reported as configuration errors
+    if (base.outcome is Outcome.RETRY and status in HOLD_HTTP) or code in CONFIG_CODES:
         return HecAnswer(Outcome.RETRY, reason, "config")
     if status == 400 and invalid_event is not None:
         return HecAnswer(Outcome.GIVE_UP, reason, "event")

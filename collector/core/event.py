@@ -15,7 +15,7 @@ import time
 
 import msgspec
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 EVENT_TYPES = (
     "process_exec",
@@ -47,6 +47,7 @@ class Container(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 class PodContainer(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     name: str | None = None
     image: str | None = None
+    image_id: str | None = None  # the image's digest as the runtime pulled it (status.containerStatuses[].imageID)
 
 
 class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -57,6 +58,9 @@ class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     workload: str | None = None
     uid: str | None = None  # metadata.uid, from the cgroup path
     qos_class: str | None = None  # Guaranteed, Burstable, BestEffort (from the cgroup path)
+    # from the API server (sensors.process.kubernetes.api); `workload` is the owning workload's name
+    workload_kind: str | None = None  # Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet...
+    annotations: dict[str, str] = {}  # the annotations selected by kubernetes.api.annotations
 
 
 class Caps:
@@ -201,6 +205,7 @@ class Process(msgspec.Struct, omit_defaults=True, gc=False):
 class Node(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     name: str
     labels: dict[str, str] = {}
+    cluster: str | None = None  # node.cluster: the cluster's name, set by configuration
 
 
 class Exit(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

@@ -30,6 +30,7 @@ from siemhub.collector.core.event import (
 )
 from siemhub.collector.core.kernel_settings import KernelFilters
 from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two
+from siemhub.collector.k8s.config import KubernetesApiConfig
 from siemhub.collector.kernel.btf import BTF
 from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.pending import PendingEvents
@@ -56,7 +57,8 @@ class IgnoreConfig(Strict):
 
 
 class KubernetesConfig(Strict):
-    """Pod enrichment from the kubelet's directories on the node (no API server access needed)."""
+    """Pod enrichment from the kubelet's directories on the node (no API server access needed), and
+    from the API server when one is reachable (`api`, collector/k8s/)."""
     enabled: bool = True
     log_pods_dir: str = Field("/var/log/pods", description="<namespace>_<pod>_<uid>/<container>/ per pod")
     log_containers_dir: str = Field("/var/log/containers", description="<pod>_<namespace>_<container>-<id>.log")
@@ -68,6 +70,8 @@ class KubernetesConfig(Strict):
         ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
         description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
                     "the image, and the pod when the log directories are not mounted; [] to skip")
+    api: KubernetesApiConfig = Field(KubernetesApiConfig(), description="pod labels, annotations, images and "
+                                     "owning workloads from the API server (docs/kubernetes.md)")
 
 
 class ProcessSensorConfig(Strict):

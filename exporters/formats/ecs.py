@@ -89,6 +89,7 @@ def _siemhub_process_table(prefix: str) -> dict[str, dict]:
         f"{prefix}.auid": _LONG,
         f"{prefix}.cgroup_id": _LONG,
         f"{prefix}.pod.workload": _KW,
+        f"{prefix}.pod.workload_kind": _KW,
         f"{prefix}.pod.qos_class": _KW,
     }
 
@@ -124,7 +125,11 @@ FIELDS: dict[str, dict] = {
     "container.name": _KW,
     "container.image.name": _KW,
     "container.image.tag": _KW,
+    "container.image.hash.all": _KW,
     "orchestrator.type": _KW,
+    "orchestrator.cluster.name": _KW,
+    "orchestrator.resource.annotation": _KW,
+    "orchestrator.resource.parent.type": _KW,
     "orchestrator.namespace": _KW,
     "orchestrator.resource.type": _KW,
     "orchestrator.resource.name": _KW,
@@ -262,7 +267,8 @@ def _siemhub_process(p: Process) -> dict[str, Any]:
     if p.cgroup_id is not None:
         d["cgroup_id"] = p.cgroup_id
     if p.pod is not None and (p.pod.workload or p.pod.qos_class):
-        d["pod"] = {k: v for k, v in (("workload", p.pod.workload), ("qos_class", p.pod.qos_class)) if v}
+        d["pod"] = {k: v for k, v in (("workload", p.pod.workload), ("workload_kind", p.pod.workload_kind),
+                                      ("qos_class", p.pod.qos_class)) if v}
     return d
 
 
@@ -290,12 +296,20 @@ def _workload_fields(p: Process, doc: dict[str, Any]) -> None:
         if pod.container.image:
             name, tag = _split_image(pod.container.image)
             c["image"] = {"name": name, **({"tag": [tag]} if tag else {})}
+        if pod.container.image_id:
+            # `<repo>@sha256:<hex>` (or a bare digest): ECS wants the digest
+            digest = pod.container.image_id.rpartition("@")[2]
+            c.setdefault("image", {})["hash"] = {"all": [digest]}
     res: dict[str, Any] = {"type": "pod", "name": pod.name}
     if pod.uid:
         res["id"] = pod.uid
     if pod.labels:
         res["label"] = [f"{k}:{v}" for k, v in sorted(pod.labels.items())]
-    doc["orchestrator"] = {"type": "kubernetes", "namespace": pod.namespace, "resource": res}
+    if pod.annotations:
+        res["annotation"] = [f"{k}:{v}" for k, v in sorted(pod.annotations.items())]
+    if pod.workload_kind:
+        res["parent"] = {"type": pod.workload_kind}  # the owning workload's kind; its name: siemhub.process.pod
+    doc.setdefault("orchestrator", {}).update(type="kubernetes", namespace=pod.namespace, resource=res)
 
 
 def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
@@ -329,6 +343,8 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
         sh["node"] = {"labels": dict(event.node.labels)}
     if event.tags:
         doc["tags"] = event.tags
+    if event.node.cluster:
+        doc["orchestrator"] = {"type": "kubernetes", "cluster": {"name": event.node.cluster}}
 
     p = event.process
     if p is not None:

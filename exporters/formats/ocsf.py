@@ -98,6 +98,14 @@ def _process(p: Process, parent: Process | None = None) -> dict:
             c["orchestrator"] = "kubernetes"
             if p.pod.uid:
                 c["pod_uuid"] = p.pod.uid
+            pc = p.pod.container
+            if pc is not None and pc.image and pc.image_id:  # OCSF's Image requires its uid: from the API only
+                slash, colon = pc.image.rfind("/"), pc.image.rfind(":")
+                tagged = colon > slash and "@" not in pc.image
+                image: dict = {"name": pc.image[:colon] if tagged else pc.image, "uid": pc.image_id}
+                if tagged:
+                    image["tag"] = pc.image[colon + 1 :]
+                c["image"] = image
         out["container"] = c
     if parent is not None:
         out["parent_process"] = _process(parent)
@@ -125,6 +133,8 @@ def _unmapped(e: Event) -> dict:
             u["core_dumped"] = True
     if e.node.labels:
         u["node_labels"] = dict(e.node.labels)
+    if e.node.cluster:
+        u["cluster"] = e.node.cluster
     if e.tags:
         u["tags"] = list(e.tags)
     if e.status is not None:

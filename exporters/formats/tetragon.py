@@ -81,8 +81,14 @@ def process(p: Process) -> dict[str, Any]:
             c = p.pod.container
             pod["container"] = {"id": p.container.id if p.container else "", "name": (c.name if c else None) or "",
                                 "image": {"name": (c.image if c else None) or ""}}
+            if c is not None and c.image_id:
+                pod["container"]["image"]["id"] = c.image_id  # Image.id
         if p.pod.workload:
             pod["workload"] = p.pod.workload
+        if p.pod.workload_kind:
+            pod["workload_kind"] = p.pod.workload_kind  # Pod.workload_kind
+        if p.pod.annotations:
+            pod["pod_annotations"] = dict(p.pod.annotations)  # Pod.pod_annotations
         out["pod"] = pod
     if p.caps is not None:
         out["cap"] = {"permitted": list(p.caps.permitted), "effective": list(p.caps.effective)}
@@ -148,6 +154,8 @@ def to_obj(e: Event) -> dict[str, Any]:
     out = {key: body, "node_name": e.node.name, "time": e.time}
     if e.node.labels:
         out["node_labels"] = dict(e.node.labels)
+    if e.node.cluster:
+        out["cluster_name"] = e.node.cluster  # GetEventsResponse.cluster_name
     return out
 
 

@@ -257,15 +257,16 @@ def _full_process(pid: int) -> Process:
         binary_properties=BinaryProperties(setuid=0, setgid=0),
         container=Container(id="c0ffee", runtime="containerd"),
         pod=Pod(namespace="prod", name="web-1", labels={"app": "web"},
-                container=PodContainer(name="nginx", image="nginx:1.25"), workload="Deployment/web",
-                uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable"),
+                container=PodContainer(name="nginx", image="nginx:1.25", image_id="nginx@sha256:" + "0" * 64),
+                workload="Deployment/web", uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable",
+                workload_kind="Deployment", annotations={"team": "web"}),
     )
 
 
 def test_encode_decode_round_trip_with_every_optional_body():
     e = Event(
         id="p-1", time="2024-01-02T03:04:05.123456789Z", type="process_exit", schema_version=SCHEMA_VERSION,
-        severity="high", node=Node(name="n1", labels={"zone": "a"}),
+        severity="high", node=Node(name="n1", labels={"zone": "a"}, cluster="prod"),
         process=_full_process(10), parent=_full_process(9), ancestors=[_full_process(8), _full_process(7)],
         exit=Exit(code=None, signal="SIGKILL", core_dumped=True, duration_ns=42),
         file=File(operation="rename", path="/etc/passwd", flags=["O_WRONLY"], mode=0o644, uid=0, gid=0,

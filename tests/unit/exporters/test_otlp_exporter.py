@@ -27,7 +27,7 @@ from siemhub.collector import config
 from siemhub.collector.delivery.runner import ExporterRunner
 from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process
 from siemhub.collector.metrics import Metrics
-from siemhub.exporters.base import Outcome, outcome_for_grpc, outcome_for_otlp_http
+from siemhub.exporters.base import Outcome, outcome_for_grpc, outcome_for_endpoint
 from siemhub.exporters.otlp import OtlpExporter, retry_after_seconds
 
 pytestmark = pytest.mark.timeout(60)
@@ -130,8 +130,8 @@ def test_grpc_table(code, retry_after, outcome):
     (415, Outcome.RETRY), (501, Outcome.GIVE_UP),
 ])
 def test_http_table(status, outcome):
-    assert outcome_for_otlp_http(status).outcome is outcome
-    assert outcome_for_otlp_http(503, 7.0).retry_after == 7.0
+    assert outcome_for_endpoint(status).outcome is outcome
+    assert outcome_for_endpoint(503, 7.0).retry_after == 7.0
 
 
 def test_retry_after_values():
