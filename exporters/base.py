@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import field_validator
+
 from siemhub.collector.core import registry
 from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
@@ -118,6 +120,39 @@ def outcome_for_exception(exc: BaseException) -> SendResult:
 # --- configuration shared by every exporter ------------------------------------------------------
 
 
+
+
+def chunk_by_bytes(indices: Sequence[int], items: Sequence[bytes], limit: int) -> list[list[int]]:
+    """Split the items named by `indices` (in order) into runs whose encoded sizes add up to at most
+    `limit` bytes each (one item larger than the limit goes alone): the requests of a bulk API
+    (Elasticsearch's `_bulk`, Splunk HEC's concatenated events)."""
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    size = 0
+    for i in indices:
+        n = len(items[i])
+        if cur and size + n > limit:
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def batch_defaults(defaults: BatchConfig) -> Any:
+    """A `batch` field validator for an exporter whose batches default to other sizes than
+    BatchConfig's: a partial `batch:` in the config keeps this exporter's defaults for what it leaves
+    out (`batch: {max_wait: 1}` alone must not mean BatchConfig's generic 512 events). Use in the
+    config class body: `_batch_defaults = batch_defaults(BATCH_DEFAULTS)`."""
+
+    def fill(cls: type, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {"max_events": defaults.max_events, "max_wait": defaults.max_wait, **v}
+        return v
+
+    return field_validator("batch", mode="before")(classmethod(fill))
 
 
 # The delivery settings every exporter has (queue, batch, retry, buffer, dead letters, breaker) belong

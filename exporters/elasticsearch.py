@@ -42,7 +42,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
 from siemhub.exporters.base import (
-    DONE, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_endpoint, outcome_for_exception, outcome_for_http,
+    DONE, Exporter, ExporterConfig, Outcome, SendResult, chunk_by_bytes, outcome_for_endpoint, outcome_for_exception,
+    outcome_for_http,
 )
 from siemhub.exporters.formats import ecs
 
@@ -438,7 +439,7 @@ class ElasticsearchExporter(Exporter):
             except SetupError as exc:
                 log.warning("exporter %s: setup failed: %s", self.name, exc)
                 return SendResult(Outcome.RETRY, "setup_failed")
-        chunks = self._chunks(payload)
+        chunks = chunk_by_bytes(payload.pending, payload.items, self.config.max_bulk_bytes)
         if self._pool is not None and len(chunks) > 1:
             answers = list(self._pool.map(self._post, chunks, [payload] * len(chunks)))
         else:
@@ -465,22 +466,6 @@ class ElasticsearchExporter(Exporter):
         if len(failed) == len(payload.items) and len({r for _, _, r in failed}) == 1:
             return SendResult(Outcome.GIVE_UP, failed[0][2], failed)
         return SendResult(Outcome.DONE, "", failed)
-
-    def _chunks(self, payload: BulkPayload) -> list[list[int]]:
-        limit = self.config.max_bulk_bytes
-        chunks: list[list[int]] = []
-        cur: list[int] = []
-        size = 0
-        for i in payload.pending:
-            n = len(payload.items[i])
-            if cur and size + n > limit:
-                chunks.append(cur)
-                cur, size = [], 0
-            cur.append(i)
-            size += n
-        if cur:
-            chunks.append(cur)
-        return chunks
 
     def _post(self, chunk: list[int], payload: BulkPayload) -> SendResult | dict:
         body = b"".join([payload.items[i] for i in chunk])

@@ -57,8 +57,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from siemhub.collector.core.event import EVENT_TYPES, Event, enc_hook
 from siemhub.exporters.base import (
-    DONE, HOLD_HTTP, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_endpoint,
-    outcome_for_exception,
+    DONE, HOLD_HTTP, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult, batch_defaults, chunk_by_bytes,
+    outcome_for_endpoint, outcome_for_exception,
 )
 from siemhub.exporters.formats import cim, ecs
 
@@ -107,13 +107,7 @@ class SplunkConfig(ExporterConfig):
     client_key: str | None = Field(None, description="client private key (PEM) for mTLS")
     batch: BatchConfig = BATCH_DEFAULTS
 
-    @field_validator("batch", mode="before")
-    @classmethod
-    def _batch_defaults(cls, v):
-        # a partial `batch:` keeps this exporter's defaults for what it leaves out
-        if isinstance(v, dict):
-            return {"max_events": BATCH_DEFAULTS.max_events, "max_wait": BATCH_DEFAULTS.max_wait, **v}
-        return v
+    _batch_defaults = batch_defaults(BATCH_DEFAULTS)
 
     @field_validator("url")
     @classmethod
@@ -425,22 +419,6 @@ class SplunkExporter(Exporter):
             if result is not None:
                 return result
 
-    def _chunks(self, indices: list[int], items: list[bytes]) -> list[list[int]]:
-        limit = self.config.max_content_length
-        chunks: list[list[int]] = []
-        cur: list[int] = []
-        size = 0
-        for i in indices:
-            n = len(items[i])
-            if cur and size + n > limit:
-                chunks.append(cur)
-                cur, size = [], 0
-            cur.append(i)
-            size += n
-        if cur:
-            chunks.append(cur)
-        return chunks
-
     def submit(self, payload: HecPayload) -> _Round:
         if not isinstance(payload, HecPayload):
             payload = HecPayload(list(payload))
@@ -449,7 +427,7 @@ class SplunkExporter(Exporter):
             self._closing.wait(min(wait, 30.0))
         payload.attempts += 1
         rnd = _Round(payload, [], time.monotonic())
-        for chunk in self._chunks(payload.pending(), payload.items):
+        for chunk in chunk_by_bytes(payload.pending(), payload.items, self.config.max_content_length):
             rnd.requests.append(self._start(chunk, payload))
         self._rounds.append(rnd)
         return rnd

@@ -123,6 +123,10 @@ def _process_fields(p: Process, d: dict[str, Any]) -> None:
         d["k8s_pod"] = pod.name
         if pod.workload:
             d["k8s_workload"] = pod.workload
+        if pod.workload_kind:
+            d["k8s_workload_kind"] = pod.workload_kind
+        if pod.labels:
+            d["k8s_pod_labels"] = [f"{k}={v}" for k, v in sorted(pod.labels.items())]
         if pod.container is not None:
             if pod.container.name:
                 d["k8s_container"] = pod.container.name
@@ -196,6 +200,8 @@ def to_cim(event: Event) -> dict[str, Any]:
     }
     if event.node.labels:
         d["node_labels"] = dict(event.node.labels)
+    if event.node.cluster:
+        d["k8s_cluster"] = event.node.cluster
     if event.tags:
         d["siemhub_tags"] = list(event.tags)
     p = event.process

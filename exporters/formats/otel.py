@@ -171,14 +171,20 @@ def _process_attrs(p: Process, a: dict[str, Any]) -> None:
                 a["container.image.name"] = img
                 if tag:
                     a["container.image.tags"] = [tag]
+            if pod.container.image_id and "@" in pod.container.image_id:  # <repository>@sha256:<digest>
+                a["container.image.repo_digests"] = [pod.container.image_id]
         if pod.workload:
-            kind, _, wname = pod.workload.partition("/")
-            attr = _WORKLOAD_ATTR.get(kind)
-            if attr and wname:
-                a[attr] = wname
+            # the owning workload from the API server: its name, and its kind in workload_kind
+            attr = _WORKLOAD_ATTR.get(pod.workload_kind or "")
+            if attr:
+                a[attr] = pod.workload
             a["siemhub.k8s.workload"] = pod.workload
+            if pod.workload_kind:
+                a["siemhub.k8s.workload_kind"] = pod.workload_kind
         if pod.qos_class:
             a["siemhub.k8s.pod.qos_class"] = pod.qos_class
+        for k, v in sorted(pod.annotations.items()):
+            a[f"k8s.pod.annotation.{k}"] = v
         for k, v in sorted(pod.labels.items()):
             a[f"k8s.pod.label.{k}"] = v
 
@@ -406,13 +412,15 @@ def to_otel(e: Event, observed_ns: int) -> dict[str, Any]:
 def resource_attributes(node: Node, kubernetes: bool = False, extra: Mapping[str, Any] | None = None,
                         service_version: str | None = None) -> dict[str, Any]:
     """The Resource of the events of one node: service.name/version, host.name, k8s.node.name (when the
-    agent runs on Kubernetes), the node's labels as siemhub.node.label.<key>; `extra` (the exporter's
+    agent runs on Kubernetes), k8s.cluster.name (node.cluster), the node's labels as siemhub.node.label.<key>; `extra` (the exporter's
     `resource` setting) is applied last and wins."""
     a: dict[str, Any] = {"service.name": "siemhub",
                          "service.version": service_version or siemhub_version(),
                          "host.name": node.name}
     if kubernetes:
         a["k8s.node.name"] = node.name
+    if node.cluster:
+        a["k8s.cluster.name"] = node.cluster
     for k, v in sorted(node.labels.items()):
         a[f"siemhub.node.label.{k}"] = v
     if extra:
@@ -532,7 +540,7 @@ class LogsEncoder:
         self._sev: dict[str, tuple[bytes, bytes]] = {}
 
     def resource_for(self, node: Node) -> bytes:
-        key = (node.name, tuple(sorted(node.labels.items())))
+        key = (node.name, node.cluster, tuple(sorted(node.labels.items())))
         r = self._resources.get(key)
         if r is None:
             if len(self._resources) > 1024:

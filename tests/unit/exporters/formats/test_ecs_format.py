@@ -41,7 +41,7 @@ _PROC = ('{"exec_id":"bm9kZS1hOjcwMDA6NDI0Mg==","pid":4242,"tid":4242,"ppid":100
          '"start_time":"2023-11-14T22:13:27.000000123Z","flags":["truncated_args"],"cgroup_id":4096,'
          '"container":{"id":"3f2a9c","runtime":"containerd"},'
          '"pod":{"namespace":"shop","name":"web-7d9f","labels":{"app":"web","tier":"front"},'
-         '"container":{"name":"nginx","image":"registry:5000/nginx:1.25"},"workload":"Deployment/web",'
+         '"container":{"name":"nginx","image":"registry:5000/nginx:1.25"},"workload":"web","workload_kind":"Deployment",'
          '"uid":"1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9","qos_class":"Burstable"}}')
 _PARENT = ('{"exec_id":"bm9kZS1hOjEwMDA6MTAwMA==","pid":1000,"tid":1000,"ppid":1,"uid":1000,"euid":1000,'
            '"gid":1000,"egid":1000,"binary":"/usr/bin/bash","args":["-bash"],"cwd":"/home/alice","comm":"bash",'

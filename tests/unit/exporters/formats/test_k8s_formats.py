@@ -7,7 +7,7 @@ import ocsf_json_schema
 import pytest
 
 from siemhub.collector.core.event import EVENT_BASE, Container, Event, Node, Pod, PodContainer, Process, encode_json
-from siemhub.exporters.formats import ecs, ocsf, tetragon
+from siemhub.exporters.formats import ecs, ocsf, otel, tetragon
 
 IMAGE_ID = "registry.example.com/shop/checkout@sha256:" + "c" * 64
 
@@ -85,17 +85,26 @@ def test_native_carries_everything():
 
 
 def test_opentelemetry_k8s_attributes():
-    from siemhub.exporters.formats.k8s_otel import k8s_attributes
-
-    assert k8s_attributes(_event()) == {
-        "k8s.cluster.name": "prod-eu", "k8s.node.name": "node-a", "k8s.namespace.name": "shop",
-        "k8s.pod.name": "checkout-6b7c9d8f4d-h2x9z", "k8s.pod.uid": "0b6a1f9e-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
-        "k8s.pod.label.app": "checkout", "k8s.pod.label.tier": "backend", "k8s.pod.annotation.team": "payments",
-        "k8s.deployment.name": "checkout", "k8s.container.name": "app",
-        "container.image.name": "registry.example.com/shop/checkout", "container.image.tags": ["2.4.1"],
-        "container.image.repo_digests": [IMAGE_ID], "container.id": "ab" * 32, "container.runtime": "containerd"}
+    """The OTLP exporter's mapping (exporters/formats/otel.py) carries what the API server added: the
+    workload under its semantic-convention name attribute (by workload_kind), annotations, the image
+    digest, and the cluster on the node's Resource."""
+    a = otel.attributes(_event())
+    want = {"k8s.namespace.name": "shop", "k8s.pod.name": "checkout-6b7c9d8f4d-h2x9z",
+            "k8s.pod.uid": "0b6a1f9e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "k8s.pod.label.app": "checkout",
+            "k8s.pod.label.tier": "backend", "k8s.pod.annotation.team": "payments",
+            "k8s.deployment.name": "checkout", "k8s.container.name": "app",
+            "container.image.name": "registry.example.com/shop/checkout", "container.image.tags": ["2.4.1"],
+            "container.image.repo_digests": [IMAGE_ID], "container.id": "ab" * 32,
+            "container.runtime.name": "containerd", "siemhub.k8s.workload": "checkout",
+            "siemhub.k8s.workload_kind": "Deployment"}
+    assert {k: a[k] for k in want if k in a} == want
+    assert otel.resource_attributes(_event().node)["k8s.cluster.name"] == "prod-eu"
     e = _event()
     e.process.pod.workload_kind, e.process.pod.workload = "CronJob", "backup"
-    assert k8s_attributes(e)["k8s.cronjob.name"] == "backup" and "k8s.deployment.name" not in k8s_attributes(e)
-    e.process.pod = e.process.container = None
-    assert k8s_attributes(e) == {"k8s.cluster.name": "prod-eu"}  # a host process: the cluster only
+    b = otel.attributes(e)
+    assert b["k8s.cronjob.name"] == "backup" and "k8s.deployment.name" not in b
+    e.process.pod.workload_kind = "MyController"  # no semantic-convention attribute: siemhub.* only
+    c = otel.attributes(e)
+    assert c["siemhub.k8s.workload_kind"] == "MyController" and not any(k.endswith(".name") and k.startswith("k8s.")
+                                                                         and k.split(".")[1] in ("deployment", "cronjob")
+                                                                         for k in c)
