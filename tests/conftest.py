@@ -39,16 +39,29 @@ class RunningAgent:
         self.path = path
         self.agent = agent
         self._offset = 0
+        self._inode: int | None = None
         self._seen: list[dict] = []
 
     def events(self) -> list[dict]:
+        """Every event written so far. The agent sees every process of the machine, so on a busy machine
+        its file can reach the exporter's rotate_bytes: a rotation (a new inode at `path`) is followed by
+        finishing the rotated file (`path.1`, which ends with a whole line) and starting the new one."""
         with open(self.path, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
+            if self._inode is not None and inode != self._inode:
+                with open(self.path.with_name(self.path.name + ".1"), "rb") as old:
+                    old.seek(self._offset)
+                    self._take(old.read())
+                self._offset = 0
+            self._inode = inode
             f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        self._seen.extend(msgspec.json.decode(line) for line in data[:end].splitlines() if line)
+            self._offset += self._take(f.read())
         return self._seen
+
+    def _take(self, data: bytes) -> int:
+        end = data.rfind(b"\n") + 1
+        self._seen.extend(msgspec.json.decode(line) for line in data[:end].split(b"\n") if line)
+        return end
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "events") -> list[dict]:
         """Events matching predicate, waiting until at least one shows up."""
