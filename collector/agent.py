@@ -18,7 +18,10 @@ from siemhub.collector.config import LoadedConfig
 from siemhub.collector.container import PodResolver
 from siemhub.collector.core.event import SCHEMA_VERSION, AgentStatus, Clock, Event, EventIds, Node
 from siemhub.collector.delivery.runner import ExporterRunner
+from siemhub.collector.health import Health
+from siemhub.collector.k8s.enrich import KubernetesEnrichment
 from siemhub.collector.metrics import Metrics
+from siemhub.collector.otlp_metrics import OtlpMetricsPusher
 from siemhub.collector.process_cache import ProcessCache
 from siemhub.collector.redact import Redactor
 from siemhub.collector.router import Match, Route, Router
@@ -52,6 +55,7 @@ class Pipeline:
         self._started: list[ExporterRunner] = []
         self.redactor = Redactor.from_config(getattr(cfg.agent, "redact", None))
         self.policies = None  # policy.PolicyEngine: set by Agent (replay does not re-run policies)
+        self.kubernetes = None  # k8s.enrich.KubernetesEnrichment: set by Agent (holds events for their pod)
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -70,6 +74,12 @@ class Pipeline:
             n = self.redactor.apply(events)
             if n:
                 self.metrics.redacted.inc(n)
+        k8s = self.kubernetes
+        if k8s is not None and events and to is None:
+            events = k8s.filter(events)  # events of a pod the API has not shown yet wait for it (briefly)
+        return self._dispatch(events, wait, to)
+
+    def _dispatch(self, events: list[Event], wait: bool = False, to: str | None = None) -> dict[str, int]:
         engine = self.policies
         if engine is not None and events and to is None:
             events = engine.apply(events)  # after redaction: policy_action events carry redacted args
@@ -101,7 +111,7 @@ class Agent:
         self.cfg = cfg
         self.pipeline = Pipeline(cfg, metrics)
         self.metrics = self.pipeline.metrics
-        self.node = Node(name=a.node.name, labels=dict(a.node.labels))
+        self.node = Node(name=a.node.name, labels=dict(a.node.labels), cluster=a.node.cluster)
         self.clock = Clock()
         self.ids = EventIds()
         self.sensors: list[Sensor] = []
@@ -109,14 +119,20 @@ class Agent:
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
         self.metrics_server = None
+        self.metrics_pusher = None  # metrics.otlp
+        self.health = Health()  # /healthz, /readyz next to /metrics
         pcfg = a.sensors.process
         cache_cfg = pcfg.cache if pcfg else None
         self.cache = ProcessCache(
             self.node.name, self.clock, self.metrics,
             max_entries=cache_cfg.max_entries if cache_cfg else 65536,
             exit_delay=cache_cfg.exit_delay if cache_cfg else 30.0,
-            pods=_pod_resolver(pcfg.kubernetes if pcfg else None),
+            pods=None,
         )
+        # pods: the kubelet's directories, and the API server's watch when there is one (collector/k8s/)
+        k = pcfg.kubernetes if pcfg else None
+        self.kubernetes = KubernetesEnrichment(k, self.node.name, self.metrics.registry, node=_pod_resolver(k))
+        self.cache.pods = self.kubernetes.resolver
         self.metrics.watch_policies(lambda: self.pipeline.policies)
         engine = getattr(cfg, "policies", None)
         if engine is not None:
@@ -139,12 +155,22 @@ class Agent:
                 auth = a.metrics.auth
                 self.metrics_server = self.metrics.serve(host.strip("[]"), int(port),
                                                          auth.username if auth else None,
-                                                         auth.password if auth else None)
+                                                         auth.password if auth else None, health=self.health)
             except OSError as exc:
                 raise StartupError(f"cannot serve /metrics on {a.metrics.listen}: {exc.strerror} "
                                    "(change metrics.listen or set metrics.enabled: false)") from None
-            log.info("metrics on http://%s/metrics", a.metrics.listen)
+            log.info("metrics on http://%s/metrics, health on /healthz and /readyz", a.metrics.listen)
+        if a.metrics.otlp is not None:  # metrics.otlp: the same registry pushed to an OTLP collector
+            self.metrics_pusher = OtlpMetricsPusher(a.metrics.otlp, self.metrics.registry, self.node.name).start()
+        h = self.health
+        h.expect(*(f"exporter {n}" for n in self.pipeline.runners),
+                 *(f"sensor {n}" for n in a.sensors.enabled()),
+                 "policies")
         self.pipeline.start()
+        for n in self.pipeline.runners:
+            h.up(f"exporter {n}")
+        self.kubernetes.start(self.pipeline._dispatch, self.node)  # the first list of this node's pods, before the sensors
+        self.pipeline.kubernetes = self.kubernetes
         self._build_sensors()
         for s in self.sensors:
             try:
@@ -156,6 +182,9 @@ class Agent:
             policy.install(self.sensors, a, self.pipeline.policies)
         except ValueError as exc:
             raise StartupError(f"policies: {exc}") from None
+        for s in self.sensors:
+            h.up(f"sensor {s.name}")  # attached, with the policies' kernel filters in force
+        h.up("policies")
         # Everything built so far (compiled programs, the /proc scan) lives as long as the agent: keep
         # it out of the cyclic collector's scans, and collect young objects less often. Event structs
         # are untracked (gc=False); what remains tracked per event is short-lived lists.
@@ -168,7 +197,9 @@ class Agent:
 
     def _poll_loop(self, sensor: Sensor) -> None:
         interval = sensor.poll_interval
+        beat = f"sensor {sensor.name}"
         while not self._stop.is_set():
+            self.health.beat(beat)  # /healthz: this reader loop came round
             try:
                 sensor.poll(interval)
             except Exception:  # noqa: BLE001 - keep reading; the error is logged and counted
@@ -183,6 +214,12 @@ class Agent:
             # pod look-ups in the kubelet's directories: many misses mean they are not mounted or moved
             counters["kubernetes_pods_found"] = pods.resolved
             counters["kubernetes_pods_not_found"] = pods.unresolved
+        kube = getattr(self, "kubernetes", None)
+        if kube is not None and kube.watcher is not None:  # pods from the API server; events that waited for theirs, by outcome
+            counters["kubernetes_api_pods"] = len(kube.store)
+            if kube.hold is not None:
+                for k, v in kube.hold.counts.items():
+                    counters[f"kubernetes_held_{k}"] = v
         for s in self.sensors:
             for k, v in s.counters().items():
                 counters[f"{s.name}_{k}"] = v
@@ -259,6 +296,7 @@ class Agent:
         return True
 
     def shutdown(self) -> dict:
+        self.health.stopping()  # /readyz 503 from now on
         self._stop.set()
         for t in self._threads:
             t.join(5)
@@ -267,9 +305,12 @@ class Agent:
                 s.unload()  # takes what is still in the ring buffer
             except Exception:  # noqa: BLE001
                 log.exception("sensor %s: unload failed", s.name)
+        self.kubernetes.stop()  # sends what waits for its pod (tagged)
         if self.cfg.agent.status_interval:
             self.pipeline.emit([self.status_event()])
         counts = self.pipeline.stop(self.cfg.agent.shutdown_deadline)
+        if self.metrics_pusher is not None:
+            self.metrics_pusher.stop()  # pushes the final counts
         if self.metrics_server is not None:
             server, _thread = self.metrics_server
             server.shutdown()

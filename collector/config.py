@@ -23,6 +23,7 @@ from siemhub.collector.core import secrets, yamlpos
 from siemhub.collector.core.event import EVENT_TYPES, SEVERITIES
 from siemhub.collector.core.settings import Strict
 from siemhub.collector.core.yamlpos import ConfigError
+from siemhub.collector.otlp_metrics import OtlpMetricsConfig  # metrics.otlp (issue 15)
 from siemhub.collector.policy import load_policy_set
 from siemhub.collector.redact import RedactConfig
 from siemhub.collector.sensors import Sensors, load_sensor_class
@@ -33,6 +34,7 @@ from siemhub.exporters.base import Exporter, ExporterConfig, UnknownExporter, lo
 class NodeConfig(Strict):
     name: str = Field(default_factory=socket.gethostname)
     labels: dict[str, str] = {}
+    cluster: str | None = Field(None, description="the cluster's name, on every event (node.cluster)")
 
 
 class MatchConfig(Strict):
@@ -59,6 +61,8 @@ class MetricsConfig(Strict):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9464", description="host:port of /metrics (127.0.0.1 unless you mean it)")
     auth: MetricsAuth | None = Field(None, description="require HTTP basic auth on /metrics")
+    # siemhub's metrics pushed over OTLP too (collector/otlp_metrics.py), whether /metrics is on or not
+    otlp: OtlpMetricsConfig | None = Field(None, description="push the same metrics to an OTLP collector")
 
     @field_validator("listen")
     @classmethod

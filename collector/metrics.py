@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from siemhub.collector.health import wsgi_routes
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -44,6 +46,8 @@ class Metrics:
         self.cache_size = Gauge("siemhub_process_cache_entries", "Processes in the process cache", registry=r)
         self.cache_lookups = Counter("siemhub_process_cache_lookups", "Parent lookups in the process cache",
                                      ["result"], registry=r)
+        self.process_missing = Counter("siemhub_process_missing", "process_exit events that name no process, by "
+                                       "cause (before_attach, parent_unknown, not_seen)", ["cause"], registry=r)
 
     def watch_policies(self, engine_of) -> None:
         """Expose the policy engine's counters (read at scrape time; `engine_of()` returns the engine in
@@ -70,15 +74,17 @@ class Metrics:
         v = self.registry.get_sample_value(name, labels)
         return 0.0 if v is None else v
 
-    def serve(self, host: str, port: int, username: str | None = None, password: str | None = None):
+    def serve(self, host: str, port: int, username: str | None = None, password: str | None = None,
+              health=None):
         """Start the /metrics endpoint; returns (server, thread). Port 0 picks a free port. With a
-        username and password, every request needs HTTP basic auth (401 otherwise)."""
-        if username is None:
+        username and password, every request needs HTTP basic auth (401 otherwise). With `health`
+        (collector.health.Health), /healthz and /readyz are served too, without auth (probes)."""
+        if username is None and health is None:
             return start_http_server(port, addr=host, registry=self.registry)
-        return _serve_with_auth(self.registry, host, port, username, password or "")
+        return _serve_with_auth(self.registry, host, port, username, password or "", health)
 
 
-def _serve_with_auth(registry, host: str, port: int, username: str, password: str):
+def _serve_with_auth(registry, host: str, port: int, username: str | None, password: str, health=None):
     import base64
     import hmac
     import threading
@@ -88,11 +94,17 @@ def _serve_with_auth(registry, host: str, port: int, username: str, password: st
     from prometheus_client import make_wsgi_app
 
     inner = make_wsgi_app(registry)
-    want = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+    want = b"Basic " + base64.b64encode(f"{username}:{password}".encode()) if username is not None else None
+    routes = {}
+    if health is not None:
+        routes = wsgi_routes(health)
 
     def app(environ, start_response):
+        route = routes.get(environ.get("PATH_INFO", ""))
+        if route is not None:
+            return route(environ, start_response)
         got = environ.get("HTTP_AUTHORIZATION", "").encode()
-        if not hmac.compare_digest(got, want):  # constant time: no timing hint about the secret
+        if want is not None and not hmac.compare_digest(got, want):  # constant time: no timing hint about the secret
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="siemhub"'),
                                                 ("Content-Type", "text/plain")])
             return [b"authentication required\n"]

@@ -1,6 +1,6 @@
 """Policies: YAML files of rules that match canonical events and act on them (docs/policies.md).
 
-A policy file holds one policy: `name`, `description`, `enabled` and `rules`. A rule has `match` (and
+A policy file holds one policy: `name`, `description` (optional), `enabled` and `rules`. A rule has `match` (and
 optionally `except`) selectors and an `action`:
 
 - `post`: raise the event's severity to the rule's and emit a `policy_action` event (rate-limited per
@@ -8,8 +8,9 @@ optionally `except`) selectors and an `action`:
 - `notify`: add `tags` (routes match them) and emit a `policy_action` event;
 - `ignore`: drop the event. Pushed down into the kernel where the sensor can filter (process binaries
   by exact path, network ports or CIDRs); otherwise dropped here, counted;
-- `sigkill`: file paths only: becomes an enforce rule of the file sensor (SIGKILL from the kernel
-  before the syscall returns). Any other event type is rejected at load;
+- `sigkill`: file paths become an enforce rule of the file sensor (SIGKILL from the kernel before the
+  syscall returns); with binaries, on exec and on connect, a rule of the enforce sensor
+  (collector/core/enforce_rules.py). What the kernel cannot enforce is rejected at load;
 - `block`: needs BPF LSM; where the kernel refuses it (lockdown) a file-path rule falls back to sigkill.
 
 Every matching rule tags the event `policy:<name>`; severity is raised, never lowered.
@@ -36,18 +37,19 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from siemhub.collector.core import yamlpos
+from siemhub.collector.core import enforce_rules, yamlpos  # enforce_rules: sigkill beyond file paths (issue 18)
 from siemhub.collector.core.event import (EVENT_TYPES, SCHEMA_VERSION, SEVERITIES, SEVERITY_RANK, Event, EventIds,
                                      PolicyAction, Process)
 from siemhub.collector.core.kernel_settings import FILE_OPERATIONS, FileEnforceRule, KernelFilters
 from siemhub.collector.core.settings import Strict, check_cidrs, check_ports
 from siemhub.collector.core.yamlpos import ConfigError
+from siemhub.collector.k8s.selectors import LabelSelector, WorkloadSelector, label_predicate, workload_predicate
 from siemhub.collector.kernel.build import block_support as kernel_block_support
 
 log = logging.getLogger("siemhub.policy")
 
 ACTIONS = ("post", "notify", "ignore", "sigkill", "block")
-NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "dns_query")
+NETWORK_TYPES = ("network_connect", "network_accept", "network_close", "network_flow", "dns_query")
 PROCESS_TYPES = ("process_exec", "process_exit")
 PRIVILEGE_OPERATIONS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
                         "setfsgid", "capset", "ptrace", "module_load", "bpf_load", "mount", "memfd_exec")
@@ -85,7 +87,11 @@ class Selector(_Strict):
     old_uids: list[int] | None = Field(None, description="privilege_change: uid before")
     new_uids: list[int] | None = Field(None, description="privilege_change: uid after")
     namespaces: list[str] | None = Field(None, description="glob patterns on process.pod.namespace")
-    pod_labels: dict[str, str] | None = Field(None, description="labels the pod must have (all of them)")
+    pod_labels: dict[str, str] | LabelSelector | None = Field(
+        None, description="labels the pod must have (all of them), or a Kubernetes label selector "
+                          "(matchLabels, matchExpressions: In/NotIn/Exists/DoesNotExist)")
+    workloads: list[WorkloadSelector] | None = Field(None, description="owning workloads ({kind, name}: "
+                                                     "Deployment/checkout...; name a glob), any of them")
     container: bool | None = Field(None, description="true: only in containers; false: only on the host")
     flags: list[str] | None = Field(None, description="any of these in process.flags or file.flags")
 
@@ -173,7 +179,7 @@ class Rule(_Strict):
 
 class Policy(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str
+    description: str = ""  # optional: a one-line policy needs no ceremony (issue 18)
     enabled: bool = True
     rules: list[Rule] = Field(min_length=1)
 
@@ -396,10 +402,14 @@ class _Compiled:
             nrx = re.compile("|".join(fnmatch.translate(p) for p in s.namespaces)).match
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
                           and nrx(e.process.pod.namespace) is not None)
-        if s.pod_labels:
-            want_labels = dict(s.pod_labels)
+        if s.pod_labels is not None and (s.pod_labels or isinstance(s.pod_labels, LabelSelector)):
+            labels_match = label_predicate(s.pod_labels)  # collector/k8s/selectors.py
             checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
-                          and all(e.process.pod.labels.get(k) == v for k, v in want_labels.items()))
+                          and labels_match(e.process.pod.labels))
+        if s.workloads:
+            workload_match = workload_predicate(s.workloads)
+            checks.append(lambda e, _eng: e.process is not None and e.process.pod is not None
+                          and workload_match(e.process.pod.workload_kind, e.process.pod.workload))
         if s.args or s.args_regex:
             subs = tuple(s.args or ())
             rxs = tuple(re.compile(r).search for r in s.args_regex or ())
@@ -526,6 +536,14 @@ class PolicyEngine:
 
     def _enforce(self, lp: LoadedPolicy, cr: CompiledRule, r: Rule, given: set[str]) -> None:
         what = r.action
+        if what == "sigkill" and ("binaries" in given or {"process_exec", "network_connect"} & set(cr.types)):
+            # exec, open by a binary, connect: the enforce sensor (collector/core/enforce_rules.py)
+            if r.except_ is not None:
+                raise ValueError("sigkill is enforced in the kernel without except")
+            self.kernel.enforce.append(enforce_rules.from_rule(cr.policy, cr.name, r.match, cr.types, given,
+                                                               r.severity, list(r.tags)))
+            cr.enforced_in_kernel = True
+            return
         other = [t for t in cr.types if t != "file_access"]
         if other:
             raise ValueError(f"{what} is not available for {', '.join(other)}: only file_access paths can be "
@@ -743,6 +761,8 @@ def install(sensors: Sequence[Any], agent_cfg: Any, engine: PolicyEngine | None)
         done.append((s, before))
     for s, args in plan:
         _INSTALLED[s] = args
+    if k.enforce and not any(getattr(s, "enforces_beyond_files", False) for s in sensors):
+        log.warning("policies: %d sigkill rules need the enforce sensor (sensors.enforce): not enforced", len(k.enforce))
     if k.file_enforce and not any(getattr(s, "enforces", False) for s in sensors):
         log.warning("policies: %d sigkill rules need the file sensor (sensors.file): not enforced", len(k.file_enforce))
     if engine is not None:

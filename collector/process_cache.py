@@ -90,6 +90,9 @@ class ProcessCache:
         # process sensor runs, nothing to wait for). Other sensors name an event's process once it passed.
         self.exec_horizon = None
         self._not_forks: dict[tuple[int, int], None] = {}
+        # Forked processes whose parent the cache could not find (pid -> start_ns): why an exit is
+        # missing_process (the process sensor counts causes).
+        self.orphans: dict[int, int] = {}
         self._metrics = metrics
         self._m_size = metrics.cache_size
         # Plain integers on the hot path; sync_metrics() moves them to Prometheus once a second.
@@ -338,8 +341,22 @@ class ProcessCache:
     def _materialize(self, pid: int) -> None:
         ppid, start_ns, ktime = self._forks.pop(pid)
         parent = self.get(ppid)
+        if parent is None and ppid > 0:
+            # A parent that has neither exec'd nor exited (un-exec'd forks deeper than the kernel sends
+            # ahead) is in the kernel's forks map; one older than the agent is in /proc.
+            info = self.fork_source(ppid) if self.fork_source is not None else None
+            if info is not None and info[1] <= start_ns:
+                self.add_fork(ppid, *info)
+                parent = self.get(ppid)
+            if parent is None:
+                parent = self._from_procfs(ppid)
+                if parent is not None and parent.start_tick > start_ns // NS_PER_TICK:
+                    parent = None  # the pid was reused: not the process that forked this one
         if parent is None:
-            return  # resolved from /proc when something asks for it
+            if len(self.orphans) >= 4096:
+                self.orphans.clear()
+            self.orphans[pid] = start_ns  # missing_process cause: its parent was never seen
+            return
         self._insert(pid, self._clone(pid, parent, start_ns, ktime))
 
     def _clone(self, pid: int, parent: Entry, start_ns: int, ktime: int) -> Entry:

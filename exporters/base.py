@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import field_validator
+
 from siemhub.collector.core import registry
 from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
@@ -39,6 +41,8 @@ class SendResult:
     reason: str = ""  # short, metric-safe reason (e.g. "http_503", "ENOSPC"); never a secret
     # Per-event outcomes for partial failures (bulk APIs): (index in batch, outcome, reason).
     items: list[tuple[int, Outcome, str]] = field(default_factory=list)
+    # RETRY only: the backend asked to wait at least this long (HTTP Retry-After, gRPC RetryInfo)
+    retry_after: float | None = None
 
 
 DONE = SendResult(Outcome.DONE)
@@ -56,6 +60,45 @@ def outcome_for_http(status: int) -> SendResult:
     if status in _RETRY_HTTP:
         return SendResult(Outcome.RETRY, f"http_{status}")
     return SendResult(Outcome.GIVE_UP, f"http_{status}")
+
+
+# --- gRPC (OTLP/gRPC, exporters/otlp.py) and request-level HTTP answers ---------------------------------
+
+# gRPC status codes the OTLP specification calls retryable. RESOURCE_EXHAUSTED only when the server
+# sent RetryInfo (it then says how long to wait); without it the spec says not to retry.
+_RETRY_GRPC = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
+# Answers that mean "this endpoint is not set up for us" (a wrong port, path or credentials): retrying
+# the same request cannot succeed until someone fixes the config or the collector, but dead-lettering
+# every event meanwhile would throw a stream away over a typo. Such batches are held and retried
+# (the circuit breaker spaces the attempts) and the exporter reports the cause once.
+_HOLD_GRPC = {"UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED"}
+HOLD_HTTP = {401, 403, 404, 405, 415}
+
+
+def outcome_for_grpc(code: str, retry_after: float | None = None) -> SendResult:
+    """gRPC status name (grpc.StatusCode.X.name) -> outcome, for OTLP/gRPC exports."""
+    if code == "OK":
+        return DONE
+    reason = f"grpc_{code.lower()}"
+    if code in _RETRY_GRPC or (code == "RESOURCE_EXHAUSTED" and retry_after is not None):
+        return SendResult(Outcome.RETRY, reason, retry_after=retry_after)
+    if code in _HOLD_GRPC:
+        return SendResult(Outcome.RETRY, reason)
+    return SendResult(Outcome.GIVE_UP, reason)
+
+
+def outcome_for_endpoint(status: int, retry_after: float | None = None) -> SendResult:
+    """HTTP status of a whole request -> outcome, for every HTTP exporter (Elasticsearch's bulk request,
+    Splunk HEC, OTLP/HTTP): as outcome_for_http (429/5xx retried, honouring Retry-After), and the
+    answers of an endpoint not set up for us (401/403/404/405/415: credentials, a wrong URL or port) are
+    held and retried behind the circuit breaker instead of dead-lettering the stream over a typo
+    (see HOLD_HTTP). Per-item answers inside a bulk response use outcome_for_http."""
+    result = outcome_for_http(status)
+    if result.outcome is Outcome.RETRY:
+        return SendResult(Outcome.RETRY, result.reason, retry_after=retry_after)
+    if status in HOLD_HTTP:
+        return SendResult(Outcome.RETRY, result.reason)
+    return result
 
 
 _RETRY_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOMEM,
@@ -77,6 +120,39 @@ def outcome_for_exception(exc: BaseException) -> SendResult:
 # --- configuration shared by every exporter ------------------------------------------------------
 
 
+
+
+def chunk_by_bytes(indices: Sequence[int], items: Sequence[bytes], limit: int) -> list[list[int]]:
+    """Split the items named by `indices` (in order) into runs whose encoded sizes add up to at most
+    `limit` bytes each (one item larger than the limit goes alone): the requests of a bulk API
+    (Elasticsearch's `_bulk`, Splunk HEC's concatenated events)."""
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    size = 0
+    for i in indices:
+        n = len(items[i])
+        if cur and size + n > limit:
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def batch_defaults(defaults: BatchConfig) -> Any:
+    """A `batch` field validator for an exporter whose batches default to other sizes than
+    BatchConfig's: a partial `batch:` in the config keeps this exporter's defaults for what it leaves
+    out (`batch: {max_wait: 1}` alone must not mean BatchConfig's generic 512 events). Use in the
+    config class body: `_batch_defaults = batch_defaults(BATCH_DEFAULTS)`."""
+
+    def fill(cls: type, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {"max_events": defaults.max_events, "max_wait": defaults.max_wait, **v}
+        return v
+
+    return field_validator("batch", mode="before")(classmethod(fill))
 
 
 # The delivery settings every exporter has (queue, batch, retry, buffer, dead letters, breaker) belong

@@ -8,7 +8,8 @@
   RETRY: the delivery path waits (backoff with jitter) and calls send() with the same payload, which
   re-sends only those items. Items answered 400 (mapping errors) are GIVE_UP with the error type as
   reason (the full message is kept in payload.details for the dead-letter path).
-  Status codes become outcomes only in exporters/base.py (outcome_for_http / outcome_for_exception).
+  Status codes become outcomes only in exporters/base.py (outcome_for_endpoint for the request,
+  outcome_for_http per item, outcome_for_exception).
 - Idempotence: the event id is the document `_id` and the op_type is `create` (the only op_type a data
   stream accepts). A retry of an item the server already stored -- its response was lost, or the
   server restarted after writing it -- is answered 409 version_conflict, which counts as done. So a
@@ -41,7 +42,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from siemhub.collector.core.event import Event
 from siemhub.collector.core.settings import Strict
 from siemhub.exporters.base import (
-    DONE, Exporter, ExporterConfig, Outcome, SendResult, outcome_for_exception, outcome_for_http,
+    DONE, Exporter, ExporterConfig, Outcome, SendResult, chunk_by_bytes, outcome_for_endpoint, outcome_for_exception,
+    outcome_for_http,
 )
 from siemhub.exporters.formats import ecs
 
@@ -437,7 +439,7 @@ class ElasticsearchExporter(Exporter):
             except SetupError as exc:
                 log.warning("exporter %s: setup failed: %s", self.name, exc)
                 return SendResult(Outcome.RETRY, "setup_failed")
-        chunks = self._chunks(payload)
+        chunks = chunk_by_bytes(payload.pending, payload.items, self.config.max_bulk_bytes)
         if self._pool is not None and len(chunks) > 1:
             answers = list(self._pool.map(self._post, chunks, [payload] * len(chunks)))
         else:
@@ -465,29 +467,13 @@ class ElasticsearchExporter(Exporter):
             return SendResult(Outcome.GIVE_UP, failed[0][2], failed)
         return SendResult(Outcome.DONE, "", failed)
 
-    def _chunks(self, payload: BulkPayload) -> list[list[int]]:
-        limit = self.config.max_bulk_bytes
-        chunks: list[list[int]] = []
-        cur: list[int] = []
-        size = 0
-        for i in payload.pending:
-            n = len(payload.items[i])
-            if cur and size + n > limit:
-                chunks.append(cur)
-                cur, size = [], 0
-            cur.append(i)
-            size += n
-        if cur:
-            chunks.append(cur)
-        return chunks
-
     def _post(self, chunk: list[int], payload: BulkPayload) -> SendResult | dict:
         body = b"".join([payload.items[i] for i in chunk])
         try:
             status, resp = self._request("POST", "/_bulk", body, params={"filter_path": _FILTER_PATH}, ndjson=True)
         except _Unreachable as exc:
             return outcome_for_exception(TimeoutError() if str(exc) == "timeout" else ConnectionError())
-        result = outcome_for_http(status)
+        result = outcome_for_endpoint(status)
         if result.outcome is not Outcome.DONE:
             return result
         if not isinstance(resp, dict):

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from siemhub.collector.core.event import SCHEMA_VERSION, Event
 from siemhub.collector.core.kafka import KafkaConnection, LibrdkafkaLog, PropertyValue, client_config
-from siemhub.exporters.base import DONE, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult
+from siemhub.exporters.base import DONE, BatchConfig, Exporter, ExporterConfig, Outcome, SendResult, batch_defaults
 from siemhub.exporters.formats import FORMATS, get_format
 
 log = logging.getLogger("siemhub.exporters.kafka")
@@ -119,15 +119,9 @@ class KafkaConfig(ExporterConfig, KafkaConnection):
     # costs CPU per event (8 or 10: 0.2-0.35 µs more per event, measured; docs/kafka.md).
     max_in_flight: int = Field(6, ge=1, le=64, description="exporter batches waiting for delivery reports")
 
-    @field_validator("batch", mode="before")
-    @classmethod
-    def _batch_defaults(cls, v):
-        # A partial `batch:` keeps the Kafka defaults for what it leaves out, not BatchConfig's generic
-        # ones: `batch: {max_wait: 1}` alone would otherwise mean 512-event batches, a quarter of the
-        # throughput.
-        if isinstance(v, dict):
-            return {"max_events": BATCH_DEFAULTS.max_events, "max_wait": BATCH_DEFAULTS.max_wait, **v}
-        return v
+    # A partial `batch:` keeps the Kafka defaults for what it leaves out: `batch: {max_wait: 1}` alone
+    # would otherwise mean 512-event batches, a quarter of the throughput.
+    _batch_defaults = batch_defaults(BATCH_DEFAULTS)
 
     @field_validator("topic", "key")
     @classmethod

@@ -18,7 +18,9 @@ enum sh_msg_type {
 	SH_MSG_FILE = 30,          /* file sensor (sh_msg_file.op) */
 	SH_MSG_NET = 10,           /* network sensor: connect, accept, close (sh_msg_net.kind) */
 	SH_MSG_DNS = 11,           /* network sensor: a UDP datagram sent to port 53 (sh_msg_dns) */
+	SH_MSG_UDP = 12,           /* network sensor: a UDP flow began, or its socket / process ended (sh_msg_udp) */
 	SH_MSG_PRIV = 20,          /* privilege sensor (sh_msg_priv.op) */
+	SH_MSG_ENFORCE = 40,       /* enforce sensor: a process killed (sh_msg_enforce.kind) */
 };
 
 /* sh_msg_exec.flags */
@@ -159,6 +161,71 @@ struct sh_msg_dns {
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	__u8 payload[SH_DNS_PAYLOAD];
+};
+
+/* UDP flows are counted in the kernel (map `udp_flows`, one update per datagram); the ring buffer
+ * carries only a flow's start (its key and process, once) and the end of a socket or of a process,
+ * after which user space reads the counters (collector/sensors/udp_flows.py). */
+#define SH_UDP_NEW   1                     /* sh_msg_udp.kind: a flow's first datagram */
+#define SH_UDP_CLOSE 2                     /* close() of a descriptor of a socket with flows (sock) */
+#define SH_UDP_EXIT  3                     /* a process with flows exited (pid; sock 0) */
+#define SH_UDP_SENT_FIRST (1U << 0)        /* sh_msg_udp.flags: the flow's first datagram was sent by this process */
+
+struct sh_msg_udp {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u64 start_boottime;  /* the process' start (cache key) */
+	__u64 sock;          /* kernel address of the socket (the flow key's first field) */
+	__u8 kind;           /* SH_UDP_* */
+	__u8 flags;          /* SH_UDP_SENT_FIRST */
+	__u16 family;        /* of the peer address: AF_INET 2, AF_INET6 10 */
+	__u16 local_port;    /* host byte order; 0 before the socket is bound */
+	__u16 remote_port;   /* host byte order; 0: peer unknown (recv() without an address on an unconnected socket) */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+};
+
+/* The key and value of `udp_flows` (user space reads them at a socket's close and every interval). */
+struct sh_udp_key {
+	__u64 sock;
+	__u32 pid;
+	__u16 family;
+	__u16 port;          /* peer port, network byte order */
+	__u8 addr[16];       /* peer address (IPv4 in the first 4 bytes) */
+};
+
+struct sh_udp_val {
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 datagrams_sent;
+	__u64 datagrams_received;
+	__u64 first_ktime;
+	__u64 last_ktime;
+};
+
+/* Enforce sensor (bpf/enforce/enforce.bpf.c): one message per SIGKILL it sent. `rules`: the sigkill rules
+ * that matched (bit i: rule i of collector/sensors/enforce.py's table). */
+#define SH_ENF_EXEC    1                   /* sh_msg_enforce.kind: an exec of a forbidden binary */
+#define SH_ENF_OPEN    2                   /* an open of a forbidden path by a forbidden binary */
+#define SH_ENF_CONNECT 3                   /* a connect to a forbidden destination */
+#define SH_ENF_NAMES   256                 /* exec: the filename; open: path components, leaf first, 32 bytes each */
+
+struct sh_msg_enforce {
+	struct sh_msg_hdr hdr;
+	__u32 pid;           /* tgid */
+	__u32 tid;
+	__u64 start_boottime;
+	__u64 rules;
+	__u32 entry;         /* open: the path entry that matched (index in the sensor's table) */
+	__u8 kind;           /* SH_ENF_* */
+	__u8 depth;          /* open: components between the matched entry and the file */
+	__u16 family;        /* connect: AF_INET 2, AF_INET6 10 */
+	__u16 port;          /* connect: destination port (host byte order) */
+	__u16 acc;           /* open: 1 read, 2 write */
+	__u32 pad;
+	__u8 addr[16];       /* connect: destination (IPv4 in the first 4 bytes) */
+	char names[SH_ENF_NAMES];
 };
 
 /* Privilege: one message per operation (sh_msg_priv.op). Credentials before and after for the

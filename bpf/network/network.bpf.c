@@ -78,7 +78,7 @@ BPF_ARRAY(filters_on, u32, 1);             /* set by user space once any filter 
 BPF_TABLE("lru_hash", u64, u8, dns_fds, 4096);  /* tgid << 32 | fd of sockets connect()ed to the DNS port */
 BPF_PERCPU_ARRAY(filtered, u64, 1);        /* connections dropped by the filters */
 BPF_PERCPU_ARRAY(wakeups, u64, 1);
-BPF_PERCPU_ARRAY(lost, u64, 5);            /* indexed by SH_NET_*, SH_NET_DNS */
+BPF_PERCPU_ARRAY(lost, u64, 6);            /* indexed by SH_NET_*, SH_NET_DNS, SH_NET_UDP */
 
 static __always_inline u64 wake_flag(void)
 {
@@ -426,8 +426,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 	return 0;
 }
 
+#ifndef SH_NO_UDP_FLOWS
+static __always_inline void udp_mmsg_begin(const void *vec);  /* UDP flows, below */
+#endif
+
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
 {
+#ifndef SH_NO_UDP_FLOWS
+	udp_mmsg_begin(args->mmsg);
+#endif
 	u32 vlen = args->vlen;
 	const char *v = (const char *)args->mmsg;
 	for (u32 i = 0; i < SH_DNS_MMSG_MAX; i++) {
@@ -480,3 +487,354 @@ TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 	dns_write(args->fd, iov.base, iov.len, SH_DNS_WRITE, args->vlen > 1 ? SH_DNS_MORE_IOV : 0);
 	return 0;
 }
+
+/* --- UDP flows -------------------------------------------------------------------------------------- *
+ * One flow per (process, socket, peer), counted here: sock:sock_send_length / sock:sock_recv_length fire
+ * in the sending or receiving task for every datagram, whatever the call (sendto, sendmsg, sendmmsg,
+ * write, writev; recvfrom, recvmsg, recvmmsg, read, readv), with the socket and the byte count. A
+ * datagram costs one lookup in `udp_flows` and a few atomic adds; only a flow's first datagram sends a
+ * message (SH_UDP_NEW: its key and process). The peer is the address the call names, else the connected
+ * socket's: which call is running, and its arguments, come from the task's saved syscall registers
+ * (bpf_task_pt_regs; x86-64 syscall numbers). A received datagram's address is written to the caller's
+ * buffer only after the receive, so recvfrom/recvmsg/recvmmsg keep it pending in `udp_recv` and count
+ * it at the syscall's exit (recvmmsg: at the next datagram's receive, then at the exit).
+ * The end: close() of a descriptor remembered at the flow's start (`udp_fds`), or the process' exit,
+ * sends SH_UDP_CLOSE / SH_UDP_EXIT; user space then reads and deletes the flows. User space also reads
+ * them every report interval. Ignore filters as for TCP (peer address; the peer's port when this
+ * process sent first, else ours). */
+#ifndef SH_NO_UDP_FLOWS                   /* -DSH_NO_UDP_FLOWS: sensors.network.udp.enabled false */
+#ifndef SH_MAX_UDP_FLOWS
+#define SH_MAX_UDP_FLOWS 16384
+#endif
+#define SH_NET_UDP 5                       /* index of UDP flow messages (and full flow map) in `lost` */
+#define SH_NR_READ 0
+#define SH_NR_WRITE 1
+#define SH_NR_READV 19
+#define SH_NR_WRITEV 20
+#define SH_NR_SENDTO 44
+#define SH_NR_RECVFROM 45
+#define SH_NR_SENDMSG 46
+#define SH_NR_RECVMSG 47
+#define SH_NR_RECVMMSG 299
+#define SH_NR_SENDMMSG 307
+#define SH_MSG_PEEK 2
+
+struct udp_recv {
+	u64 sk;
+	u64 uaddr;                         /* where the call will find the sender's address */
+	u64 fd;
+	u32 len;
+	u32 index;                         /* recvmmsg: datagrams received so far in this call */
+	u8 pending;                        /* a datagram waits for its address */
+	u8 pad[7];
+};
+struct udp_send {
+	u64 vec;
+	u32 index;                         /* sendmmsg: datagrams sent so far in this call */
+	u32 pad;
+};
+
+BPF_HASH(udp_flows, struct sh_udp_key, struct sh_udp_val, SH_MAX_UDP_FLOWS);
+BPF_TABLE("lru_hash", u64, struct udp_recv, udp_recv, 4096);   /* pid_tgid -> receive in progress */
+BPF_TABLE("lru_hash", u64, struct udp_send, udp_mmsg, 4096);   /* pid_tgid -> sendmmsg in progress */
+BPF_TABLE("lru_hash", u64, u64, udp_fds, 65536);              /* tgid << 32 | fd -> socket with flows */
+BPF_TABLE("lru_hash", u32, u8, udp_pids, 65536);              /* processes with flows */
+
+static __always_inline void count_lost(u32 k)
+{
+	u64 *n = lost.lookup(&k);
+	if (n)
+		*n += 1;
+}
+
+/* The peer named by a user sockaddr. False when it is not IPv4/IPv6 or unreadable. */
+static __always_inline bool user_peer(const void *uaddr, struct sh_udp_key *k)
+{
+	u16 sa[2] = {};
+	if (!uaddr || bpf_probe_read_user(sa, sizeof(sa), uaddr) != 0)
+		return false;
+	k->family = sa[0];
+	k->port = sa[1];
+	if (sa[0] == SH_AF_INET)
+		return bpf_probe_read_user(k->addr, 4, (const char *)uaddr + 4) == 0;
+	if (sa[0] == SH_AF_INET6)
+		return bpf_probe_read_user(k->addr, 16, (const char *)uaddr + 8) == 0;
+	return false;
+}
+
+/* The connected peer of a socket (port 0 when it is not connected). */
+static __always_inline void sock_peer(void *sk, u16 family, struct sh_udp_key *k)
+{
+	k->family = family;
+	k->port = rd_u16(sk, OFF_SKC_DPORT);
+	if (family == SH_AF_INET)
+		bpf_probe_read_kernel(k->addr, 4, (char *)sk + OFF_SKC_DADDR);
+	else
+		bpf_probe_read_kernel(k->addr, 16, (char *)sk + OFF_SKC_V6_DADDR);
+}
+
+/* The flow's first datagram: filters, the flow's entry, the descriptor to watch for its close, and the
+ * SH_UDP_NEW message. */
+static __always_inline void udp_new_flow(void *sk, struct sh_udp_key *k, u32 len, bool sent, u64 fd, u64 now)
+{
+	u8 v4map[16] = {};
+	const u8 *remote = k->addr;
+	u16 lport = rd_u16(sk, OFF_SKC_NUM);
+	if (ignored(remote, k->family, sent ? __builtin_bswap16(k->port) : lport))
+		return;
+	struct sh_udp_val v = {};
+	v.first_ktime = now;
+	v.last_ktime = now;
+	if (sent) {
+		v.bytes_sent = len;
+		v.datagrams_sent = 1;
+	} else {
+		v.bytes_received = len;
+		v.datagrams_received = 1;
+	}
+	if (udp_flows.insert(k, &v) != 0) {
+		/* full (counted), or another CPU created it meanwhile: count this datagram there */
+		struct sh_udp_val *old = udp_flows.lookup(k);
+		if (!old) {
+			count_lost(SH_NET_UDP);
+			return;
+		}
+		__sync_fetch_and_add(sent ? &old->bytes_sent : &old->bytes_received, len);
+		__sync_fetch_and_add(sent ? &old->datagrams_sent : &old->datagrams_received, 1);
+		return;
+	}
+	void *task = (void *)bpf_get_current_task();
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tgid = pid_tgid >> 32;
+	if (fd < 0x100000 && file_sock(fd_file(task, fd)) == sk) {
+		u64 fkey = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)fd;
+		u64 skv = (u64)sk;
+		udp_fds.update(&fkey, &skv);
+	}
+	u8 one = 1;
+	udp_pids.update(&tgid, &one);
+
+	struct sh_msg_udp *m = events.ringbuf_reserve(sizeof(struct sh_msg_udp));
+	if (!m) {
+		count_lost(SH_NET_UDP);
+		return;
+	}
+	m->hdr.type = SH_MSG_UDP;
+	m->hdr.pad0 = 0;
+	m->hdr.pad1 = 0;
+	m->hdr.size = sizeof(*m);
+	m->hdr.ktime = now;
+	m->pid = tgid;
+	m->tid = (u32)pid_tgid;
+	m->start_boottime = rd_u64(rd_ptr(task, OFF_TASK_GROUP_LEADER), OFF_TASK_START_BOOTTIME);
+	m->sock = (u64)sk;
+	m->kind = SH_UDP_NEW;
+	m->flags = sent ? SH_UDP_SENT_FIRST : 0;
+	m->family = k->family;
+	m->local_port = lport;
+	m->remote_port = __builtin_bswap16(k->port);
+	__builtin_memcpy(m->remote_addr, k->addr, 16);
+	__builtin_memset(m->local_addr, 0, 16);
+	if (rd_u16(sk, OFF_SKC_FAMILY) == SH_AF_INET)
+		bpf_probe_read_kernel(m->local_addr, 4, (char *)sk + OFF_SKC_RCV_SADDR);
+	else
+		bpf_probe_read_kernel(m->local_addr, 16, (char *)sk + OFF_SKC_V6_RCV_SADDR);
+	events.ringbuf_submit(m, wake_flag());
+}
+
+/* One datagram of this process on socket sk to or from the peer in k. */
+static __always_inline void udp_count(void *sk, struct sh_udp_key *k, u32 len, bool sent, u64 fd)
+{
+	k->sock = (u64)sk;
+	k->pid = bpf_get_current_pid_tgid() >> 32;
+	u64 now = bpf_ktime_get_boot_ns();
+	struct sh_udp_val *v = udp_flows.lookup(k);
+	if (!v) {
+		udp_new_flow(sk, k, len, sent, fd, now);
+		return;
+	}
+	if (sent) {
+		__sync_fetch_and_add(&v->bytes_sent, len);
+		__sync_fetch_and_add(&v->datagrams_sent, 1);
+	} else {
+		__sync_fetch_and_add(&v->bytes_received, len);
+		__sync_fetch_and_add(&v->datagrams_received, 1);
+	}
+	v->last_ktime = now;
+}
+
+static __always_inline bool udp_socket(u16 family, u16 protocol)
+{
+	return protocol == SH_IPPROTO_UDP && (family == SH_AF_INET || family == SH_AF_INET6);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+	if (!udp_socket(args->family, args->protocol) || args->ret < 0)
+		return 0;
+	void *sk = args->sk;
+	void *regs = (void *)bpf_task_pt_regs(sh_current_task());
+	u64 nr = ld_u64(regs, OFF_REGS_ORIG_AX);
+	const void *uaddr = 0;
+	if (nr == SH_NR_SENDTO) {
+		uaddr = (const void *)ld_u64(regs, OFF_REGS_R8);
+	} else if (nr == SH_NR_SENDMSG) {
+		bpf_probe_read_user(&uaddr, sizeof(uaddr), (const void *)ld_u64(regs, OFF_REGS_SI));  /* msg_name */
+	} else if (nr == SH_NR_SENDMMSG) {
+		u64 tid = bpf_get_current_pid_tgid();
+		struct udp_send *s = udp_mmsg.lookup(&tid);
+		if (s) {
+			bpf_probe_read_user(&uaddr, sizeof(uaddr), (const char *)s->vec + (u64)s->index * SH_MMSGHDR_SIZE);
+			s->index += 1;
+		}
+	}
+	struct sh_udp_key k = {};
+	if (!user_peer(uaddr, &k))
+		sock_peer(sk, args->family, &k);
+	udp_count(sk, &k, args->ret, true, ld_u64(regs, OFF_REGS_DI));
+	return 0;
+}
+
+/* sys_enter_sendmmsg (above, shared with DNS): a new vector, counted from its first message */
+static __always_inline void udp_mmsg_begin(const void *vec)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct udp_send s = {.vec = (u64)vec};
+	udp_mmsg.update(&tid, &s);
+}
+
+/* A received datagram whose sender's address the call has written to user memory by now. */
+static __always_inline void udp_recv_done(struct udp_recv *r)
+{
+	struct sh_udp_key k = {};
+	void *sk = (void *)r->sk;
+	if (!user_peer((const void *)r->uaddr, &k))
+		sock_peer(sk, rd_u16(sk, OFF_SKC_FAMILY), &k);
+	udp_count(sk, &k, r->len, false, r->fd);
+	r->pending = 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+	if (!udp_socket(args->family, args->protocol) || args->ret < 0 || (args->flags & SH_MSG_PEEK))
+		return 0;
+	void *sk = args->sk;
+	void *regs = (void *)bpf_task_pt_regs(sh_current_task());
+	u64 nr = ld_u64(regs, OFF_REGS_ORIG_AX);
+	u64 fd = ld_u64(regs, OFF_REGS_DI);
+	u64 uaddr = 0;
+	u64 tid = bpf_get_current_pid_tgid();
+	if (nr == SH_NR_RECVFROM) {
+		uaddr = ld_u64(regs, OFF_REGS_R8);
+	} else if (nr == SH_NR_RECVMSG) {
+		bpf_probe_read_user(&uaddr, sizeof(uaddr), (const void *)ld_u64(regs, OFF_REGS_SI));
+	} else if (nr == SH_NR_RECVMMSG) {
+		struct udp_recv *r = udp_recv.lookup(&tid);
+		u32 index = 0;
+		if (r) {
+			if (r->pending)
+				udp_recv_done(r);
+			index = r->index;
+		}
+		bpf_probe_read_user(&uaddr, sizeof(uaddr), (const char *)ld_u64(regs, OFF_REGS_SI) + (u64)index * SH_MMSGHDR_SIZE);
+		if (uaddr) {
+			struct udp_recv n = {.sk = (u64)sk, .uaddr = uaddr, .fd = fd, .len = args->ret, .index = index + 1,
+					     .pending = 1};
+			udp_recv.update(&tid, &n);
+			return 0;
+		}
+		if (r)
+			r->index = index + 1;
+	}
+	if (uaddr && nr != SH_NR_RECVMMSG) {
+		struct udp_recv n = {.sk = (u64)sk, .uaddr = uaddr, .fd = fd, .len = args->ret, .pending = 1};
+		udp_recv.update(&tid, &n);
+		return 0;
+	}
+	struct sh_udp_key k = {};
+	sock_peer(sk, args->family, &k);
+	udp_count(sk, &k, args->ret, false, fd);
+	return 0;
+}
+
+static __always_inline int udp_recv_exit(void)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct udp_recv *r = udp_recv.lookup(&tid);
+	if (!r)
+		return 0;
+	if (r->pending)
+		udp_recv_done(r);
+	udp_recv.delete(&tid);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+{
+	return udp_recv_exit();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
+{
+	return udp_recv_exit();
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)
+{
+	return udp_recv_exit();
+}
+
+/* close() of a descriptor whose socket has flows: user space reads and deletes them. */
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+	u64 *sk = udp_fds.lookup(&key);
+	if (!sk)
+		return 0;
+	u64 sock = *sk;
+	udp_fds.delete(&key);
+	struct sh_msg_udp *m = events.ringbuf_reserve(sizeof(struct sh_msg_udp));
+	if (!m) {
+		count_lost(SH_NET_UDP);
+		return 0;
+	}
+	__builtin_memset(m, 0, sizeof(*m));
+	m->hdr.type = SH_MSG_UDP;
+	m->hdr.size = sizeof(*m);
+	m->hdr.ktime = bpf_ktime_get_boot_ns();
+	m->pid = pid_tgid >> 32;
+	m->tid = (u32)pid_tgid;
+	m->sock = sock;
+	m->kind = SH_UDP_CLOSE;
+	events.ringbuf_submit(m, wake_flag());
+	return 0;
+}
+
+/* The last thread of a process with flows: its sockets are closed without close(). */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tgid = pid_tgid >> 32;
+	if (!udp_pids.lookup(&tgid))
+		return 0;
+	void *task = sh_current_task();
+	if (ld_u32(ld_ptr(task, OFF_TASK_SIGNAL), OFF_SIGNAL_LIVE) != 0)
+		return 0;
+	udp_pids.delete(&tgid);
+	struct sh_msg_udp *m = events.ringbuf_reserve(sizeof(struct sh_msg_udp));
+	if (!m) {
+		count_lost(SH_NET_UDP);
+		return 0;
+	}
+	__builtin_memset(m, 0, sizeof(*m));
+	m->hdr.type = SH_MSG_UDP;
+	m->hdr.size = sizeof(*m);
+	m->hdr.ktime = bpf_ktime_get_boot_ns();
+	m->pid = tgid;
+	m->tid = (u32)pid_tgid;
+	m->kind = SH_UDP_EXIT;
+	events.ringbuf_submit(m, wake_flag());
+	return 0;
+}
+#endif

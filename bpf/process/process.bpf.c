@@ -138,6 +138,22 @@ static __always_inline void send_fork(struct fork_info *fi)
 	submit(&m, sizeof(m), SH_MSG_FORK);
 }
 
+/* The un-exec'd forks above a process (a subshell, a subshell's subshell...), sent ahead of an event
+ * that names them as its parent: up to SH_FORK_CHAIN levels (user space reads deeper ones from the
+ * forks map). Each is sent once: its slot is freed, and its own exit then sends only the exit. */
+static __always_inline void send_fork_chain(u32 up)
+{
+#pragma unroll
+	for (int i = 0; i < SH_FORK_CHAIN; i++) {
+		struct fork_info *pf = up ? fork_slot(up) : 0;
+		if (!pf || pf->pid != up)
+			break;
+		send_fork(pf);
+		up = pf->ppid;
+		pf->pid = 0;
+	}
+}
+
 /* What the cwd walk needs of a struct mount (reached from a vfsmount by container_of, so through
  * bpf_probe_read_kernel): its parent, where it is mounted, and its root dentry; one read when the three
  * fields sit within SH_WIN_MAX bytes. */
@@ -281,18 +297,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (fs && fs->pid == m->pid)
 		fs->pid = 0;  /* the process runs its own image now */
 	/* A parent that forked and never exec'd (a subshell) would be sent at its exit, after this exec,
-	 * when user space has had to name this process' parent without it: send it now, ahead of the exec,
-	 * and its own parent if that is such a fork too (nested subshells), up to SH_FORK_CHAIN levels. */
-	u32 up = m->ppid;
-#pragma unroll
-	for (int i = 0; i < SH_FORK_CHAIN; i++) {
-		struct fork_info *pf = up ? fork_slot(up) : 0;
-		if (!pf || pf->pid != up)
-			break;
-		send_fork(pf);
-		up = pf->ppid;
-		pf->pid = 0;
-	}
+	 * when user space has had to name this process' parent without it: send it now, ahead of the exec. */
+	send_fork_chain(m->ppid);
 	void *mm = ld_ptr(task, OFF_TASK_MM);
 
 	/* the executable's inode: setuid/setgid bits, owner, identity (and the filter key) */
@@ -456,9 +462,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		return 0;
 	}
 	if (fi && fi->pid == tgid) {
-		/* a fork that never exec'd: say so first, the exit names its parent's image */
+		/* A fork that never exec'd: say so first, the exit names its parent's image. Its parent may be
+		 * an un-exec'd fork still running (a pipeline element of a command substitution: the subshell
+		 * outlives it): send that chain first, or the exit would name a process user space never saw.
+		 * Read ppid before freeing the slot. */
+		u32 ppid = fi->ppid;
 		send_fork(fi);
 		fi->pid = 0;
+		send_fork_chain(ppid);
 	}
 	struct sh_msg_exit m = {};
 	m.hdr.type = SH_MSG_EXIT;

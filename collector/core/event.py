@@ -15,7 +15,7 @@ import time
 
 import msgspec
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.5"
 
 EVENT_TYPES = (
     "process_exec",
@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "network_connect",
     "network_accept",
     "network_close",
+    "network_flow",
     "dns_query",
     "privilege_change",
     "policy_action",
@@ -46,6 +47,7 @@ class Container(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 class PodContainer(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     name: str | None = None
     image: str | None = None
+    image_id: str | None = None  # the image's digest as the runtime pulled it (status.containerStatuses[].imageID)
 
 
 class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -56,6 +58,9 @@ class Pod(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     workload: str | None = None
     uid: str | None = None  # metadata.uid, from the cgroup path
     qos_class: str | None = None  # Guaranteed, Burstable, BestEffort (from the cgroup path)
+    # from the API server (sensors.process.kubernetes.api); `workload` is the owning workload's name
+    workload_kind: str | None = None  # Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet...
+    annotations: dict[str, str] = {}  # the annotations selected by kubernetes.api.annotations
 
 
 # A typed Struct, so msgspec's C decoder reads it with no Python hook. The sensors set it only where it
@@ -145,6 +150,7 @@ class Process(msgspec.Struct, omit_defaults=True, gc=False):
 class Node(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     name: str
     labels: dict[str, str] = {}
+    cluster: str | None = None  # node.cluster: the cluster's name, set by configuration
 
 
 class Exit(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -177,7 +183,7 @@ class Dns(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
-    """network_connect / network_accept / network_close / dns_query body (network sensor)."""
+    """network_connect / network_accept / network_close / network_flow / dns_query body (network sensor)."""
     protocol: str  # tcp, udp
     family: str  # ipv4, ipv6
     direction: str | None = None  # outbound, inbound
@@ -190,6 +196,13 @@ class Network(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     duration_ns: int | None = None
     dns_query: str | None = None  # dns_query: the queried name, in DNS presentation form
     dns: Dns | None = None  # dns_query: the rest of the query
+    # network_flow (UDP): datagrams each way and the flow's first and last datagram; counts are totals
+    # since first_seen. flow_end: close, exit, idle or shutdown; absent on a report of a flow still open.
+    datagrams_sent: int | None = None
+    datagrams_received: int | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    flow_end: str | None = None
 
 
 class Privilege(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

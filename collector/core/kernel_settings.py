@@ -1,7 +1,8 @@
 """What the policy engine hands the sensors, and the file vocabulary both sides share.
 
 The engine (collector/policy.py) compiles its rules into one `KernelFilters`: binaries and network
-ranges to ignore in the kernel, paths to watch, paths to enforce. Each sensor takes what concerns it
+ranges to ignore in the kernel, paths to watch, paths to enforce, and the sigkill rules beyond file
+paths (by binary, on exec, open and connect: collector/core/enforce_rules.py). Each sensor takes what concerns it
 through its own hook (`Sensor.kernel_settings`, collector/sensors/__init__.py); the engine never
 names a sensor.
 """
@@ -13,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from siemhub.collector.core.enforce_rules import EnforceRule
 from siemhub.collector.core.settings import Strict
 
 # file operations the kernel can enforce (SIGKILL before the syscall returns)
@@ -44,3 +46,4 @@ class KernelFilters:
     file_enforce: list[FileEnforceRule] = field(default_factory=list)
     file_watch: list[str] = field(default_factory=list)
     file_watch_writes: list[str] = field(default_factory=list)  # reported only when changed
+    enforce: list[EnforceRule] = field(default_factory=list)  # sigkill beyond file paths (the enforce sensor)

@@ -405,8 +405,10 @@ class ExporterRunner:
                 self._account(f, result)
                 return True
             last = result.reason or "retry"
-            result = None
             delay = next(delays)
+            if result.retry_after is not None:  # the backend said when (Retry-After, RetryInfo)
+                delay = max(delay, result.retry_after)
+            result = None
             if self.breaker.state == CircuitBreaker.OPEN:
                 if self.breaker.failures == self.breaker.threshold:  # once per outage, not per probe
                     log.warning("exporter %s: %d failures in a row (%s): circuit open, one probe every %gs",

@@ -45,7 +45,7 @@ def check_environment() -> None:
 
 
 def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: dict[str, int], maps: list[str],
-                    before_release=None):
+                    before_release=None, cgroup_links: dict[str, tuple[int, str]] | None = None):
     """Compile and attach bpf/<relpath> with the BTF offsets it needs and the given -D settings, in a
     child process (collector/kernel/loader_child.py); returns the named maps and the attachments."""
     check_environment()
@@ -58,7 +58,8 @@ def compile_program(relpath: str, offsets: dict[str, tuple[str, str]], defines: 
     if not ringbuf.available():
         raise BPFUnavailable("the ring buffer reader supports x86-64 only for now (memory ordering)")
     try:
-        return loader_child.load(str(root / relpath), cflags, maps, before_release=before_release)
+        return loader_child.load(str(root / relpath), cflags, maps, before_release=before_release,
+                                 cgroup_links=cgroup_links)
     except RuntimeError as exc:
         raise BPFUnavailable(f"loading {relpath} failed: {exc}") from exc
     finally:

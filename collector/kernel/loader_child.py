@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from siemhub.collector.kernel.maps import Map
+from siemhub.collector.kernel.maps import Map, link_cgroup
 
 # The loader's identity on a command line (`python -m <LOADER_MODULE> <fd>`): the privilege sensor
 # recognizes the agent's own loader by it (is_loader_command). __spec__.name is this module's dotted
@@ -49,7 +49,8 @@ class Loaded:
 
 
 def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
-         before_release: Callable[[int], object] | None = None) -> Loaded:
+         before_release: Callable[[int], object] | None = None,
+         cgroup_links: dict[str, tuple[int, str]] | None = None) -> Loaded:
     """Compile `src` with bcc in a child process and return the named maps and all attachments.
     `before_release(pid)` runs while the child still lives (it waits for the parent to hang up), so the
     agent can know its own loader by the time the sensor reports the loader's exit.
@@ -62,7 +63,8 @@ def load(src: str, cflags: list[str], maps: list[str], timeout: float = 120.0,
         )
         child_sock.close()
         parent_sock.settimeout(timeout)
-        parent_sock.sendall(json.dumps({"src": src, "cflags": cflags, "maps": maps}).encode() + b"\n")
+        parent_sock.sendall(json.dumps({"src": src, "cflags": cflags, "maps": maps,
+                                        "cgroup_links": cgroup_links or {}}).encode() + b"\n")
         try:
             msg, fds, _flags, _addr = socket.recv_fds(parent_sock, _MAX_MSG, 256)
         except (TimeoutError, OSError) as exc:
@@ -111,6 +113,11 @@ def _child(sock_fd: int) -> None:
         attachments = []
         for fd in [*b.tracepoint_fds.values(), *b.raw_tracepoint_fds.values()]:
             fds.append(fd)
+            attachments.append(len(fds) - 1)
+        for fn_name, (attach_type, cgroup) in (req.get("cgroup_links") or {}).items():
+            # cgroup hooks (connect4/6...): attached by a BPF link, which goes when its descriptor closes
+            fn = b.load_func(fn_name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+            fds.append(link_cgroup(fn.fd, cgroup, attach_type))
             attachments.append(len(fds) - 1)
         socket.send_fds(sock, [json.dumps({"maps": maps, "attachments": attachments}).encode()], fds)
         sock.recv(1)  # wait for the parent to hang up (it may look at this process meanwhile)

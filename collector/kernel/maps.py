@@ -2,8 +2,9 @@
 
 The agent compiles and attaches its programs in a short-lived child process (collector/kernel/loader_child.py)
 and keeps only file descriptors: the maps, and the attachments that keep the programs running. This
-module reads and writes those maps: lookup (per-CPU arrays included), update, delete, clear; and
-turns the kernel's per-program run-time statistics on for the benchmarks (enable_run_time_stats).
+module reads and writes those maps: lookup (per-CPU arrays included), update, delete, lookup-and-delete,
+clear; links a program to a cgroup (link_cgroup, used by the loader child); and turns the kernel's
+per-program run-time statistics on for the benchmarks (enable_run_time_stats).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import platform
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
+BPF_MAP_LOOKUP_AND_DELETE_ELEM, BPF_LINK_CREATE = 21, 28
 BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -61,6 +63,25 @@ def enable_run_time_stats() -> int:
     return fd
 
 
+class _LinkCreateAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 48)]
+
+
+def link_cgroup(prog_fd: int, cgroup: str, attach_type: int) -> int:
+    """bpf(BPF_LINK_CREATE) of a program to a cgroup directory; the link's descriptor (the program stays
+    attached until it is closed)."""
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = _bpf(BPF_LINK_CREATE, _LinkCreateAttr(prog_fd, cg, attach_type, 0))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bpf(BPF_LINK_CREATE) to {cgroup}: {os.strerror(err)}")
+        return fd
+    finally:
+        os.close(cg)
+
+
 def u32(v: int) -> bytes:
     """A u32 map key or value (array indexes, flags), as the kernel lays it out on this host."""
     return v.to_bytes(4, "little")
@@ -87,6 +108,17 @@ class Map:
         vbuf = ctypes.create_string_buffer(self._value_bytes)
         attr, _keep = self._attr(key, vbuf)
         if _bpf(BPF_MAP_LOOKUP_ELEM, attr) < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                return None
+            raise OSError(err, os.strerror(err))
+        return vbuf.raw
+
+    def lookup_and_delete(self, key: bytes) -> bytes | None:
+        """Read and delete one element in one bpf(2) call (hash maps, Linux 5.14+); None when absent."""
+        vbuf = ctypes.create_string_buffer(self.value_size)
+        attr, _keep = self._attr(key, vbuf)
+        if _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr) < 0:
             err = ctypes.get_errno()
             if err == errno.ENOENT:
                 return None

@@ -54,6 +54,7 @@ class Sensor:
     config_model: ClassVar[type[BaseModel]]  # validates `sensors.<name>` (unknown keys rejected)
     poll_interval: float = 0.1  # seconds the agent's poll loop waits in poll() when idle
     enforces: ClassVar[bool] = False  # takes KernelFilters.file_enforce (sigkill rules of the policies)
+    enforces_beyond_files: ClassVar[bool] = False  # takes KernelFilters.enforce (sigkill by binary, exec, connect)
 
     # --- the policy hook: what the engine asks of the kernel, merged with the sensor's own settings ---
 

@@ -105,3 +105,30 @@ SIZES["sh_msg_file"] = FILE.size
 FIELDS["sh_msg_file"] = FILE_FIELDS
 SIZES["sh_msg_dns"] = DNS.size
 FIELDS["sh_msg_dns"] = DNS_FIELDS
+
+
+# UDP flows (network sensor): struct sh_msg_udp, and the key and value of the `udp_flows` map
+MSG_UDP = 12
+UDP = struct.Struct("<BxxxIQ" "2IQQ" "BBHHH" "16s16s")
+UDP_FIELDS = {"pid": 16, "tid": 20, "start_boottime": 24, "sock": 32, "kind": 40, "flags": 41, "family": 42,
+              "local_port": 44, "remote_port": 46, "local_addr": 48, "remote_addr": 64}
+UDP_NEW, UDP_CLOSE, UDP_EXIT = 1, 2, 3
+UDP_SENT_FIRST = 1 << 0
+UDP_KEY = struct.Struct("<QIHH16s")
+UDP_KEY_FIELDS = {"sock": 0, "pid": 8, "family": 12, "port": 14, "addr": 16}
+UDP_VAL = struct.Struct("<6Q")
+UDP_VAL_FIELDS = {"bytes_sent": 0, "bytes_received": 8, "datagrams_sent": 16, "datagrams_received": 24,
+                  "first_ktime": 32, "last_ktime": 40}
+SIZES.update({"sh_msg_udp": UDP.size, "sh_udp_key": UDP_KEY.size, "sh_udp_val": UDP_VAL.size})
+FIELDS.update({"sh_msg_udp": UDP_FIELDS, "sh_udp_key": UDP_KEY_FIELDS, "sh_udp_val": UDP_VAL_FIELDS})
+
+
+# Enforce sensor: struct sh_msg_enforce
+MSG_ENFORCE = 40
+ENF_EXEC, ENF_OPEN, ENF_CONNECT = 1, 2, 3
+ENF_NAMES = 256
+ENFORCE = struct.Struct("<BxxxIQ" "2IQQ" "IBBHHHI" f"16s{ENF_NAMES}s")
+ENFORCE_FIELDS = {"pid": 16, "tid": 20, "start_boottime": 24, "rules": 32, "entry": 40, "kind": 44, "depth": 45,
+                  "family": 46, "port": 48, "acc": 50, "addr": 56, "names": 72}
+SIZES["sh_msg_enforce"] = ENFORCE.size
+FIELDS["sh_msg_enforce"] = ENFORCE_FIELDS

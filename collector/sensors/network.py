@@ -1,7 +1,7 @@
 """Network sensor: network_connect, network_accept, network_close and dns_query events from
 bpf/network/network.bpf.c.
 
-TCP over IPv4 and IPv6, and the DNS queries processes send over UDP to port 53 (sendto, sendmsg,
+TCP over IPv4 and IPv6, UDP flows (network_flow: collector/sensors/udp_flows.py), and the DNS queries processes send over UDP to port 53 (sendto, sendmsg,
 sendmmsg; the kernel copies a bounded prefix of each datagram, collector/sensors/dns.py parses it). The kernel side remembers, per socket, the process that connected or accepted
 (the only moments the running task is the right one), reports the connection once it is established,
 and its close with the byte counters of the tcp_sock and the time it was open. Filters (remote CIDRs,
@@ -23,11 +23,12 @@ from siemhub.collector.core.kernel_settings import KernelFilters
 from siemhub.collector.core.settings import (PendingConfig, Strict, check_cidrs, check_ports,
                                             power_of_two as _power_of_two, settle_field)
 from siemhub.collector.kernel.maps import u32 as _u32
-from siemhub.collector.sensors import SensorContext
+from siemhub.collector.sensors import BPFUnavailable, SensorContext
 from siemhub.collector.sensors import messages as m
 from siemhub.collector.sensors.attribution import ProcessJoin
 from siemhub.collector.sensors.dns import parse_query
 from siemhub.collector.sensors.kernel import KernelSensor
+from siemhub.collector.sensors.udp_flows import UdpFlows
 
 log = logging.getLogger("siemhub.sensors.network")
 
@@ -45,6 +46,17 @@ class NetworkIgnoreConfig(Strict):
     _ports = field_validator("ports")(classmethod(lambda cls, v: check_ports(v)))
 
 
+# --- UDP flows (issue 18): counted in the kernel, reported per (process, socket, peer) ---
+class UdpFlowConfig(Strict):
+    enabled: bool = Field(True, description="report UDP flows (network_flow events, transport udp)")
+    report_interval: float = Field(60.0, gt=0, description="seconds between reports of a flow that is still open "
+                                   "(it is reported again only if it carried datagrams since)")
+    idle_timeout: float = Field(300.0, gt=0, description="a flow without datagrams this long is reported as ended "
+                                "(flow_end idle) and forgotten; its next datagram starts a new one")
+    max_flows: int = Field(16384, ge=256, description="flows counted at once in the kernel; beyond, the new "
+                           "ones are counted as lost (ringbuf_lost_udp)")
+
+
 class NetworkSensorConfig(Strict):
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in 4 KiB pages (power of two)")
     wakeup_every: int = Field(64, ge=1, le=4096, description="force a wake-up every N messages (power of two)")
@@ -53,8 +65,10 @@ class NetworkSensorConfig(Strict):
     settle: float = settle_field()
     ignore: NetworkIgnoreConfig = NetworkIgnoreConfig()
     pending: PendingConfig = PendingConfig()
+    udp: UdpFlowConfig = UdpFlowConfig()
 
     _p2 = field_validator("ringbuf_pages", "wakeup_every")(classmethod(lambda cls, v: _power_of_two(v)))
+
 
 OFFSETS = {
     "OFF_TASK_START_BOOTTIME": ("task_struct", "start_boottime"),
@@ -80,10 +94,17 @@ OFFSETS = {
     "OFF_SOCK_SHUTDOWN": ("sock", "sk_shutdown"),
     "OFF_FILE_INODE": ("file", "f_inode"),
     "OFF_INODE_MODE": ("inode", "i_mode"),
+    # UDP flows: the running syscall and its arguments (saved registers, x86-64), the exit of a process
+    "OFF_REGS_ORIG_AX": ("pt_regs", "orig_ax"),
+    "OFF_REGS_DI": ("pt_regs", "di"),
+    "OFF_REGS_SI": ("pt_regs", "si"),
+    "OFF_REGS_R8": ("pt_regs", "r8"),
+    "OFF_TASK_SIGNAL": ("task_struct", "signal"),
+    "OFF_SIGNAL_LIVE": ("signal_struct", "live"),
 }
 
 _MAPS = ["events", "lost", "filtered", "ignore_cidrs", "ignore_ports", "filters_on"]
-_KINDS = {m.NET_CONNECT: "connect", m.NET_ACCEPT: "accept", m.NET_CLOSE: "close", m.NET_DNS: "dns"}
+_KINDS = {m.NET_CONNECT: "connect", m.NET_ACCEPT: "accept", m.NET_CLOSE: "close", m.NET_DNS: "dns", 5: "udp"}
 _TYPES = {m.NET_CONNECT: "network_connect", m.NET_ACCEPT: "network_accept", m.NET_CLOSE: "network_close"}
 _FAMILIES = {2: "ipv4", 10: "ipv6"}
 _LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -121,6 +142,7 @@ class NetworkSensor(KernelSensor):
         super().__init__(config, ctx)
         self.join = ProcessJoin(ctx.cache, config.settle, config.pending.max_events, config.pending.max_wait)
         self._addr_cache: dict[bytes, str] = {}
+        self.udp = UdpFlows(self, config.udp) if config.udp.enabled else None
 
     # --- lifecycle ---
 
@@ -128,7 +150,24 @@ class NetworkSensor(KernelSensor):
         c = self.config
         defines = {"SH_RINGBUF_PAGES": c.ringbuf_pages, "SH_WAKEUP_EVERY": c.wakeup_every,
                    "SH_MAX_CONNS": c.max_connections}
-        self._open(OFFSETS, defines, _MAPS, c.ringbuf_pages)
+        maps = _MAPS
+        if c.udp.enabled:
+            defines["SH_MAX_UDP_FLOWS"] = c.udp.max_flows
+            maps = [*_MAPS, "udp_flows"]
+        else:
+            defines["SH_NO_UDP_FLOWS"] = 1
+        try:
+            self._open(OFFSETS, defines, maps, c.ringbuf_pages)
+        except BPFUnavailable as exc:
+            if self.udp is None or "failed" not in str(exc):
+                raise
+            # UDP flows need bpf_task_pt_regs (Linux 5.15) and the sock_*_length tracepoints (6.3): the rest
+            # of the sensor works without them.
+            log.warning("network sensor: UDP flows unavailable on this kernel (%s); set "
+                        "sensors.network.udp.enabled: false to silence this", exc)
+            self.udp = None
+            defines.pop("SH_MAX_UDP_FLOWS", None)
+            self._open(OFFSETS, {**defines, "SH_NO_UDP_FLOWS": 1}, _MAPS, c.ringbuf_pages)
         self.set_filters(c.ignore.cidrs, c.ignore.ports, c.ignore.loopback)
 
     # --- the policy hook ---
@@ -171,8 +210,28 @@ class NetworkSensor(KernelSensor):
         self.log_once(log, "filters", state, "network sensor: ignoring %d address ranges and %d ports in the kernel",
                       len(keys), len(wanted))
 
+    # --- UDP flows (collector/sensors/udp_flows.py) ---
+
+    def flow_map(self):
+        return self._bpf.maps.get("udp_flows") if self._bpf is not None else None
+
+    def ready(self, raw: list[bytes]) -> list[Event]:
+        if raw:
+            self.decode(raw)
+        if self.udp is not None:
+            self.udp.tick()
+        return self.join.ready()
+
+    def flush(self) -> list[Event]:
+        if self.udp is not None and self._bpf is not None:
+            self.udp.flush()
+        return self.join.ready(force=True)
+
     def counters(self) -> dict[str, int]:
         out = super().counters()
+        if self.udp is not None:
+            out["udp_flows_reported"] = self.udp.reported
+            out["udp_flows_open"] = len(self.udp.flows)
         out["missing_process"] = self.join.missing
         out["settle_expired"] = self.join.settle_expired
         out["pending_expired"] = self.join.pending.expired
@@ -189,6 +248,8 @@ class NetworkSensor(KernelSensor):
                     self._net(msg)
                 elif t == m.MSG_DNS:
                     self._dns(msg)
+                elif t == m.MSG_UDP and self.udp is not None:
+                    self.udp.message(msg)
                 else:
                     raise ValueError("unknown_type")
             except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the stream

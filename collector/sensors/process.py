@@ -31,6 +31,7 @@ from siemhub.collector.core.event import (
 )
 from siemhub.collector.core.kernel_settings import KernelFilters
 from siemhub.collector.core.settings import PendingConfig, Strict, power_of_two as _power_of_two
+from siemhub.collector.k8s.config import KubernetesApiConfig
 from siemhub.collector.kernel.btf import BTF
 from siemhub.collector.kernel.maps import u32 as _u32
 from siemhub.collector.pending import PendingEvents
@@ -57,7 +58,8 @@ class IgnoreConfig(Strict):
 
 
 class KubernetesConfig(Strict):
-    """Pod enrichment from the kubelet's directories on the node (no API server access needed)."""
+    """Pod enrichment from the kubelet's directories on the node (no API server access needed), and
+    from the API server when one is reachable (`api`, collector/k8s/)."""
     enabled: bool = True
     log_pods_dir: str = Field("/var/log/pods", description="<namespace>_<pod>_<uid>/<container>/ per pod")
     log_containers_dir: str = Field("/var/log/containers", description="<pod>_<namespace>_<container>-<id>.log")
@@ -69,6 +71,8 @@ class KubernetesConfig(Strict):
         ["/run/containerd/io.containerd.runtime.v2.task/k8s.io", "/run/containers/storage/overlay-containers"],
         description="container runtimes' OCI bundle directories (<id>/config.json, <id>/userdata/config.json): "
                     "the image, and the pod when the log directories are not mounted; [] to skip")
+    api: KubernetesApiConfig = Field(KubernetesApiConfig(), description="pod labels, annotations, images and "
+                                     "owning workloads from the API server (docs/kubernetes.md)")
 
 
 class ProcessSensorConfig(Strict):
@@ -220,11 +224,14 @@ class ProcessSensor(KernelSensor):
         self._paths: dict[tuple[bytes, bytes, int], tuple[str, str | None, tuple[str, ...]]] = {}
         self._comms: dict[bytes, str | tuple[str, str]] = {}
         self._args: dict[bytes, tuple[list[str], str | None]] = {}
+        self._attached_ns = 0  # boot time when the programs were attached: older processes may be unknown
+        self.missing: dict[str, int] = {}  # missing_process exits by cause (_count_missing)
 
     # --- lifecycle ---
 
     def load(self) -> None:
         c = self.config
+        self._attached_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)  # just before: errs towards not_seen
         defines = {
             "SH_ARGS_MAX": c.args_max_bytes,
             "SH_FILENAME_MAX": c.filename_max_bytes,
@@ -387,6 +394,8 @@ class ProcessSensor(KernelSensor):
         out["pending_resolved"] = self.pending.resolved
         out["pending_expired"] = self.pending.expired
         out["pending_overflow"] = self.pending.overflow
+        for cause, n in self.missing.items():
+            out[f"missing_process_{cause}"] = n
         return out
 
     # --- decoding (pure apart from the cache; tests feed it raw messages) ---
@@ -604,12 +613,29 @@ class ProcessSensor(KernelSensor):
             return None
         return self._exit_event(entry, ktime, pid, tid, code, start_ns)
 
+    def _count_missing(self, pid: int, start_ns: int) -> None:
+        """Why an exit names no process, by cause (counters `missing_process_<cause>` and the metric
+        siemhub_process_missing{cause}): `before_attach`, it started before the sensor attached and was
+        gone from /proc; `parent_unknown`, its fork was seen but not the process that forked it;
+        `not_seen`, neither its fork nor its exec reached user space (ring buffer lost, or filtered)."""
+        orphans = self.ctx.cache.orphans
+        if start_ns < self._attached_ns:
+            cause = "before_attach"
+        elif orphans.get(pid) == start_ns:
+            cause = "parent_unknown"
+            del orphans[pid]
+        else:
+            cause = "not_seen"
+        self.missing[cause] = self.missing.get(cause, 0) + 1
+        self.ctx.metrics.process_missing.labels(cause).inc()
+
     def _exit_event(self, entry, ktime: int, pid: int, tid: int, code: int, start_ns: int) -> Event:
         ctx = self.ctx
         cache = ctx.cache
         if entry is None:
             proc = Process(exec_id=cache.exec_id(pid, start_ns), pid=pid, tid=tid, flags=["missing_process"])
             parent = None
+            self._count_missing(pid, start_ns)
         else:
             proc = entry.proc
             if proc.tid != tid:  # the last thread to exit was not the leader

@@ -4,6 +4,13 @@
 set -euo pipefail
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools linux-headers-amd64 pahole bpftool kcat libpython3.11 procps)
+# Grafana/alerting tests (issue 15): promtool and a real Prometheus server (never started as a service:
+# the tests run their own on 127.0.0.1).
+APT_PACKAGES+=(prometheus)
+APT_PACKAGES+=(openssl)  # issue 14: self-signed certificates for the Splunk TLS tests
+# deploy/kubernetes tests render the Kustomize overlays with `kubectl kustomize`: Debian's kubectl
+# (kubernetes-client), unless a kubectl is installed already (another kubectl package owns the same path).
+command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then

@@ -4,11 +4,11 @@
 
 from __future__ import annotations
 
-from siemhub.exporters.formats import ecs, native, ocsf, tetragon
+from siemhub.exporters.formats import cim, ecs, native, ocsf, tetragon
 from siemhub.exporters.formats.base import Format
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT)}
+FORMATS: dict[str, Format] = {f.name: f for f in (native.FORMAT, ecs.FORMAT, ocsf.FORMAT, tetragon.FORMAT, cim.FORMAT)}
 
 
 def get_format(name: str) -> Format:

@@ -37,6 +37,7 @@ EVENT_CLASS: dict[str, tuple[str, list[str] | None, list[str] | None, str, str]]
     "network_connect": ("event", ["network"], ["start", "connection"], "connect", "network"),
     "network_accept": ("event", ["network"], ["start", "connection"], "accept", "network"),
     "network_close": ("event", ["network"], ["end", "connection"], "close", "network"),
+    "network_flow": ("event", ["network"], ["connection"], "flow", "network"),  # + "end" when flow_end is set
     "dns_query": ("event", ["network"], ["connection", "protocol"], "dns_query", "network"),
     "privilege_change": ("event", ["process"], ["change"], "privilege_change", "process"),
     "policy_action": ("alert", ["intrusion_detection"], ["denied"], "policy_action", "policy"),
@@ -88,6 +89,7 @@ def _siemhub_process_table(prefix: str) -> dict[str, dict]:
         f"{prefix}.auid": _LONG,
         f"{prefix}.cgroup_id": _LONG,
         f"{prefix}.pod.workload": _KW,
+        f"{prefix}.pod.workload_kind": _KW,
         f"{prefix}.pod.qos_class": _KW,
     }
 
@@ -123,7 +125,11 @@ FIELDS: dict[str, dict] = {
     "container.name": _KW,
     "container.image.name": _KW,
     "container.image.tag": _KW,
+    "container.image.hash.all": _KW,
     "orchestrator.type": _KW,
+    "orchestrator.cluster.name": _KW,
+    "orchestrator.resource.annotation": _KW,
+    "orchestrator.resource.parent.type": _KW,
     "orchestrator.namespace": _KW,
     "orchestrator.resource.type": _KW,
     "orchestrator.resource.name": _KW,
@@ -159,6 +165,12 @@ FIELDS: dict[str, dict] = {
     "destination.ip": {"type": "ip"},
     "destination.port": _LONG,
     "destination.bytes": _LONG,
+    "source.packets": _LONG,
+    "destination.packets": _LONG,
+    "network.bytes": _LONG,
+    "network.packets": _LONG,
+    "event.start": _DATE,
+    "event.end": _DATE,
     "network.transport": _KW,
     "network.type": _KW,
     "network.direction": _KW,
@@ -168,6 +180,7 @@ FIELDS: dict[str, dict] = {
     "dns.id": _KW,
     "dns.type": _KW,
     "siemhub.dns.flags": _KW,
+    "siemhub.flow_end": _KW,
     # privilege_change
     "user.changes.id": _KW,
     "user.changes.group.id": _KW,
@@ -254,7 +267,8 @@ def _siemhub_process(p: Process) -> dict[str, Any]:
     if p.cgroup_id is not None:
         d["cgroup_id"] = p.cgroup_id
     if p.pod is not None and (p.pod.workload or p.pod.qos_class):
-        d["pod"] = {k: v for k, v in (("workload", p.pod.workload), ("qos_class", p.pod.qos_class)) if v}
+        d["pod"] = {k: v for k, v in (("workload", p.pod.workload), ("workload_kind", p.pod.workload_kind),
+                                      ("qos_class", p.pod.qos_class)) if v}
     return d
 
 
@@ -282,12 +296,20 @@ def _workload_fields(p: Process, doc: dict[str, Any]) -> None:
         if pod.container.image:
             name, tag = _split_image(pod.container.image)
             c["image"] = {"name": name, **({"tag": [tag]} if tag else {})}
+        if pod.container.image_id:
+            # `<repo>@sha256:<hex>` (or a bare digest): ECS wants the digest
+            digest = pod.container.image_id.rpartition("@")[2]
+            c.setdefault("image", {})["hash"] = {"all": [digest]}
     res: dict[str, Any] = {"type": "pod", "name": pod.name}
     if pod.uid:
         res["id"] = pod.uid
     if pod.labels:
         res["label"] = [f"{k}:{v}" for k, v in sorted(pod.labels.items())]
-    doc["orchestrator"] = {"type": "kubernetes", "namespace": pod.namespace, "resource": res}
+    if pod.annotations:
+        res["annotation"] = [f"{k}:{v}" for k, v in sorted(pod.annotations.items())]
+    if pod.workload_kind:
+        res["parent"] = {"type": pod.workload_kind}  # the owning workload's kind; its name: siemhub.process.pod
+    doc.setdefault("orchestrator", {}).update(type="kubernetes", namespace=pod.namespace, resource=res)
 
 
 # id(process) -> (process, its process.* mapping, its siemhub.process.* mapping, its top-level fields
@@ -377,6 +399,8 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
         sh["node"] = {"labels": dict(event.node.labels)}
     if event.tags:
         doc["tags"] = event.tags
+    if event.node.cluster:
+        doc["orchestrator"] = {"type": "kubernetes", "cluster": {"name": event.node.cluster}}
 
     p = event.process
     if p is not None:
@@ -393,7 +417,10 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
         if sp:
             sh["process"] = sp
         if top:
+            cluster = doc.get("orchestrator")
             doc.update(top)
+            if cluster is not None and "orchestrator" in top:  # the pod's fields and the node's cluster
+                doc["orchestrator"] = {**top["orchestrator"], "cluster": cluster["cluster"]}
         doc["process"] = proc
 
     x = event.exit
@@ -460,6 +487,19 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
         if n.direction:
             nd["direction"] = "egress" if outbound else "ingress"
         doc["network"] = nd
+        if n.datagrams_sent is not None:  # network_flow (UDP): packets as bytes, totals, start and end
+            for count, side in ((n.datagrams_sent, "source" if outbound else "destination"),
+                                (n.datagrams_received, "destination" if outbound else "source")):
+                doc.setdefault(side, {})["packets"] = count
+            nd["bytes"] = (n.bytes_sent or 0) + (n.bytes_received or 0)
+            nd["packets"] = n.datagrams_sent + (n.datagrams_received or 0)
+            if n.first_seen:
+                ev["start"] = n.first_seen
+            if n.flow_end:
+                ev["type"] = ["connection", "end"]
+                if n.last_seen:
+                    ev["end"] = n.last_seen
+                sh["flow_end"] = n.flow_end
         if n.duration_ns is not None:
             ev["duration"] = n.duration_ns
         if n.dns_query:

@@ -35,6 +35,8 @@ LAUNCH, TERMINATE, OTHER = 1, 2, 99
 DNS_ACTIVITY = 4003
 NETWORK_ACTIVITY = 4
 DNS_QUERY = 1
+NETWORK_ACTIVITY_CLASS = 4001
+TRAFFIC, CLOSE = 6, 2  # Network Activity activities: a flow still open reports Traffic, an ended one Close
 
 _SEVERITY = {"info": (1, "Informational"), "low": (2, "Low"), "medium": (3, "Medium"),
              "high": (4, "High"), "critical": (5, "Critical")}
@@ -96,6 +98,14 @@ def _process(p: Process, parent: Process | None = None) -> dict:
             c["orchestrator"] = "kubernetes"
             if p.pod.uid:
                 c["pod_uuid"] = p.pod.uid
+            pc = p.pod.container
+            if pc is not None and pc.image and pc.image_id:  # OCSF's Image requires its uid: from the API only
+                slash, colon = pc.image.rfind("/"), pc.image.rfind(":")
+                tagged = colon > slash and "@" not in pc.image
+                image: dict = {"name": pc.image[:colon] if tagged else pc.image, "uid": pc.image_id}
+                if tagged:
+                    image["tag"] = pc.image[colon + 1 :]
+                c["image"] = image
         out["container"] = c
     if parent is not None:
         out["parent_process"] = _process(parent)
@@ -123,6 +133,8 @@ def _unmapped(e: Event) -> dict:
             u["core_dumped"] = True
     if e.node.labels:
         u["node_labels"] = dict(e.node.labels)
+    if e.node.cluster:
+        u["cluster"] = e.node.cluster
     if e.tags:
         u["tags"] = list(e.tags)
     if e.status is not None:
@@ -138,6 +150,8 @@ def to_obj(e: Event) -> dict:
     device = {"hostname": e.node.name, "name": e.node.name, "type_id": 0, "type": "Unknown"}
     if e.type == "dns_query" and e.network is not None and e.process is not None:
         return _dns_activity(e, meta, device, severity_id, severity)
+    if e.type == "network_flow" and e.network is not None and e.process is not None:
+        return _network_flow(e, meta, device, severity_id, severity)
     if activity is None or e.process is None:
         out = {"class_uid": 0, "class_name": "Base Event", "category_uid": 0, "category_name": "Uncategorized",
                "activity_id": OTHER, "activity_name": e.type, "type_uid": OTHER, "type_name": f"Base Event: {e.type}",
@@ -211,6 +225,46 @@ def _dns_activity(e: Event, meta: dict, device: dict, severity_id: int, severity
         unmapped["dns_flags"] = list(q.flags)
     if q is not None and q.id is not None and n.dns_query is None:
         unmapped["dns_id"] = q.id
+    if unmapped:
+        out["unmapped"] = unmapped
+    return out
+
+
+def _network_flow(e: Event, meta: dict, device: dict, severity_id: int, severity: str) -> dict:
+    """A UDP flow as Network Activity: Traffic while it lasts, Close when it ended (bytes and packets
+    in `traffic`, seen from the source endpoint: out = from source to destination)."""
+    n = e.network
+    src = {k: v for k, v in (("ip", n.source_ip), ("port", n.source_port)) if v is not None}
+    dst = {k: v for k, v in (("ip", n.destination_ip), ("port", n.destination_port)) if v is not None}
+    outbound = n.direction != "inbound"
+    sent, received = n.bytes_sent or 0, n.bytes_received or 0
+    dsent, dreceived = n.datagrams_sent or 0, n.datagrams_received or 0
+    out_b, in_b, out_p, in_p = (sent, received, dsent, dreceived) if outbound else (received, sent, dreceived, dsent)
+    activity_id, activity_name = (CLOSE, "Close") if n.flow_end else (TRAFFIC, "Traffic")
+    out = {
+        "class_uid": NETWORK_ACTIVITY_CLASS, "class_name": "Network Activity",
+        "category_uid": NETWORK_ACTIVITY, "category_name": "Network Activity",
+        "activity_id": activity_id, "activity_name": activity_name,
+        "type_uid": NETWORK_ACTIVITY_CLASS * 100 + activity_id, "type_name": f"Network Activity: {activity_name}",
+        "time": epoch_ms(e.time), "severity_id": severity_id, "severity": severity,
+        "metadata": meta, "device": device, "actor": {"process": _process(e.process, e.parent)},
+        "src_endpoint": src, "dst_endpoint": dst,
+        "connection_info": {"direction_id": 2 if outbound else 1, "direction": "Outbound" if outbound else "Inbound",
+                            "protocol_name": n.protocol, "protocol_num": 17 if n.protocol == "udp" else 6,
+                            "protocol_ver_id": 6 if n.family == "ipv6" else 4},
+        "traffic": {"bytes_out": out_b, "bytes_in": in_b, "packets_out": out_p, "packets_in": in_p,
+                    "bytes": out_b + in_b, "packets": out_p + in_p},
+    }
+    if n.first_seen:
+        out["start_time"] = epoch_ms(n.first_seen)
+    if n.last_seen:
+        out["end_time"] = epoch_ms(n.last_seen)
+    if n.duration_ns is not None:
+        out["duration"] = n.duration_ns // 1_000_000
+    meta["profiles"] = ["host", "container"] if e.process.container is not None else ["host"]
+    unmapped = _unmapped(e)
+    if n.flow_end:
+        unmapped["flow_end"] = n.flow_end
     if unmapped:
         out["unmapped"] = unmapped
     return out

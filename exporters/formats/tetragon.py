@@ -5,8 +5,10 @@ proto field names), so tools built on Tetragon's export read siemhub's process e
     {"process_exit": {"process": {...}, "parent": {...}, "signal": "SIGKILL", "status": 0, "time": "..."}, ...}
 
 Field names follow Tetragon's published API (api/v1/tetragon/tetragon.proto: Process, ProcessExec,
-ProcessExit, Capabilities, Namespaces, ProcessCredentials, BinaryProperties). docs/tetragon-format.md
-lists what maps and what does not. Event types Tetragon has no message for (agent_status) are written
+ProcessExit, Capabilities, Namespaces, ProcessCredentials, BinaryProperties). File, network and
+privilege events are `process_kprobe` events shaped as Tetragon's own policies write them
+(exporters/formats/tetragon_kprobe.py). docs/tetragon-format.md lists what maps and what does not.
+Event types Tetragon has no message for (agent_status, dns_query, network_flow...) are written
 as {"siemhub_<type>": <native event>, "node_name":..., "time":...} so that nothing is dropped and a
 Tetragon consumer can skip them like any unknown event.
 """
@@ -20,6 +22,7 @@ import msgspec
 
 from siemhub.collector.core.event import Event, Process, builtins_hook, enc_hook
 from siemhub.exporters.formats.base import Format
+from siemhub.exporters.formats import tetragon_kprobe
 
 NO_AUID = 4294967295
 
@@ -78,8 +81,14 @@ def process(p: Process) -> dict[str, Any]:
             c = p.pod.container
             pod["container"] = {"id": p.container.id if p.container else "", "name": (c.name if c else None) or "",
                                 "image": {"name": (c.image if c else None) or ""}}
+            if c is not None and c.image_id:
+                pod["container"]["image"]["id"] = c.image_id  # Image.id
         if p.pod.workload:
             pod["workload"] = p.pod.workload
+        if p.pod.workload_kind:
+            pod["workload_kind"] = p.pod.workload_kind  # Pod.workload_kind
+        if p.pod.annotations:
+            pod["pod_annotations"] = dict(p.pod.annotations)  # Pod.pod_annotations
         out["pod"] = pod
     if p.caps is not None:
         out["cap"] = {"permitted": list(p.caps.permitted), "effective": list(p.caps.effective)}
@@ -137,12 +146,16 @@ def to_obj(e: Event) -> dict[str, Any]:
             body["status"] = x.code if x.code is not None else 0
         body["time"] = e.time
         key = "process_exit"
+    elif (kp := tetragon_kprobe.kprobe(e, process)) is not None:  # file, network, privilege events
+        body, key = kp, "process_kprobe"
     else:
         body = msgspec.to_builtins(e, enc_hook=builtins_hook)
         key = f"siemhub_{e.type}"
     out = {key: body, "node_name": e.node.name, "time": e.time}
     if e.node.labels:
         out["node_labels"] = dict(e.node.labels)
+    if e.node.cluster:
+        out["cluster_name"] = e.node.cluster  # GetEventsResponse.cluster_name
     return out
 
 

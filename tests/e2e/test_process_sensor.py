@@ -228,3 +228,49 @@ def test_issue_config_runs_as_written(tmp_path):
         assert {"pid", "binary", "args", "exec_id", "uid", "cwd"} <= e["process"].keys()
         assert {"pid", "binary", "exec_id"} <= e["parent"].keys()
         assert e["process"]["binary"] == "/bin/echo"
+
+
+# A busy shell's start-up (pyenv's init: ~100 forks and execs within 60 ms) as a loop: command
+# substitutions of builtins and of commands, pipelines of functions inside them (children of an
+# un-exec'd subshell that exit without exec'ing), nested subshells and background jobs. Every process
+# that runs `f` or `p` writes its pid to $LOG (the machine is shared: other processes exit meanwhile).
+STORM = r"""
+LOG=$1
+p() { echo $BASHPID >>"$LOG"; }
+f() { p; echo "$1"; }
+for i in $(seq 150); do
+  a=$(p; f "$i" | cat)
+  b=$( (f "$i"; true) | (p; read x; echo "$x") )
+  c=$( ( (f "$i") ) )
+  (p; exit 3) &
+  { f "$i" >/dev/null; } &
+  d=$(/bin/true; f "$i")
+done
+wait
+"""
+
+
+def test_fork_storm_has_no_missing_process(bpf_agent, tmp_path):
+    """Thousands of short-lived forks a second: every child forked after the sensor attached exits
+    named (binary, args, uid: a clone of the shell), never `missing_process`. Before the fix, a child of
+    an un-exec'd subshell that exited without exec'ing lost its parent, and so its exit its process."""
+    log = tmp_path / "pids"
+    subprocess.run(["/bin/bash", "-c", STORM, "storm", str(log)], check=True, capture_output=True)
+    pids = {int(x) for x in log.read_text().split()}
+    assert len(pids) > 1000
+    shell = bpf_agent.wait_for(_execs(bpf_agent, arg=str(log)), what="the storm shell's exec")[0]
+    bpf_agent.wait_for(_exit_of(shell["process"]["exec_id"]), timeout=30, what="the storm shell's exit")
+    deadline = time.monotonic() + 20
+    while True:  # exits wait up to 0.5 s for their process (pending), then go out flagged
+        exits = {e["process"]["pid"]: e for e in bpf_agent.events() if e["type"] == "process_exit"
+                 and e["process"]["pid"] in pids and e["time"] >= shell["time"]}
+        if len(exits) == len(pids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(exits) == len(pids), f"{len(pids) - len(exits)} of {len(pids)} exits not seen"
+    missing = [e for e in exits.values() if "missing_process" in e["process"].get("flags", [])]
+    assert not missing, f"{len(missing)} of {len(pids)} exits flagged missing_process, e.g. {missing[:2]}"
+    for e in exits.values():
+        pr = e["process"]
+        assert pr["binary"] in ("/bin/bash", "/usr/bin/bash") and pr["args"][:2] == ["/bin/bash", "-c"], pr
+        assert pr["uid"] == os.getuid() and "clone" in pr["flags"] and e["parent"]["pid"] == pr["ppid"], pr

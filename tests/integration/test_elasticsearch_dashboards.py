@@ -373,7 +373,10 @@ def test_every_detection_rule_matches_its_event_and_only_it(indexed):
 def test_cli_render_writes_the_files(tmp_path):
     result = CliRunner().invoke(cli, ["dashboards", "render", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES])
+    # the Kibana files, the Splunk app (issue 14) as a directory and as siemhub_app.tgz, and the Grafana
+    # dashboards under grafana/ (tests/unit/dashboards/test_grafana_dashboards.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kibana.SAVED_OBJECTS, kibana.DETECTION_RULES,
+                                                                 "siemhub_app", "siemhub_app.tgz", "grafana"])
     assert (tmp_path / kibana.SAVED_OBJECTS).read_text() == kibana.render()[kibana.SAVED_OBJECTS]
 
 

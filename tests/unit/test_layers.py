@@ -25,11 +25,20 @@ KERNEL = ("siemhub.collector.kernel",)
 SHARED = ("siemhub.collector.caps", "siemhub.collector.container", "siemhub.collector.metrics",
           "siemhub.collector.pending", "siemhub.collector.procfs", "siemhub.collector.process_cache",
           "siemhub.collector.redact", "siemhub.collector.delivery.settings", "siemhub.collector.delivery.deadletter",
-          "siemhub.collector.delivery.diskqueue")
+          "siemhub.collector.delivery.diskqueue",
+          # Kubernetes enrichment (collector/k8s/) serves the process cache as its pod resolver, like
+          # collector/container.py, and the process sensor's config model names its `api` settings
+          # (k8s/config.py): a sensor must be able to import it. It imports only core and container.
+          "siemhub.collector.k8s",
+          # /healthz and /readyz: the metrics endpoint serves them (health.py imports nothing of siemhub)
+          "siemhub.collector.health")
 SENSORS = ("siemhub.collector.sensors",)
 SOURCES = ("siemhub.collector.sources",)
 EXPORTERS = ("siemhub.exporters",)  # formats included
-DATA = ("siemhub.bpf", "siemhub.policies", "siemhub.dashboards")
+DATA = ("siemhub.bpf", "siemhub.policies")
+# siemhub.dashboards is not data: its renderers read what the agent emits (the formats' field names,
+# the shipped policy library for one detection search per policy) and only the CLI calls them, so they
+# sit at the top with the agent and the CLI.
 
 # layer -> what its modules may import (besides their own layer)
 MAY_IMPORT = {

@@ -74,21 +74,56 @@ def test_yaml_syntax_error_and_duplicate_names(tmp_path):
         policy.load_files([str(tmp_path / "b.yaml"), str(tmp_path / "c.yaml")])
 
 
-def test_sigkill_is_rejected_for_other_event_types_and_selectors(tmp_path):
-    with pytest.raises(policy.PolicyError, match=r"p0.yaml:5: rules\[0\].action: sigkill is not available for process_exec"):
-        engine_from(tmp_path, """\
+def test_description_is_optional(tmp_path):
+    engine = engine_from(tmp_path, """\
+        name: curl-seen
+        rules: [{match: {binaries: [curl]}, action: post}]
+        """)
+    assert actions(engine, ev(process=proc("/usr/bin/curl"))) == [("curl-seen", "rule0")]
+    assert actions(engine, ev(process=proc("/usr/bin/wget"))) == []
+
+
+def test_sigkill_beyond_file_paths_compiles_to_enforce_rules(tmp_path):
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    eng = engine_from(tmp_path, f"""\
+        name: k
+        rules:
+          - name: tmp-exec
+            match: {{types: [process_exec], binaries: ["{tmp_path}/*", /bin/sh, nc]}}
+            action: sigkill
+          - name: vault
+            match: {{binaries: [cat], paths: ["{vault}/"], operations: [open_read]}}
+            action: sigkill
+          - name: imds
+            match: {{types: [network_connect], cidrs: [169.254.169.254/32], ports: [80]}}
+            action: sigkill
+        """)
+    kinds = {r.rule: r for r in eng.kernel.enforce}
+    assert kinds["tmp-exec"].kind == "exec" and kinds["tmp-exec"].binaries == [f"{tmp_path}/*", "/bin/sh", "nc"]
+    assert kinds["vault"].kind == "open" and kinds["vault"].read and not kinds["vault"].write
+    assert kinds["imds"].kind == "connect" and kinds["imds"].ports == [80] and kinds["imds"].binaries == []
+    assert not eng.kernel.file_enforce  # none of these is the file sensor's
+    # the kernel acts and says so: the user-space match only tags the event
+    assert actions(eng, ev(process=proc("/bin/sh"))) == []
+
+
+@pytest.mark.parametrize("rule, why", [
+    ("{types: [process_exec], binaries: [/bin/sh], args: [x]}", "by binaries only"),
+    ("{cidrs: [10.0.0.0/8]}", "types: \\[network_connect\\]"),
+    ("{types: [network_connect], cidrs: [10.0.0.0/8], uids: [0]}", "not with uids"),
+    ("{types: [process_exec], binaries: ['xmrig*']}", "name globs cannot be enforced"),
+    ("{types: [process_exec], binaries: [a-very-long-binary-name]}", "longer than 15 bytes"),
+    ("{types: [process_exec], binaries: [/nonexistent/x]}", "does not exist"),
+    ("{paths: [/etc/x], binaries: [cat], operations: [unlink]}", "on opens only"),
+    ("{types: [privilege_change], binaries: [cat]}", "enforced in the kernel on file_access paths, process_exec"),
+])
+def test_sigkill_forms_the_kernel_cannot_enforce_are_refused_with_the_reason(tmp_path, rule, why):
+    with pytest.raises(policy.PolicyError, match=rf"p0.yaml:4: rules\[0\].action: .*{why}"):
+        engine_from(tmp_path, f"""\
             name: k
-            description: d
             rules:
-              - match: {types: [process_exec], binaries: [/bin/nc]}
-                action: sigkill
-            """)
-    with pytest.raises(policy.PolicyError, match="cannot be combined with binaries"):
-        engine_from(tmp_path, """\
-            name: k
-            description: d
-            rules:
-              - match: {paths: [/etc/x], binaries: [cat]}
+              - match: {rule}
                 action: sigkill
             """)
 

@@ -257,15 +257,16 @@ def _full_process(pid: int) -> Process:
         binary_properties=BinaryProperties(setuid=0, setgid=0),
         container=Container(id="c0ffee", runtime="containerd"),
         pod=Pod(namespace="prod", name="web-1", labels={"app": "web"},
-                container=PodContainer(name="nginx", image="nginx:1.25"), workload="Deployment/web",
-                uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable"),
+                container=PodContainer(name="nginx", image="nginx:1.25", image_id="nginx@sha256:" + "0" * 64),
+                workload="Deployment/web", uid="1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", qos_class="Burstable",
+                workload_kind="Deployment", annotations={"team": "web"}),
     )
 
 
 def test_encode_decode_round_trip_with_every_optional_body():
     e = Event(
         id="p-1", time="2024-01-02T03:04:05.123456789Z", type="process_exit", schema_version=SCHEMA_VERSION,
-        severity="high", node=Node(name="n1", labels={"zone": "a"}),
+        severity="high", node=Node(name="n1", labels={"zone": "a"}, cluster="prod"),
         process=_full_process(10), parent=_full_process(9), ancestors=[_full_process(8), _full_process(7)],
         exit=Exit(code=None, signal="SIGKILL", core_dumped=True, duration_ns=42),
         file=File(operation="rename", path="/etc/passwd", flags=["O_WRONLY"], mode=0o644, uid=0, gid=0,
@@ -273,7 +274,9 @@ def test_encode_decode_round_trip_with_every_optional_body():
         network=Network(protocol="tcp", family="ipv6", direction="outbound", source_ip="::1", source_port=40000,
                         destination_ip="::1", destination_port=443, bytes_sent=10, bytes_received=20,
                         duration_ns=5, dns_query="example.com",
-                        dns=Dns(id=4660, type="AAAA", flags=["truncated_name"])),
+                        dns=Dns(id=4660, type="AAAA", flags=["truncated_name"]), datagrams_sent=3,
+                        datagrams_received=4, first_seen="2024-01-02T03:04:05Z", last_seen="2024-01-02T03:04:06Z",
+                        flow_end="close"),
         privilege=Privilege(operation="setresuid", old_uid=1000, new_uid=0, old_gid=1000, new_gid=0,
                             new_caps=["CAP_SYS_ADMIN"], target_pid=7, name="m", source="/dev/sda", target="/mnt",
                             result=0),

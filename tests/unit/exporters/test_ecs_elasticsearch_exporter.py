@@ -95,7 +95,9 @@ def test_retry_resends_only_failed_items_and_keeps_give_ups():
 
 
 @pytest.mark.parametrize("answer,outcome,reason", [
-    (429, Outcome.RETRY, "http_429"), (503, Outcome.RETRY, "http_503"), (401, Outcome.GIVE_UP, "http_401"),
+    (429, Outcome.RETRY, "http_429"), (503, Outcome.RETRY, "http_503"),
+    # credentials refused: held behind the circuit breaker (base.outcome_for_endpoint), not dead-lettered
+    (401, Outcome.RETRY, "http_401"),
     (413, Outcome.GIVE_UP, "http_413"), (_Unreachable("ConnectionError"), Outcome.RETRY, "ConnectionError"),
     (_Unreachable("timeout"), Outcome.RETRY, "TimeoutError"),
 ])

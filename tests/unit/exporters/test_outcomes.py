@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from siemhub.exporters.base import Outcome, SendResult, outcome_for_exception, outcome_for_http
+from siemhub.exporters.base import Outcome, SendResult, outcome_for_endpoint, outcome_for_exception, outcome_for_http
 
 DONE, RETRY, GIVE_UP = Outcome.DONE, Outcome.RETRY, Outcome.GIVE_UP
 
@@ -36,6 +36,21 @@ def test_outcome_for_http(status, outcome, reason):
     r = outcome_for_http(status)
     assert isinstance(r, SendResult)
     assert (r.outcome, r.reason, r.items) == (outcome, reason, [])
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    (200, DONE), (429, RETRY), (503, RETRY),
+    # an endpoint not set up for us (credentials, wrong URL/port): held behind the breaker, not dead-lettered
+    (401, RETRY), (403, RETRY), (404, RETRY), (405, RETRY), (415, RETRY),
+    # the request itself is wrong: retrying the same bytes cannot help
+    (400, GIVE_UP), (413, GIVE_UP), (501, GIVE_UP),
+])
+def test_outcome_for_endpoint(status, outcome):
+    """The request-level answer every HTTP exporter (Elasticsearch, Splunk HEC, OTLP/HTTP) maps through."""
+    r = outcome_for_endpoint(status, retry_after=7.0)
+    assert (r.outcome, r.reason) == (outcome, "" if outcome is DONE else f"http_{status}")
+    # Retry-After is carried only where the server asked for a pause
+    assert r.retry_after == (7.0 if status in (429, 503) else None)
 
 
 @pytest.mark.parametrize(("exc", "outcome", "reason"), [

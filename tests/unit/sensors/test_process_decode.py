@@ -182,6 +182,39 @@ def test_exit_of_forked_child_uses_clone(h):
     assert out.parent.pid == 100
 
 
+def test_exit_of_a_child_of_a_subshell_names_both(h):
+    """bash 100 forks subshell 200 (never execs), which forks 300 (a pipeline element: exits without
+    exec'ing while 200 runs). The kernel sends 200's fork with 300's, ahead of 300's exit."""
+    h.one(exec_msg(100, ktime=10 * S, start=9 * S, filename=b"/bin/bash"))
+    h.decode(fork_msg(300, 200, ktime=12 * S), fork_msg(200, 100, ktime=11 * S))
+    out = h.one(exit_msg(300, ktime=15 * S, start=12 * S))
+    assert out.process.binary == "/bin/bash" and "clone" in out.process.flags
+    assert out.parent.pid == 200 and "clone" in out.parent.flags
+    assert h.sensor.missing == {}
+
+
+def test_unexeced_parent_deeper_than_the_kernel_sends_is_read_from_the_forks_map(h):
+    """A chain of un-exec'd forks longer than the kernel sends ahead: the parent comes from the
+    kernel's forks map (fork_source), not lost."""
+    h.one(exec_msg(100, ktime=10 * S, start=9 * S, filename=b"/bin/bash"))
+    kernel = {200: (100, 11 * S, 11 * S)}
+    h.cache.fork_source = kernel.get
+    h.decode(fork_msg(300, 200, ktime=12 * S))
+    out = h.one(exit_msg(300, ktime=15 * S, start=12 * S))
+    assert out.process.binary == "/bin/bash" and out.parent.pid == 200
+
+
+def test_missing_process_counted_by_cause(h):
+    h.sensor._attached_ns = 5 * S
+    h.one(exit_msg(31337, ktime=6 * S, start=4 * S))  # started before the sensor attached
+    h.decode(fork_msg(31338, 4242, ktime=7 * S))  # its parent was never seen (nor in /proc)
+    h.one(exit_msg(31338, ktime=8 * S, start=7 * S))
+    h.one(exit_msg(31339, ktime=8 * S, start=7 * S))  # neither fork nor exec seen
+    assert h.sensor.missing == {"before_attach": 1, "parent_unknown": 1, "not_seen": 1}
+    assert h.sensor.counters()["missing_process_parent_unknown"] == 1
+    assert h.metrics.value("siemhub_process_missing_total", cause="not_seen") == 1
+
+
 def test_reused_pid_is_not_mistaken_for_the_old_process(h):
     old = h.one(exec_msg(700, ktime=1 * S + 10, start=1 * S, filename=b"/bin/old"))
     # a new process got pid 700 (its fork was not seen) and exits: not the old image

@@ -41,7 +41,7 @@ _PROC = ('{"exec_id":"bm9kZS1hOjcwMDA6NDI0Mg==","pid":4242,"tid":4242,"ppid":100
          '"start_time":"2023-11-14T22:13:27.000000123Z","flags":["truncated_args"],"cgroup_id":4096,'
          '"container":{"id":"3f2a9c","runtime":"containerd"},'
          '"pod":{"namespace":"shop","name":"web-7d9f","labels":{"app":"web","tier":"front"},'
-         '"container":{"name":"nginx","image":"registry:5000/nginx:1.25"},"workload":"Deployment/web",'
+         '"container":{"name":"nginx","image":"registry:5000/nginx:1.25"},"workload":"web","workload_kind":"Deployment",'
          '"uid":"1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9","qos_class":"Burstable"}}')
 _PARENT = ('{"exec_id":"bm9kZS1hOjEwMDA6MTAwMA==","pid":1000,"tid":1000,"ppid":1,"uid":1000,"euid":1000,'
            '"gid":1000,"egid":1000,"binary":"/usr/bin/bash","args":["-bash"],"cwd":"/home/alice","comm":"bash",'
@@ -213,8 +213,16 @@ def test_format_is_registered():
                                                                "00000000deadbeef-3"]
 
 
+UDP_FLOW = ('{"id":"x-flow","time":"2026-11-25T22:21:30.5Z","type":"network_flow","severity":"info",' + _BASE + ','
+            '"process":{"exec_id":"bm9kZS1hOjcwMDA6NDI0Mg==","pid":4242,"binary":"/usr/bin/rsyslogd","args":["rsyslogd"]},'
+            '"network":{"protocol":"udp","family":"ipv6","direction":"outbound","source_ip":"fd00::2",'
+            '"source_port":41000,"destination_ip":"fd00::514","destination_port":514,"bytes_sent":5000,'
+            '"bytes_received":0,"datagrams_sent":50,"datagrams_received":0,"first_seen":"2026-11-25T22:21:28Z",'
+            '"last_seen":"2026-11-25T22:21:30Z","duration_ns":2000000000,"flow_end":"close"}}')
+EXTRA.append(UDP_FLOW)
+
 # the other sensors' types with a golden file of their own
-GOLDEN_EVENTS = {**EVENTS, "dns_query": next(t for t in EXTRA if '"type":"dns_query"' in t)}
+GOLDEN_EVENTS = {**EVENTS, "dns_query": next(t for t in EXTRA if '"type":"dns_query"' in t), "network_flow": UDP_FLOW}
 
 
 @pytest.mark.parametrize("etype", list(GOLDEN_EVENTS))
@@ -290,3 +298,13 @@ def test_shared_processes_are_mapped_once_and_never_changed_by_a_document():
     assert "end" not in docs[3]["process"] and "changes" not in docs[3]["user"]
     assert docs[2]["user"]["changes"] == {"id": "0", "group": {"id": "0"}}
     assert docs[0]["process"]["parent"] is docs[1]["process"]["parent"]  # shared, not rebuilt
+
+
+def test_udp_flow_fields():
+    doc = ecs.to_ecs(decode_json(UDP_FLOW))
+    assert doc["event"]["action"] == "flow" and doc["event"]["type"] == ["connection", "end"]
+    assert doc["source"] == {"ip": "fd00::2", "port": 41000, "bytes": 5000, "packets": 50}
+    assert doc["destination"] == {"ip": "fd00::514", "port": 514, "bytes": 0, "packets": 0}
+    assert doc["network"] == {"transport": "udp", "type": "ipv6", "direction": "egress", "bytes": 5000, "packets": 50}
+    assert doc["event"]["start"] == "2026-11-25T22:21:28Z" and doc["event"]["end"] == "2026-11-25T22:21:30Z"
+    assert doc["siemhub"]["flow_end"] == "close"

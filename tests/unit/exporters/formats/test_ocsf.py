@@ -56,6 +56,14 @@ def sample_events() -> dict[str, Event]:
                            network=Network(protocol="udp", family="ipv6", direction="outbound", source_ip="fd00::5",
                                            source_port=41000, destination_ip="fd00::53", destination_port=53,
                                            dns_query="example.com", dns=Dns(id=48879, type="AAAA"))),
+        "network_flow": Event(id="f00d-5", time="2026-11-25T22:21:30.000000042Z", type="network_flow", node=NODE,
+                              process=CHILD, parent=PARENT, **EVENT_BASE,
+                              network=Network(protocol="udp", family="ipv4", direction="inbound", source_ip="10.0.0.9",
+                                              source_port=5353, destination_ip="10.0.0.5", destination_port=514,
+                                              bytes_sent=40, bytes_received=1000, datagrams_sent=1,
+                                              datagrams_received=10, first_seen="2026-11-25T22:21:28Z",
+                                              last_seen="2026-11-25T22:21:29.5Z", duration_ns=1_500_000_000,
+                                              flow_end="exit")),
     }
 
 
@@ -68,12 +76,13 @@ def validators():
             1007: jsonschema.Draft202012Validator(schema.get_class_schema("process_activity", profiles=["container"])),
             0: jsonschema.Draft202012Validator(schema.get_class_schema("base_event")),
             4003: jsonschema.Draft202012Validator(schema.get_class_schema("dns_activity", profiles=["host", "container"])),
+            4001: jsonschema.Draft202012Validator(schema.get_class_schema("network_activity", profiles=["host", "container"])),
         }
     return out
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query"])
+@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query", "network_flow"])
 def test_valid_against_ocsf_schema(validators, version, etype):
     obj = ocsf.to_obj(sample_events()[etype])
     errors = sorted(validators[version][obj["class_uid"]].iter_errors(obj), key=str)
@@ -134,7 +143,7 @@ def test_encode_lines_one_line_per_event():
     assert [json.loads(x)["metadata"]["uid"] for x in lines] == [e.id for e in batch]
 
 
-@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query"])
+@pytest.mark.parametrize("etype", ["process_exec", "process_exit", "agent_status", "dns_query", "network_flow"])
 def test_ocsf_matches_golden(etype):
     text = json.dumps(ocsf.to_obj(sample_events()[etype]), indent=2, ensure_ascii=False) + "\n"
     path = GOLDEN / f"ocsf_{etype}.json"
@@ -144,3 +153,14 @@ def test_ocsf_matches_golden(etype):
     assert path.exists(), f"missing {path.relative_to(REPO)}; create it with SIEMHUB_UPDATE_GOLDEN=1"
     assert text == path.read_text(encoding="utf-8"), (
         f"the OCSF form of {etype} changed; if deliberate, regenerate with SIEMHUB_UPDATE_GOLDEN=1 and review")
+
+
+def test_udp_flow_is_network_activity():
+    obj = ocsf.to_obj(sample_events()["network_flow"])
+    assert (obj["class_uid"], obj["activity_id"], obj["type_uid"]) == (4001, 2, 400102)
+    # inbound: the peer is the source; what it sent us is bytes_out of the flow
+    assert obj["traffic"] == {"bytes_out": 1000, "bytes_in": 40, "packets_out": 10, "packets_in": 1,
+                              "bytes": 1040, "packets": 11}
+    assert obj["src_endpoint"] == {"ip": "10.0.0.9", "port": 5353} and obj["connection_info"]["direction_id"] == 1
+    assert (obj["start_time"], obj["end_time"], obj["duration"]) == (1795645288000, 1795645289500, 1500)
+    assert obj["unmapped"]["flow_end"] == "exit"
