@@ -170,7 +170,7 @@ def render(m: dict, res: dict[str, tuple[dict | None, str, float]], total: float
     if not missing("codec"):
         c = res["codec"][0]
         L += [f"µs of CPU per event, least of the rounds, over {fmt(c['events'])} exec/exit events of root processes "
-              "(encode: batches of 1,000 as the exporters do).", "",
+              "(encode: batches of 1,000 as the exporters do; otlp: the protobuf request, sizes of one-event requests with their Resource).", "",
               "| format | encode µs/event |", "|---|---|"]
         L += [f"| {k} | {v} |" for k, v in c["encode_us"].items()]
         L += ["", "| native JSON decode | µs/event |", "|---|---|"]
