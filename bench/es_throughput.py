@@ -47,26 +47,12 @@ sys.path.insert(0, str(REPO))
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from siemhub.collector.delivery.runner import ExporterRunner  # noqa: E402
-from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.core.event import Event  # noqa: E402
 from siemhub.collector.metrics import Metrics  # noqa: E402
 from siemhub.exporters.elasticsearch import ElasticsearchConfig, ElasticsearchExporter, index_for  # noqa: E402
 from siemhub.exporters.formats import ecs  # noqa: E402
 from tests.servers.noida import NoidaServer  # noqa: E402
-
-
-def make_events(n: int, prefix: str) -> list[Event]:
-    node = Node(name="bench-node")
-    parent = Process(exec_id="cGFyZW50", pid=100, ppid=1, uid=0, euid=0, gid=0, egid=0, binary="/usr/bin/bash",
-                     args=["bash"], cwd="/root", comm="bash", start_time="2026-11-25T22:00:00.000000000Z")
-    out = []
-    for i in range(n):
-        p = Process(exec_id=f"ZXhlYy{i:08x}", pid=1000 + i % 30000, tid=1000 + i % 30000, ppid=100,
-                    parent_exec_id="cGFyZW50", uid=1000, euid=1000, gid=1000, egid=1000, binary="/usr/bin/curl",
-                    args=["curl", "-s", f"https://example.com/{i}"], cwd="/home/alice", comm="curl",
-                    start_time="2026-11-25T22:21:27.507097186Z", cgroup_id=4096)
-        out.append(Event(id=f"{prefix}-{i:x}", time="2026-11-25T22:21:27.507097186Z", type="process_exec",
-                         node=node, process=p, parent=parent, **EVENT_BASE))
-    return out
+from measure import make_events  # noqa: E402 - bench/measure.py
 
 
 def cpu() -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
 from siemhub.collector.kernel.maps import enable_run_time_stats  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -95,3 +96,19 @@ def stop_agent(proc) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def make_events(n: int, prefix: str) -> list[Event]:
+    """n process_exec events of distinct curl processes under one bash (the exporter benchmarks' input)."""
+    node = Node(name="bench-node")
+    parent = Process(exec_id="cGFyZW50", pid=100, ppid=1, uid=0, euid=0, gid=0, egid=0, binary="/usr/bin/bash",
+                     args=["bash"], cwd="/root", comm="bash", start_time="2026-11-25T22:00:00.000000000Z")
+    out = []
+    for i in range(n):
+        p = Process(exec_id=f"ZXhlYy{i:08x}", pid=1000 + i % 30000, tid=1000 + i % 30000, ppid=100,
+                    parent_exec_id="cGFyZW50", uid=1000, euid=1000, gid=1000, egid=1000, binary="/usr/bin/curl",
+                    args=["curl", "-s", f"https://example.com/{i}"], cwd="/home/alice", comm="curl",
+                    start_time="2026-11-25T22:21:27.507097186Z", cgroup_id=4096)
+        out.append(Event(id=f"{prefix}-{i:x}", time="2026-11-25T22:21:27.507097186Z", type="process_exec",
+                         node=node, process=p, parent=parent, **EVENT_BASE))
+    return out

@@ -19,7 +19,6 @@ receiver's CPU per event. Targets: a >= 0.8 b (events/s); client CPU per event c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
@@ -34,37 +33,18 @@ import urllib3  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from siemhub.collector.delivery.runner import ExporterRunner  # noqa: E402
-from siemhub.collector.core.event import EVENT_BASE, Event, Node, Process  # noqa: E402
+from siemhub.collector.core.event import Event  # noqa: E402
 from siemhub.collector.metrics import Metrics  # noqa: E402
 from siemhub.exporters.splunk import SplunkConfig, SplunkExporter  # noqa: E402
 from tests.servers.hec import HecProcess  # noqa: E402
+from measure import make_events, proc_cpu  # noqa: E402 - bench/measure.py
 
 TOKEN = "be7c1a00-0000-4000-8000-00000000beef"
 CONCURRENCY = 4
 
 
-def make_events(n: int, prefix: str) -> list[Event]:
-    node = Node(name="bench-node")
-    parent = Process(exec_id="cGFyZW50", pid=100, ppid=1, uid=0, euid=0, gid=0, egid=0, binary="/usr/bin/bash",
-                     args=["bash"], cwd="/root", comm="bash", start_time="2026-11-25T22:00:00.000000000Z")
-    out = []
-    for i in range(n):
-        p = Process(exec_id=f"ZXhlYy{i:08x}", pid=1000 + i % 30000, tid=1000 + i % 30000, ppid=100,
-                    parent_exec_id="cGFyZW50", uid=1000, euid=1000, gid=1000, egid=1000, binary="/usr/bin/curl",
-                    args=["curl", "-s", f"https://example.com/{i}"], cwd="/home/alice", comm="curl",
-                    start_time="2026-11-25T22:21:27.507097186Z", cgroup_id=4096)
-        out.append(Event(id=f"{prefix}-{i:x}", time="2026-11-25T22:21:27.507097186Z", type="process_exec",
-                         node=node, process=p, parent=parent, **EVENT_BASE))
-    return out
-
-
 def cpu() -> float:
     return time.process_time()
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exporter_config(url: str, n: int, batch: int, ack: bool) -> SplunkConfig:
