@@ -150,7 +150,7 @@ def _follow(path: str, output: str, types: set[str], duration: float | None) -> 
 def replay(file: str, path: str | None, log_level: str) -> None:
     """Feed a JSON-lines file of native events (or dead-letter records) through the router and
     exporters. A dead letter goes back to the exporter it names when the config has it."""
-    from siemhub.collector.agent import Pipeline
+    from siemhub.collector.agent import Pipeline, tune_gc
     from siemhub.collector.sources.replay import ReplayStats, read_batches
 
     _logging(log_level)
@@ -161,6 +161,7 @@ def replay(file: str, path: str | None, log_level: str) -> None:
     except Exception as exc:  # noqa: BLE001 - StartupError: name and reason, exit 1
         click.echo(f"siemhub: cannot start: {exc}", err=True)
         sys.exit(1)
+    tune_gc()
     stats = ReplayStats()
     with open(file, "rb") as f:
         for events, exporter in read_batches(f, file, stats):  # runs of one destination, ~1 MB each
@@ -190,7 +191,7 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
     committing offsets only after the exporters acknowledged them."""
     import signal
 
-    from siemhub.collector.agent import Pipeline, StartupError
+    from siemhub.collector.agent import Pipeline, StartupError, tune_gc
     from siemhub.collector.health import Health
     from siemhub.collector.otlp_metrics import OtlpMetricsPusher
     from siemhub.collector.sources.kafka import KafkaSource
@@ -222,12 +223,7 @@ def aggregate(path: str, duration: float | None, log_level: str) -> None:
         for n in pipe.runners:
             health.up(f"exporter {n}")
         health.up("kafka source")  # it subscribes as run() begins
-        # The agent's collector settings (Agent.start): decoded events are short-lived, collect young
-        # objects less often (bench/aggregator_scaling.py: about -25% CPU per event).
-        import gc
-
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 50)
+        tune_gc()
         source.run(duration)
     except (StartupError, OSError) as exc:
         click.echo(f"siemhub aggregate: cannot start: {exc}", err=True)

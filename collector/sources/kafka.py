@@ -148,6 +148,7 @@ class KafkaSource:
         first: dict[tuple[str, int], int] = {}
         counts: dict[tuple[str, int], int] = {}
         tp, run = None, 0  # messages come in runs of one partition: count a run, not each message
+        empty = False
         for m in msgs:
             if m.error() is not None:
                 log.warning("consume error: %s", m.error().str())
@@ -162,21 +163,28 @@ class KafkaSource:
             last[here] = m.offset()
             value = m.value()
             taken.append(m)
-            if value is not None:
-                values.append(value)
-        events = []
-        decoded = iter(self._decoder.decode_each(values))
-        for m in taken:  # rejects in offset order
-            if m.value() is None:
-                self._reject(m, "empty")
-                continue
-            e = next(decoded)
-            if type(e) is msgspec.ValidationError:
-                self._reject(m, "invalid_event")
-            elif isinstance(e, msgspec.MsgspecError):
-                self._reject(m, "invalid_json")
-            else:
-                events.append(e)
+            values.append(value)
+            if value is None:
+                empty = True
+        events: list = []
+        if values and not empty:
+            try:  # the common case: every value an event, one parse, nothing to look at per message
+                events = self._decoder.decode_many(values)
+            except msgspec.MsgspecError:
+                pass
+        if not events and values:
+            decoded = iter(self._decoder.decode_each([v for v in values if v is not None]))
+            for m, value in zip(taken, values):  # rejects in offset order
+                if value is None:
+                    self._reject(m, "empty")
+                    continue
+                e = next(decoded)
+                if type(e) is msgspec.ValidationError:
+                    self._reject(m, "invalid_event")
+                elif isinstance(e, msgspec.MsgspecError):
+                    self._reject(m, "invalid_json")
+                else:
+                    events.append(e)
         if tp is not None:
             counts[tp] = counts.get(tp, 0) + run
         consumed: dict[str, int] = {}

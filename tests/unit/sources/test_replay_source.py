@@ -78,3 +78,15 @@ def test_a_clean_chunk_is_one_run_and_shares_repeated_processes():
     assert len(runs) == 1 and runs[0][1] is None and len(runs[0][0]) == 50
     ev = runs[0][0]
     assert ev[0].parent is ev[1].parent and ev[0].process is ev[3].process
+
+
+def test_two_events_on_one_line_are_a_bad_line_as_line_by_line():
+    # The one-parse path reads JSON values, not lines: two values on one line would come out as two
+    # events, so the count of lines is checked and such a chunk is read line by line.
+    data = (encode_json(_event(1)) + encode_json(_event(2)) + b"\n" + encode_json(_event(3)) + b"\r\n"
+            + encode_json(_event(4)))  # no newline at the end: the last line still counts
+    want, bad = _reference(data)
+    assert [w[0] for w in want] == ["e3", "e4"] and bad == 1
+    stats = ReplayStats()
+    got = [e.id for events, _ in read_batches(io.BytesIO(data), "f", stats) for e in events]
+    assert got == ["e3", "e4"] and stats.bad == 1 and stats.first_bad[0].startswith("f:1:")
