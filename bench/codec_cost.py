@@ -70,7 +70,7 @@ def _forget() -> None:
     process as the agent does."""
     from siemhub.exporters.formats import ecs
 
-    ecs._MAPPED.clear()
+    ecs.clear_memos()
 
 
 def least_cpu(fn, rounds: int) -> float:

@@ -422,11 +422,11 @@ class ElasticsearchExporter(Exporter):
     def encode(self, batch: Sequence[Event]) -> BulkPayload:
         ns = self.config.namespace
         index = self._index
-        to_ecs, enc = ecs.to_ecs, _enc.encode
+        document, enc = ecs.encode_one, _enc.encode
         items = []
         for e in batch:
             idx = index.get(e.type) or index_for(e.type, ns)
-            items.append(b'{"create":{"_index":"%s","_id":%s}}\n%s\n' % (idx.encode(), enc(e.id), enc(to_ecs(e, ns))))
+            items.append(b'{"create":{"_index":"%s","_id":%s}}\n%s\n' % (idx.encode(), enc(e.id), document(e, ns)))
         return BulkPayload(items, list(range(len(items))))
 
     def send(self, payload: BulkPayload) -> SendResult:

@@ -296,7 +296,8 @@ class SplunkExporter(Exporter):
         self.max_in_flight = config.max_in_flight
         self.channel = config.channel or default_channel(name)
         self._epoch = _EpochCache()
-        self._to_obj = {"cim": cim.to_cim, "ecs": ecs.to_ecs, "native": None}[config.format]
+        # event -> its JSON body: ECS through its splicing encoder (the JSON of ecs.to_ecs, built faster)
+        self._body = {"cim": lambda e: _enc.encode(cim.to_cim(e)), "ecs": ecs.encode_one, "native": _enc.encode}[config.format]
         self._meta: dict[tuple[str, str], bytes] = {}  # (type, node) -> envelope bytes before "event"
         self._fields_cache: dict[tuple, bytes] = {}  # (severity, tags, policy) -> `,"fields":{...}`
         self._http = None
@@ -391,16 +392,14 @@ class SplunkExporter(Exporter):
         return b',"fields":' + _enc.encode(f)
 
     def encode(self, batch: Sequence[Event]) -> HecPayload:
-        to_obj, epoch, env = self._to_obj, self._epoch, self._envelope
-        enc = _enc.encode
+        body_of, epoch, env = self._body, self._epoch, self._envelope
         fields = self.config.indexed_fields
         fcache = self._fields_cache
         if len(fcache) > 4096:
             fcache.clear()
         items = []
         for e in batch:
-            body = enc(e) if to_obj is None else enc(to_obj(e))
-            item = b'{"time":%s,%s,"event":%s' % (epoch(e.time), env(e), body)
+            item = b'{"time":%s,%s,"event":%s' % (epoch(e.time), env(e), body_of(e))
             if fields:
                 key = (e.severity, tuple(e.tags), e.policy.policy if e.policy is not None else None)
                 fb = fcache.get(key)

@@ -246,14 +246,27 @@ def _process_fields(p: Process) -> dict[str, Any]:
         d["start"] = p.start_time
     # ECS: process.user is the effective user, process.real_user the real one (ids are keywords)
     if p.euid is not None:
-        d["user"] = {"id": str(p.euid)}
+        d["user"] = _id_object(p.euid)
     if p.egid is not None:
-        d["group"] = {"id": str(p.egid)}
+        d["group"] = _id_object(p.egid)
     if p.uid is not None:
-        d["real_user"] = {"id": str(p.uid)}
+        d["real_user"] = _id_object(p.uid)
     if p.gid is not None:
-        d["real_group"] = {"id": str(p.gid)}
+        d["real_group"] = _id_object(p.gid)
     return d
+
+
+_IDS: dict[int, dict[str, str]] = {}
+
+
+def _id_object(n: int) -> dict[str, str]:
+    """{"id": "<n>"}, one shared object per uid/gid (documents never change what they share)."""
+    obj = _IDS.get(n)
+    if obj is None:
+        if len(_IDS) >= 1024:
+            _IDS.clear()
+        obj = _IDS[n] = {"id": str(n)}
+    return obj
 
 
 def _siemhub_process(p: Process) -> dict[str, Any]:
@@ -326,15 +339,156 @@ def _mapped(p: Process) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
         return hit[1], hit[2], hit[3]
     top: dict[str, Any] = {}
     if p.euid is not None:
-        top["user"] = {"id": str(p.euid)}
+        top["user"] = _id_object(p.euid)
     if p.egid is not None:
-        top["group"] = {"id": str(p.egid)}
-    _workload_fields(p, top)
+        top["group"] = _id_object(p.egid)
+    if p.container is not None or p.pod is not None:
+        _workload_fields(p, top)
     out = (_process_fields(p), _siemhub_process(p), top)
     if len(_MAPPED) >= 4096:  # a few MB of mappings at most
         _MAPPED.clear()
     _MAPPED[id(p)] = (p, *out)
     return out
+
+
+def _parent_ids(p: Process) -> dict[str, Any]:
+    """process.parent of a process whose parent image is not in the event: its ids only."""
+    return {k: v for k, v in (("entity_id", p.parent_exec_id), ("pid", p.ppid)) if v is not None}
+
+
+# id(process) -> (process, (JSON of its process.* mapping without the closing brace, of its
+# siemhub.process mapping or b"", of its top-level fields as members `,"user":{...},...` or b"")).
+# The per-process pieces encode_one
+# joins: a parent's JSON is encoded once for all its children. The process is kept referenced so that
+# its id cannot be reused meanwhile.
+_JSON: dict[int, tuple[Process, tuple[bytes, bytes, bytes, bytes]]] = {}
+# id(shared dict) -> (dict, its JSON): the constant parts (data_stream, host) encoded once
+_RAWS: dict[int, tuple[dict, msgspec.Raw]] = {}
+
+
+def _mapped_json(p: Process) -> tuple[bytes, bytes, bytes]:
+    hit = _JSON.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    pf, sp, top = _mapped(p)
+    enc = _encoder.encode
+    out = (enc(pf)[:-1], enc(sp) if sp else b"", b"," + enc(top)[1:-1] if top else b"")
+    if len(_JSON) >= 4096:  # a few MB at most
+        _JSON.clear()
+    _JSON[id(p)] = (p, out)
+    return out
+
+
+def _process_json(p: Process, parent: Process | None) -> tuple[bytes, bytes, bytes]:
+    """(JSON of the process object with its parent, without its closing brace; the top-level fields
+    (user, group, container, orchestrator) as members `,"user":{...},...`; siemhub.parent and
+    siemhub.process as members)."""
+    pf_json, sp_json, top_members = _mapped_json(p)
+    if parent is not None:
+        ppf_json, psp_json, _ = _mapped_json(parent)
+        head = pf_json + b',"parent":' + ppf_json + b"}"
+        sh = b',"parent":' + psp_json if psp_json else b""
+    else:
+        head = pf_json
+        if p.ppid is not None or p.parent_exec_id is not None:
+            head += b',"parent":' + _encoder.encode(_parent_ids(p))
+        sh = b""
+    if sp_json:
+        sh += b',"process":' + sp_json
+    return head, top_members, sh
+
+
+# (event type, namespace, severity) -> the JSON between the timestamp and the event id, and between
+# the event id and the duration: everything constant about the head of a process event's document
+_FAST_HEADS: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+_NODES: dict[int, tuple[Any, bytes]] = {}  # id(node) -> (node, `,"host":...` and siemhub.node JSON)
+
+
+def _fast_head(event_type: str, namespace: str, severity: str) -> tuple[bytes, bytes]:
+    head = _HEADS.get((event_type, namespace)) or _head(event_type, namespace)
+    enc = _encoder.encode
+    ev = enc(head[0])  # {"kind":...,"dataset":...}
+    pre = (b',"ecs":' + bytes(_ECS_RAW) + b',"agent":' + bytes(_AGENT_RAW) + b',"data_stream":' + enc(head[1])
+           + b',"event":{"id":')
+    mid = b"," + ev[1:-1] + b',"severity":%d' % SEVERITY_RANK.get(severity, 0)
+    out = (pre, mid)
+    if len(_FAST_HEADS) > 256:
+        _FAST_HEADS.clear()
+    _FAST_HEADS[(event_type, namespace, severity)] = out
+    return out
+
+
+def _node_json(node) -> tuple[bytes, bytes]:
+    hit = _NODES.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    enc = _encoder.encode
+    host = b',"host":' + enc({"name": node.name, "hostname": node.name})
+    labels = b',"node":' + enc({"labels": dict(node.labels)}) if node.labels else b""
+    out = (host, labels)
+    if len(_NODES) > 64:
+        _NODES.clear()
+    _NODES[id(node)] = (node, out)
+    return out
+
+
+def _process_event_json(event: Event, namespace: str, p: Process) -> bytes:
+    """The document of an event that is only about its process (exec, exit), as bytes: the pieces
+    of the JSON that do not change from one event to the next are joined with the ones that do."""
+    enc = _encoder.encode
+    sev = event.severity
+    heads = _FAST_HEADS.get((event.type, namespace, sev)) or _fast_head(event.type, namespace, sev)
+    head_json, top_members, sh_members = _process_json(p, event.parent)
+    host, labels = _node_json(event.node)
+    x = event.exit
+    parts = [b'{"@timestamp":', enc(event.time), heads[0], enc(event.id), heads[1]]
+    if x is not None and x.duration_ns is not None:
+        parts.append(b',"duration":%d' % x.duration_ns)
+    parts += [b'},"log":', bytes(_LOG_RAW[sev]), host]
+    if event.tags:
+        parts += [b',"tags":', enc(event.tags)]
+    if event.node.cluster:
+        parts += [b',"orchestrator":', enc({"type": "kubernetes", "cluster": {"name": event.node.cluster}})]
+    parts += [top_members, b',"process":', head_json]
+    if x is None:
+        parts.append(b'},"siemhub":{"schema_version":')
+    else:
+        parts += [b',"end":', enc(event.time)]
+        if x.code is not None:
+            parts.append(b',"exit_code":%d' % x.code)
+        parts.append(b'},"siemhub":{"schema_version":')
+    parts += [enc(event.schema_version), labels, sh_members]
+    if x is not None:
+        ex = {}
+        if x.signal:
+            ex["signal"] = x.signal
+        if x.core_dumped:
+            ex["core_dumped"] = True
+        if x.duration_ns is not None:
+            ex["duration_ns"] = x.duration_ns
+        if ex:
+            parts += [b',"exit":', enc(ex)]
+    parts.append(b"}}")
+    return b"".join(parts)
+
+
+def clear_memos() -> None:
+    """Forget every memoized mapping (benchmarks measure cold documents; tests compare with fresh ones)."""
+    _MAPPED.clear()
+    _JSON.clear()
+    _RAWS.clear()
+    _NODES.clear()
+
+
+def _raw(d: dict) -> msgspec.Raw:
+    hit = _RAWS.get(id(d))
+    if hit is not None and hit[0] is d:
+        return hit[1]
+    r = msgspec.Raw(_encoder.encode(d))
+    if len(_RAWS) >= 512:
+        _RAWS.clear()
+    _RAWS[id(d)] = (d, r)
+    return r
 
 
 def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
@@ -346,9 +500,13 @@ def _status_fields(counters: dict[str, int]) -> dict[str, Any]:
 
 # Parts of a document that depend only on the event type, namespace, severity or node: built once and
 # shared by the documents (never changed after: to_ecs builds new dicts for what varies).
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 _ECS = {"version": ECS_VERSION}
 _AGENT = {"type": "siemhub"}
 _LOG = {s: {"level": s} for s in SEVERITY_RANK}
+_ECS_RAW = msgspec.Raw(_encoder.encode(_ECS))
+_AGENT_RAW = msgspec.Raw(_encoder.encode(_AGENT))
+_LOG_RAW = {s: msgspec.Raw(_encoder.encode(v)) for s, v in _LOG.items()}
 _HOSTS: dict[str, dict[str, str]] = {}
 _HEADS: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]]] = {}
 
@@ -374,6 +532,23 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
     """One canonical event -> one ECS document (a plain dict, ready for JSON). Its nested dicts are
     shared with other documents (the mapping of a shared process, the constant parts): encode it, or
     copy before changing anything below the top level."""
+    return _document(event, namespace, False)
+
+
+def encode_one(event: Event, namespace: str = "default") -> bytes:
+    """The JSON of to_ecs(event, namespace), built faster: the parts shared by many documents (a
+    process' mapping with its parent's, the constant event/host/agent objects) are encoded once and
+    spliced in as raw JSON. Same JSON object as encoding to_ecs (tests/unit/exporters/formats/
+    test_ecs_format.py compares them on every event type); bench/codec_cost.py measures it."""
+    p = event.process
+    if (p is not None and event.file is None and event.network is None and event.privilege is None
+            and event.policy is None and event.status is None and event.severity in _LOG_RAW
+            and not (event.node.cluster and p.pod is not None)):
+        return _process_event_json(event, namespace, p)
+    return _encoder.encode(_document(event, namespace, True))
+
+
+def _document(event: Event, namespace: str, raw: bool) -> dict[str, Any]:
     head = _HEADS.get((event.type, namespace))
     if head is None:
         head = _head(event.type, namespace)
@@ -385,15 +560,26 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
         host = _HOSTS[node.name] = {"name": node.name, "hostname": node.name}
         if len(_HOSTS) > 64:
             _HOSTS.clear()
-    doc: dict[str, Any] = {
-        "@timestamp": event.time,
-        "ecs": _ECS,
-        "agent": _AGENT,
-        "data_stream": head[1],
-        "event": ev,
-        "log": _LOG.get(event.severity) or {"level": event.severity},
-        "host": host,
-    }
+    if raw:
+        doc: dict[str, Any] = {
+            "@timestamp": event.time,
+            "ecs": _ECS_RAW,
+            "agent": _AGENT_RAW,
+            "data_stream": _raw(head[1]),
+            "event": ev,
+            "log": _LOG_RAW.get(event.severity) or {"level": event.severity},
+            "host": _raw(host),
+        }
+    else:
+        doc = {
+            "@timestamp": event.time,
+            "ecs": _ECS,
+            "agent": _AGENT,
+            "data_stream": head[1],
+            "event": ev,
+            "log": _LOG.get(event.severity) or {"level": event.severity},
+            "host": host,
+        }
     sh: dict[str, Any] = {"schema_version": event.schema_version}
     if event.node.labels:
         sh["node"] = {"labels": dict(event.node.labels)}
@@ -403,7 +589,30 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
         doc["orchestrator"] = {"type": "kubernetes", "cluster": {"name": event.node.cluster}}
 
     p = event.process
-    if p is not None:
+    x = event.exit
+    if p is not None and raw:
+        # the process object (with its parent) is one piece of JSON per (process, parent) pair; an exit
+        # appends `end` and `exit_code` to it
+        head_json = _process_json(p, event.parent)[0]
+        _, sp, top = _mapped(p)
+        psp = _mapped(event.parent)[1] if event.parent is not None else None
+        if psp:
+            sh["parent"] = psp
+        if sp:
+            sh["process"] = sp
+        if top:
+            cluster = doc.get("orchestrator")
+            doc.update(top)
+            if cluster is not None and "orchestrator" in top:  # the pod's fields and the node's cluster
+                doc["orchestrator"] = {**top["orchestrator"], "cluster": cluster["cluster"]}
+        if x is None:
+            doc["process"] = msgspec.Raw(head_json + b"}")
+        else:
+            tail = b',"end":' + _encoder.encode(event.time)
+            if x.code is not None:
+                tail += b',"exit_code":%d' % x.code
+            doc["process"] = msgspec.Raw(head_json + tail + b"}")
+    elif p is not None:
         pf, sp, top = _mapped(p)
         proc = dict(pf)  # gets `parent`, `end`, `exit_code` below: a copy of the shared mapping
         parent = event.parent
@@ -413,7 +622,7 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
             if psp:
                 sh["parent"] = psp
         elif p.ppid is not None or p.parent_exec_id is not None:
-            proc["parent"] = {k: v for k, v in (("entity_id", p.parent_exec_id), ("pid", p.ppid)) if v is not None}
+            proc["parent"] = _parent_ids(p)
         if sp:
             sh["process"] = sp
         if top:
@@ -423,12 +632,12 @@ def to_ecs(event: Event, namespace: str = "default") -> dict[str, Any]:
                 doc["orchestrator"] = {**top["orchestrator"], "cluster": cluster["cluster"]}
         doc["process"] = proc
 
-    x = event.exit
     if x is not None:
-        proc = doc.setdefault("process", {})
-        proc["end"] = event.time
-        if x.code is not None:
-            proc["exit_code"] = x.code
+        if p is None or not raw:
+            proc = doc.setdefault("process", {})
+            proc["end"] = event.time
+            if x.code is not None:
+                proc["exit_code"] = x.code
         ex: dict[str, Any] = {}
         if x.signal:
             ex["signal"] = x.signal
@@ -540,11 +749,10 @@ def _body_fields(event: Event, doc: dict[str, Any], ev: dict[str, Any], sh: dict
         sh["policy"] = {"action": pol.action, "enforced": pol.enforced}
 
 
-_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
-
-
 def encode_lines(batch: Sequence[Event]) -> bytes:
-    return _encoder.encode_lines([to_ecs(e) for e in batch])
+    if not batch:
+        return b""
+    return b"\n".join(map(encode_one, batch)) + b"\n"
 
 
 def to_obj(event: Event) -> dict:

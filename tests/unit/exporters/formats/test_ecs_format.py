@@ -291,7 +291,7 @@ def test_shared_processes_are_mapped_once_and_never_changed_by_a_document():
                                    privilege=Privilege(operation="setuid", old_uid=1000, new_uid=0, new_gid=0))
     first = ecs.to_ecs(base)
     docs = [ecs.to_ecs(e) for e in (base, exit_, priv, base)]
-    ecs._MAPPED.clear()
+    ecs.clear_memos()
     fresh = [ecs.to_ecs(copy.deepcopy(e)) for e in (base, exit_, priv, base)]
     assert docs == fresh
     assert docs[0] == docs[3] == first
@@ -308,3 +308,34 @@ def test_udp_flow_fields():
     assert doc["network"] == {"transport": "udp", "type": "ipv6", "direction": "egress", "bytes": 5000, "packets": 50}
     assert doc["event"]["start"] == "2026-11-25T22:21:28Z" and doc["event"]["end"] == "2026-11-25T22:21:30Z"
     assert doc["siemhub"]["flow_end"] == "close"
+
+
+def test_encoded_documents_are_the_json_of_to_ecs():
+    """encode_one (and the format's encode_lines) splice shared parts as JSON encoded once: the result must
+    be the JSON of to_ecs, for every event type, exits with and without a code, processes with and without
+    a parent object, pods with the node's cluster, privilege changes (which extend `user`), and for
+    documents built again from the memos."""
+    import msgspec
+
+    from siemhub.collector.core.event import Exit, Node, Privilege
+
+    golden = [decode_json(p.read_bytes()) for p in sorted(GOLDEN.glob("native_*.json"))]
+    events = [decode_json(t) for t in (*EVENTS.values(), *EXTRA, UDP_FLOW)] + golden
+    more = []
+    for e in events:
+        if e.process is None:
+            continue
+        more += [msgspec.structs.replace(e, id="x1", type="process_exit", exit=Exit(signal="SIGKILL", core_dumped=True)),
+                 msgspec.structs.replace(e, id="x2", parent=None),
+                 msgspec.structs.replace(e, id="x3", node=Node(name="n2", cluster="prod-eu")),
+                 msgspec.structs.replace(e, id="x4", type="privilege_change",
+                                         privilege=Privilege(operation="setuid", old_uid=1000, new_uid=0))]
+    events += more
+    assert len(events) > 20
+    for round_ in range(2):  # cold, then from the memos
+        for e in events:
+            want = ecs.to_ecs(e, namespace="prod")
+            assert json.loads(ecs.encode_one(e, namespace="prod")) == json.loads(json.dumps(want)), (round_, e.id)
+        lines = get_format("ecs").encode_lines(events).splitlines()
+        assert [json.loads(x) for x in lines] == [json.loads(json.dumps(ecs.to_ecs(e))) for e in events]
+    ecs.clear_memos()
