@@ -65,6 +65,29 @@ def one_of_each(root: list[Event]) -> dict[str, Event]:
     return out
 
 
+# The ECS encoder as it was when the hot-path issue measured it (5.9 µs per event then): loaded from git
+# and measured beside today's in the same run, so the page can give the ratio on the same machine.
+ECS_BASELINE_REV = "048bf1b"
+
+
+def ecs_baseline(rev: str = ECS_BASELINE_REV):
+    """That revision's exporters/formats/ecs.py as a module (its imports moved to today's paths), or
+    None without git or the revision (a shallow clone)."""
+    import subprocess
+    import types
+
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:exporters/formats/ecs.py"],
+                             capture_output=True, check=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    src = src.replace("from siemhub.collector.event import", "from siemhub.collector.core.event import")
+    mod = types.ModuleType(f"ecs_{rev}")
+    mod.__dict__["__name__"] = mod.__name__
+    exec(compile(src, f"{rev}:exporters/formats/ecs.py", "exec"), mod.__dict__)  # noqa: S102 - our own history
+    return mod
+
+
 def _forget() -> None:
     """Empty the formats' per-process memos (ECS), so that every round pays for the first sight of each
     process as the agent does."""
@@ -100,6 +123,10 @@ def main() -> None:
     for name, fmt in FORMATS.items():
         enc = fmt.encode_lines
         fig["encode_us"][name] = round(least_cpu(lambda: [enc(b) for b in batches], args.rounds) / n * 1e6, 2)
+    old = ecs_baseline()
+    if old is not None:
+        fig["encode_us"][f"ecs at {ECS_BASELINE_REV} (before)"] = round(
+            least_cpu(lambda: [old.encode_lines(b) for b in batches], args.rounds) / n * 1e6, 2)
     # OTLP (exporters/otlp.py): the ExportLogsServiceRequest protobuf, written per batch by LogsEncoder;
     # a new encoder each round, so its attribute cache pays for the first sight of every value
     observed = time.time_ns()
